@@ -1,0 +1,11 @@
+"""Recommenders: every model is a `Recommender` with fit / score / recommend / save / load."""
+
+from advrec.models.base import Recommender, model_class
+from advrec.models.bpr import BPRMF
+from advrec.models.ease import EASE
+from advrec.models.item_knn import ItemKNN
+from advrec.models.mult_vae import MultVAE
+from advrec.models.pop import Pop
+from advrec.models.torch_base import TorchRecommender
+
+__all__ = ["BPRMF", "EASE", "ItemKNN", "MultVAE", "Pop", "Recommender", "TorchRecommender", "model_class"]

@@ -1,0 +1,187 @@
+"""`Recommender`: the base every model shares (parameters, input checks, score, recommend, save, load)."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+import scipy.sparse as sp
+
+from advrec.data.interactions import Interactions, as_csr
+from advrec.errors import ConfigError, DataError, ModelFileError, NotFittedError, UnknownIdError
+from advrec.evaluation.ranking import top_k
+from advrec.io import read_model, write_model
+
+R = TypeVar("R", bound="Recommender")
+
+_REGISTRY: dict[str, type[Recommender]] = {}
+
+
+class Recommender:
+    """Base class: scikit-learn style estimator over a users×items matrix.
+
+    Subclasses implement `fit(X)` (set learned attributes ending in `_`, then return self) and
+    `_score(history, users)`. `uses_history` tells whether scores come from the history alone (such a
+    model scores users it never saw) or from per-user vectors learned in `fit`.
+    """
+
+    uses_history: ClassVar[bool] = True
+
+    def __init_subclass__(cls, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        _REGISTRY[cls.__name__] = cls
+
+    # ------------------------------------------------------------------ parameters
+    @classmethod
+    def _param_names(cls) -> list[str]:
+        sig = inspect.signature(cls.__init__)
+        return [p.name for p in sig.parameters.values() if p.name != "self" and p.kind == p.POSITIONAL_OR_KEYWORD]
+
+    def get_params(self) -> dict[str, Any]:
+        """Constructor parameters and their current values."""
+        return {name: getattr(self, name) for name in self._param_names()}
+
+    def set_params(self: R, **params: Any) -> R:
+        valid = self._param_names()
+        for key, value in params.items():
+            if key not in valid:
+                raise ConfigError(f"{type(self).__name__} has no parameter {key!r}; parameters: {valid}")
+            setattr(self, key, value)
+        return self
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({args})"
+
+    # ------------------------------------------------------------------ fitting
+    def fit(self: R, X: Interactions | sp.spmatrix, valid: Any = None) -> R:
+        raise NotImplementedError
+
+    def _check_fit_input(self, X: Interactions | sp.spmatrix) -> sp.csr_matrix:
+        """The training matrix as binary implicit feedback, checked."""
+        m = as_csr(X, "training data")
+        if m.shape[0] == 0 or m.shape[1] == 0 or m.nnz == 0:
+            raise DataError(f"training data is empty (shape {m.shape}, {m.nnz} interactions)")
+        if (m.data < 0).any():
+            raise DataError("training data has negative values; pass interactions as non-negative weights")
+        b = m.copy()
+        b.eliminate_zeros()
+        b.data[:] = 1.0
+        return b
+
+    def _set_shape(self, m: sp.csr_matrix) -> None:
+        self.n_users_ = int(m.shape[0])
+        self.n_items_ = int(m.shape[1])
+
+    @property
+    def is_fitted(self) -> bool:
+        return hasattr(self, "n_items_")
+
+    def _check_fitted(self) -> None:
+        if not self.is_fitted:
+            raise NotFittedError(f"this {type(self).__name__} is not fitted yet: call fit(X) first")
+
+    # ------------------------------------------------------------------ scoring
+    def _check_score_input(self, history: Any, users: Any) -> tuple[sp.csr_matrix, np.ndarray]:
+        self._check_fitted()
+        h = as_csr(history, "history")
+        if h.shape[1] != self.n_items_:
+            raise DataError(f"history has {h.shape[1]} items but the model was fitted on {self.n_items_} items")
+        u = np.asarray(users)
+        if u.ndim == 0:
+            u = u.reshape(1)
+        if u.size and u.dtype.kind not in "iu":
+            raise DataError(f"users must be integer user indices, got dtype {u.dtype}")
+        u = u.astype(np.int64)
+        if u.size and (u.min() < 0 or u.max() >= h.shape[0]):
+            bad = u[(u < 0) | (u >= h.shape[0])][0]
+            raise UnknownIdError(f"user index {bad} is outside the history matrix ({h.shape[0]} users)")
+        if not self.uses_history and u.size and u.max() >= self.n_users_:
+            bad = u[u >= self.n_users_][0]
+            raise UnknownIdError(
+                f"user index {bad} was not seen in training ({self.n_users_} users); "
+                f"{type(self).__name__} keeps one vector per user and cannot score new users"
+            )
+        return h, u
+
+    def score(self, history: Interactions | sp.spmatrix, users: Any) -> np.ndarray:
+        """Scores of all items for `users` (indices into `history`): a (len(users), n_items) float32 array."""
+        h, u = self._check_score_input(history, users)
+        if u.size == 0:
+            return np.zeros((0, self.n_items_), dtype=np.float32)
+        return np.asarray(self._score(h, u), dtype=np.float32)
+
+    def _score(self, history: sp.csr_matrix, users: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def recommend(
+        self,
+        history: Interactions | sp.spmatrix,
+        users: Any,
+        k: int = 10,
+        exclude_seen: bool = True,
+        batch_size: int = 4096,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k item indices and scores, (len(users), k) each; seen items are excluded unless told.
+
+        When fewer than k items are left for a user, the tail holds item -1 with score -inf.
+        """
+        if k < 1:
+            raise ConfigError(f"k must be at least 1, got {k}")
+        h, u = self._check_score_input(history, users)
+        k_eff = min(k, self.n_items_)
+        items = np.full((len(u), k), -1, dtype=np.int64)
+        scores = np.full((len(u), k), -np.inf, dtype=np.float32)
+        for start in range(0, len(u), batch_size):
+            ub = u[start : start + batch_size]
+            s = np.array(self._score(h, ub), dtype=np.float32)
+            if exclude_seen:
+                seen = h[ub]
+                s[np.repeat(np.arange(len(ub)), np.diff(seen.indptr)), seen.indices] = -np.inf
+            ti, ts = top_k(s, k_eff)
+            ti = np.where(np.isfinite(ts), ti, -1)
+            items[start : start + len(ub), :k_eff] = ti
+            scores[start : start + len(ub), :k_eff] = ts
+        return items, scores
+
+    # ------------------------------------------------------------------ persistence
+    def _learned_state(self) -> dict[str, Any]:
+        """Learned attributes (names ending in `_`) to save; subclasses add what is not a plain attribute."""
+        return {k: v for k, v in vars(self).items() if k.endswith("_") and not k.startswith("_")}
+
+    def _restore_state(self, state: dict[str, Any]) -> None:
+        for k, v in state.items():
+            setattr(self, k, v)
+
+    def save(self, path: str | Path) -> Path:
+        """Writes `params.json` + `arrays.safetensors` to the folder `path`."""
+        self._check_fitted()
+        header = {"class": type(self).__name__, "params": self.get_params()}
+        return write_model(path, header, self._learned_state())
+
+    @classmethod
+    def load(cls: type[R], path: str | Path) -> R:
+        """Loads a model saved by `save` (no unpickling); on the base class, the saved class is used."""
+        header, state = read_model(path)
+        name = header.get("class")
+        target = _REGISTRY.get(str(name))
+        if target is None:
+            raise ModelFileError(f"{path}: unknown model class {name!r}; known: {sorted(_REGISTRY)}")
+        if cls is not Recommender and not issubclass(target, cls):
+            raise ModelFileError(f"{path} holds a {name}, not a {cls.__name__}")
+        model = target(**header.get("params", {}))
+        model._restore_state(state)
+        return model  # type: ignore[return-value]
+
+
+def model_class(name: str) -> type[Recommender]:
+    """A model class by name, case-insensitive (e.g. "ease", "MultVAE")."""
+    import advrec.models  # noqa: F401  (registers the built-in models)
+
+    for key, cls in _REGISTRY.items():
+        if key.lower() == name.lower() and not key.startswith("_") and key not in ("TorchRecommender",):
+            return cls
+    known = sorted(k for k in _REGISTRY if k != "TorchRecommender")
+    raise ConfigError(f"unknown model {name!r}; known models: {known}")

@@ -1,0 +1,118 @@
+"""`MultVAE` (Liang et al., WWW 2018): a variational autoencoder with a multinomial likelihood."""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from advrec.models.torch_base import TorchRecommender, csr_to_torch
+
+
+class VAE(nn.Module):
+    """I → hidden → (μ, log σ²) of size latent → hidden → I, tanh activations."""
+
+    def __init__(self, n_items: int, hidden: int, latent: int, dropout: float) -> None:
+        super().__init__()
+        self.encoder = nn.Linear(n_items, hidden)
+        self.to_latent = nn.Linear(hidden, 2 * latent)
+        self.from_latent = nn.Linear(latent, hidden)
+        self.decoder = nn.Linear(hidden, n_items)
+        self.latent = latent
+        self.drop = nn.Dropout(dropout)
+        for layer in (self.encoder, self.to_latent, self.from_latent, self.decoder):
+            nn.init.xavier_normal_(layer.weight)
+            nn.init.normal_(layer.bias, std=0.001)
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.drop(F.normalize(x, dim=1))
+        h = torch.tanh(self.encoder(h))
+        mu, logvar = self.to_latent(h).chunk(2, dim=1)
+        return mu, logvar
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.decoder(torch.tanh(self.from_latent(z)))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        mu, logvar = self.encode(x)
+        if self.training:
+            z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+        else:
+            z = mu
+        return self.decode(z), mu, logvar
+
+
+class MultVAE(TorchRecommender):
+    """Mult-VAE^PR: loss = −Σ x·log softmax(f(z)) + β·KL(q(z|x) ‖ N(0, I)), β annealed linearly to `beta_cap`.
+
+    β grows by 1/`anneal_steps` per update until it reaches `beta_cap`. Input dropout `dropout` on the
+    L2-normalised history; scores are the decoder's logits at z = μ. Scores come from the history alone,
+    so users unseen in training are scored from their fold-in items.
+    """
+
+    def __init__(
+        self,
+        hidden: int = 600,
+        latent: int = 200,
+        dropout: float = 0.5,
+        beta_cap: float = 0.2,
+        anneal_steps: int = 20000,
+        weight_decay: float = 0.0,
+        epochs: int = 200,
+        batch_size: int = 500,
+        lr: float = 1e-3,
+        patience: int = 20,
+        eval_every: int = 1,
+        device: str = "auto",
+        random_state: int | None = 2020,
+        verbose: bool = False,
+    ) -> None:
+        super().__init__(epochs, batch_size, lr, patience, eval_every, device, random_state, verbose)
+        self.hidden = hidden
+        self.latent = latent
+        self.dropout = dropout
+        self.beta_cap = beta_cap
+        self.anneal_steps = anneal_steps
+        self.weight_decay = weight_decay
+
+    def _build(self, n_users: int, n_items: int) -> nn.Module:
+        return VAE(n_items, self.hidden, self.latent, self.dropout)
+
+    def _train_epoch(self, X: sp.csr_matrix, rng: np.random.Generator) -> float:
+        if getattr(self, "_optimizer_for", None) is not self.network_:
+            self._optimizer = torch.optim.Adam(self.network_.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+            self._optimizer_for = self.network_
+            self.updates_ = 0
+        users = np.flatnonzero(np.diff(X.indptr) > 0)
+        order = rng.permutation(users)
+        total = 0.0
+        for start in range(0, len(order), self.batch_size):
+            ub = np.sort(order[start : start + self.batch_size])
+            x = csr_to_torch(X[ub], self.device_)
+            logits, mu, logvar = self.network_(x)
+            nll = -(F.log_softmax(logits, dim=1) * x).sum(1).mean()
+            kl = 0.5 * (-logvar + logvar.exp() + mu.pow(2) - 1).sum(1).mean()
+            beta = min(self.beta_cap, self.updates_ / max(1, self.anneal_steps))
+            loss = self._apply_hooks({"users": torch.from_numpy(ub), "x": x}, nll + beta * kl)
+            self._optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self._optimizer.step()
+            self.updates_ += 1
+            total += float(loss.detach()) * len(ub)
+        return total / len(order)
+
+    def _fit_loop(self, m, es, rng) -> None:  # type: ignore[no-untyped-def]
+        try:
+            super()._fit_loop(m, es, rng)
+        finally:
+            for name in ("_optimizer", "_optimizer_for"):
+                self.__dict__.pop(name, None)
+
+    def _score(self, history: sp.csr_matrix, users: np.ndarray) -> np.ndarray:
+        h = history[users]
+        h.data[:] = 1.0
+        with torch.no_grad():
+            logits, _, _ = self.network_(csr_to_torch(h, self.device_))
+        return logits.cpu().numpy()

@@ -1,0 +1,176 @@
+"""`TorchRecommender`: device choice, seeding, the epoch loop with early stopping, saving torch weights."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from advrec.data.interactions import Interactions
+from advrec.data.splits import EvalSet, Split
+from advrec.errors import ConfigError, DataError
+from advrec.evaluation.evaluate import evaluate_scores
+from advrec.models.base import Recommender
+from advrec.progress import progress_bar
+
+log = logging.getLogger(__name__)
+
+BatchHook = Callable[["TorchRecommender", dict[str, torch.Tensor], torch.Tensor], torch.Tensor]
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """"auto" → CUDA when present, else CPU; anything else as torch understands it."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as exc:
+        raise ConfigError(f"device {device!r} is not a torch device: {exc}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} was asked for but CUDA is not available")
+    return dev
+
+
+def seed_of(random_state: int | np.random.Generator | None) -> int:
+    if random_state is None:
+        return int(np.random.SeedSequence().generate_state(1)[0])
+    if isinstance(random_state, np.random.Generator):
+        return int(random_state.integers(2**31 - 1))
+    return int(random_state)
+
+
+def csr_to_torch(m: sp.csr_matrix, device: torch.device) -> torch.Tensor:
+    """Rows of a CSR matrix as a dense float32 tensor on `device`."""
+    return torch.from_numpy(np.asarray(m.toarray(), dtype=np.float32)).to(device)
+
+
+def as_eval_set(valid: EvalSet | Split | None) -> EvalSet | None:
+    if valid is None or isinstance(valid, EvalSet):
+        return valid
+    if isinstance(valid, Split):
+        return valid.eval_set("valid")
+    raise DataError(f"valid must be a Split or an EvalSet, not {type(valid).__name__}")
+
+
+class TorchRecommender(Recommender):
+    """Shared training machinery of the torch models.
+
+    Subclasses build `self.network_` in `_build(n_users, n_items)` and implement
+    `_train_epoch(X, rng) -> mean loss` and `_score`. With a validation set the loop evaluates NDCG@10
+    every `eval_every` epochs, keeps the best weights and stops after `patience` evaluations without
+    improvement. Layers above `models` add training options through `batch_hooks`: functions
+    (model, batch, loss) -> loss that subclasses apply to each batch loss.
+    """
+
+    def __init__(
+        self,
+        epochs: int = 100,
+        batch_size: int = 512,
+        lr: float = 1e-3,
+        patience: int = 10,
+        eval_every: int = 1,
+        device: str = "auto",
+        random_state: int | None = 2020,
+        verbose: bool = False,
+    ) -> None:
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.patience = patience
+        self.eval_every = eval_every
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+
+    batch_hooks: list[BatchHook]
+
+    # ------------------------------------------------------------------ to implement
+    def _build(self, n_users: int, n_items: int) -> torch.nn.Module:
+        raise NotImplementedError
+
+    def _train_epoch(self, X: sp.csr_matrix, rng: np.random.Generator) -> float:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ training loop
+    def _apply_hooks(self, batch: dict[str, torch.Tensor], loss: torch.Tensor) -> torch.Tensor:
+        for hook in getattr(self, "batch_hooks", []):
+            loss = hook(self, batch, loss)
+        return loss
+
+    def fit(self, X: Interactions | sp.spmatrix, valid: EvalSet | Split | None = None) -> TorchRecommender:
+        """Trains on `X`; with `valid`, early stopping on validation NDCG@10 and the best epoch kept."""
+        m = self._check_fit_input(X)
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ConfigError(f"epochs and batch_size must be ≥ 1, got {self.epochs}, {self.batch_size}")
+        es = as_eval_set(valid)
+        self._set_shape(m)
+        self.device_ = resolve_device(self.device)
+        seed = seed_of(self.random_state)
+        rng = np.random.default_rng(seed)
+        with torch.random.fork_rng(devices=[self.device_] if self.device_.type == "cuda" else []):
+            torch.manual_seed(seed)
+            self.network_ = self._build(self.n_users_, self.n_items_).to(self.device_)
+            self._fit_loop(m, es, rng)
+        return self
+
+    def _fit_loop(self, m: sp.csr_matrix, es: EvalSet | None, rng: np.random.Generator) -> None:
+        self.training_log_: list[dict[str, float]] = []
+        best, best_state, bad = -np.inf, None, 0
+        bar = progress_bar(range(1, self.epochs + 1), desc=type(self).__name__, disable=not self.verbose)
+        for epoch in bar:
+            t0 = time.perf_counter()
+            self.network_.train()
+            loss = self._train_epoch(m, rng)
+            row = {"epoch": epoch, "loss": float(loss), "seconds": time.perf_counter() - t0}
+            if not np.isfinite(loss):
+                raise FloatingPointError(f"{type(self).__name__}: training loss became {loss} at epoch {epoch}")
+            if es is not None and (epoch % self.eval_every == 0 or epoch == self.epochs):
+                ndcg = self._validate(es)
+                row["valid_ndcg@10"] = ndcg
+                if ndcg > best:
+                    best, bad = ndcg, 0
+                    best_state = copy.deepcopy(self.network_.state_dict())
+                    self.best_epoch_ = epoch
+                else:
+                    bad += 1
+            self.training_log_.append(row)
+            bar.set_postfix({k: f"{v:.4f}" for k, v in row.items() if k not in ("epoch", "seconds")})
+            log.debug("%s epoch %d: %s", type(self).__name__, epoch, row)
+            if es is not None and bad >= self.patience:
+                break
+        if best_state is not None:
+            self.network_.load_state_dict(best_state)
+            self.best_valid_ndcg_ = float(best)
+        self.epochs_run_ = len(self.training_log_)
+        self.epoch_seconds_ = float(np.mean([r["seconds"] for r in self.training_log_]))
+        self.network_.eval()
+
+    def _validate(self, es: EvalSet) -> float:
+        self.network_.eval()
+        with torch.no_grad():
+            report = evaluate_scores(lambda h, u: self._score(h, u), es, ks=(10,), metrics=("ndcg",))
+        self.network_.train()
+        return report.summary["ndcg@10"]
+
+    # ------------------------------------------------------------------ persistence
+    def _learned_state(self) -> dict[str, Any]:
+        state = {k: v for k, v in super()._learned_state().items() if k not in ("network_", "device_")}
+        for name, tensor in self.network_.state_dict().items():
+            state[f"network.{name}"] = tensor.detach().cpu().numpy()
+        return state
+
+    def _restore_state(self, state: dict[str, Any]) -> None:
+        weights = {k[len("network.") :]: torch.from_numpy(np.array(v)) for k, v in state.items() if k.startswith("network.")}
+        super()._restore_state({k: v for k, v in state.items() if not k.startswith("network.")})
+        self.device_ = resolve_device(self.device)
+        self.network_ = self._build(self.n_users_, self.n_items_)
+        self.network_.load_state_dict(weights)
+        self.network_.to(self.device_).eval()
