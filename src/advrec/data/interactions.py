@@ -220,7 +220,9 @@ class Interactions:
         if not last.all():
             if duplicates == "error":
                 k = key[~last][0]
-                raise DataError(f"duplicate interaction for user {users.raw(k // n_items)!r}, item {items.raw(k % n_items)!r}")
+                raise DataError(
+                    f"duplicate interaction for user {users.raw(k // n_items)!r}, item {items.raw(k % n_items)!r}"
+                )
             if duplicates == "sum":
                 starts = np.flatnonzero(np.r_[True, last[:-1]])
                 r = np.add.reduceat(r, starts)
@@ -228,9 +230,7 @@ class Interactions:
                 r = r[last]
             key = key[last]
             t = t[last] if t is not None else None
-        m = sp.csr_matrix(
-            (r.astype(np.float32), (key // n_items, key % n_items)), shape=(len(users), n_items)
-        )
+        m = sp.csr_matrix((r.astype(np.float32), (key // n_items, key % n_items)), shape=(len(users), n_items))
         # keys are sorted, so the CSR data order equals the key order and timestamps stay aligned
         return cls(m, users, items, timestamps=None if t is None else t.astype(np.int64), name=name, **side)
 
@@ -266,9 +266,7 @@ class Interactions:
         """Copy that keeps only the stored entries where `mask` (aligned with CSR data) is True."""
         mask = np.asarray(mask, dtype=bool)
         coo = self.matrix.tocoo()
-        m = sp.csr_matrix(
-            (coo.data[mask], (coo.row[mask], coo.col[mask])), shape=self.shape, dtype=np.float32
-        )
+        m = sp.csr_matrix((coo.data[mask], (coo.row[mask], coo.col[mask])), shape=self.shape, dtype=np.float32)
         ts = self.timestamps[mask] if self.timestamps is not None else None
         return self._replace(m, ts)
 
@@ -285,8 +283,12 @@ class Interactions:
         iidx = np.arange(self.n_items) if items is None else _as_index(items, self.n_items)
         ts_m = None
         if self.timestamps is not None:
-            ts_m = sp.csr_matrix((self.timestamps.astype(np.float64), self.matrix.indices, self.matrix.indptr), self.shape)
-        pattern = sp.csr_matrix((np.arange(1, self.nnz + 1, dtype=np.float64), self.matrix.indices, self.matrix.indptr), self.shape)
+            ts_m = sp.csr_matrix(
+                (self.timestamps.astype(np.float64), self.matrix.indices, self.matrix.indptr), self.shape
+            )
+        pattern = sp.csr_matrix(
+            (np.arange(1, self.nnz + 1, dtype=np.float64), self.matrix.indices, self.matrix.indptr), self.shape
+        )
         sub_pattern = pattern[uidx][:, iidx].tocsr()
         sub_pattern.sort_indices()
         pick = sub_pattern.data.astype(np.int64) - 1

@@ -176,7 +176,9 @@ def _rank_within_user(rows: np.ndarray, key: np.ndarray) -> np.ndarray:
     return rank
 
 
-def _assemble(X: Interactions, part_of: np.ndarray, protocol: dict[str, Any], names=("train", "valid", "test")) -> Split:
+def _assemble(
+    X: Interactions, part_of: np.ndarray, protocol: dict[str, Any], names=("train", "valid", "test")
+) -> Split:
     parts = {name: X.select_entries(part_of == code) for code, name in enumerate(names)}
     return Split(protocol=protocol, **parts)  # type: ignore[arg-type]
 

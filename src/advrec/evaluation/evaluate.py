@@ -68,7 +68,12 @@ def evaluate(
     es = split.eval_set(on)
     popularity = np.diff(sp.csc_matrix(split.train.matrix).indptr)
     report = evaluate_scores(
-        model.score, es, ks=ks, metrics=metrics, batch_size=batch_size, item_popularity=popularity,
+        model.score,
+        es,
+        ks=ks,
+        metrics=metrics,
+        batch_size=batch_size,
+        item_popularity=popularity,
         progress=progress,
     )
     report.protocol = {"split": split.protocol, "on": on, "ranking": "full", "ks": list(ks)}

@@ -25,7 +25,7 @@ BatchHook = Callable[["TorchRecommender", dict[str, torch.Tensor], torch.Tensor]
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """"auto" → CUDA when present, else CPU; anything else as torch understands it."""
+    """ "auto" → CUDA when present, else CPU; anything else as torch understands it."""
     if isinstance(device, torch.device):
         return device
     if device == "auto":
@@ -168,7 +168,9 @@ class TorchRecommender(Recommender):
         return state
 
     def _restore_state(self, state: dict[str, Any]) -> None:
-        weights = {k[len("network.") :]: torch.from_numpy(np.array(v)) for k, v in state.items() if k.startswith("network.")}
+        weights = {
+            k[len("network.") :]: torch.from_numpy(np.array(v)) for k, v in state.items() if k.startswith("network.")
+        }
         super()._restore_state({k: v for k, v in state.items() if not k.startswith("network.")})
         self.device_ = resolve_device(self.device)
         self.network_ = self._build(self.n_users_, self.n_items_)
