@@ -23,45 +23,82 @@ L2, L3, L4, L5 = math.log2(2), math.log2(3), math.log2(4), math.log2(5)
 # (hits row, |T|, k, expected values for every metric), written out by hand.
 CASES: dict[str, tuple[list[int], int, int, dict[str, float]]] = {
     "T<K, hits 1 and 3": (
-        [1, 0, 1], 2, 3,
-        dict(hit=1, precision=2 / 3, recall=2 / 2, nrecall=2 / 2,
-             ndcg=(1 / L2 + 1 / L4) / (1 / L2 + 1 / L3), mrr=1, map=(1 / 1 + 2 / 3) / 2),
+        [1, 0, 1],
+        2,
+        3,
+        dict(
+            hit=1,
+            precision=2 / 3,
+            recall=2 / 2,
+            nrecall=2 / 2,
+            ndcg=(1 / L2 + 1 / L4) / (1 / L2 + 1 / L3),
+            mrr=1,
+            map=(1 / 1 + 2 / 3) / 2,
+        ),
     ),
     "T>K, hits 2 and 3, col 4 beyond k": (
-        [0, 1, 1, 1], 5, 3,
-        dict(hit=1, precision=2 / 3, recall=2 / 5, nrecall=2 / 3,
-             ndcg=(1 / L3 + 1 / L4) / (1 / L2 + 1 / L3 + 1 / L4), mrr=1 / 2, map=(1 / 2 + 2 / 3) / 3),
+        [0, 1, 1, 1],
+        5,
+        3,
+        dict(
+            hit=1,
+            precision=2 / 3,
+            recall=2 / 5,
+            nrecall=2 / 3,
+            ndcg=(1 / L3 + 1 / L4) / (1 / L2 + 1 / L3 + 1 / L4),
+            mrr=1 / 2,
+            map=(1 / 2 + 2 / 3) / 3,
+        ),
     ),
     "no hits": (
-        [0, 0, 0], 1, 3,
+        [0, 0, 0],
+        1,
+        3,
         dict(hit=0, precision=0, recall=0, nrecall=0, ndcg=0, mrr=0, map=0),
     ),
     "all hits": (
-        [1, 1, 1], 3, 3,
+        [1, 1, 1],
+        3,
+        3,
         dict(hit=1, precision=1, recall=1, nrecall=1, ndcg=1, mrr=1, map=1),
     ),
     "all hits, T>K": (
-        [1, 1, 1], 4, 3,
+        [1, 1, 1],
+        4,
+        3,
         dict(hit=1, precision=1, recall=3 / 4, nrecall=1, ndcg=1, mrr=1, map=1),
     ),
     "K=1 hit": (
-        [1, 0, 0], 4, 1,
+        [1, 0, 0],
+        4,
+        1,
         dict(hit=1, precision=1, recall=1 / 4, nrecall=1, ndcg=1, mrr=1, map=1),
     ),
     "K=1 miss, later hits ignored": (
-        [0, 1, 1], 2, 1,
+        [0, 1, 1],
+        2,
+        1,
         dict(hit=0, precision=0, recall=0, nrecall=0, ndcg=0, mrr=0, map=0),
     ),
     "T=1, hit at rank 4": (
-        [0, 0, 0, 1], 1, 4,
-        dict(hit=1, precision=1 / 4, recall=1, nrecall=1, ndcg=(1 / L5) / (1 / L2), mrr=1 / 4,
-             map=(1 / 4) / 1),
+        [0, 0, 0, 1],
+        1,
+        4,
+        dict(hit=1, precision=1 / 4, recall=1, nrecall=1, ndcg=(1 / L5) / (1 / L2), mrr=1 / 4, map=(1 / 4) / 1),
     ),
     "T=3 < K=5, hits 2 and 5": (
-        [0, 1, 0, 0, 1], 3, 5,
-        dict(hit=1, precision=2 / 5, recall=2 / 3, nrecall=2 / 3,
-             ndcg=(1 / L3 + 1 / math.log2(6)) / (1 / L2 + 1 / L3 + 1 / L4), mrr=1 / 2,
-             map=(1 / 2 + 2 / 5) / 3),
+        [0, 1, 0, 0, 1],
+        3,
+        5,
+        dict(
+            hit=1,
+            precision=2 / 5,
+            recall=2 / 3,
+            nrecall=2 / 3,
+            ndcg=(1 / L3 + 1 / math.log2(6)) / (1 / L2 + 1 / L3 + 1 / L4),
+            mrr=1 / 2,
+            map=(1 / 2 + 2 / 5) / 3,
+        ),
     ),
 }
 
@@ -96,9 +133,16 @@ def _reference(row: np.ndarray, n_rel: int, k: int) -> dict[str, float]:
     dcg = sum(1 / math.log2(i + 1) for i in range(1, k + 1) if row[i - 1])
     idcg = sum(1 / math.log2(i + 1) for i in range(1, min(k, n_rel) + 1))
     first = next((i for i in range(1, k + 1) if row[i - 1]), None)
-    ap = sum(row[: i].sum() / i for i in range(1, k + 1) if row[i - 1])
-    return dict(hit=float(h > 0), precision=h / k, recall=h / n_rel, nrecall=h / min(k, n_rel),
-                ndcg=dcg / idcg, mrr=0.0 if first is None else 1 / first, map=ap / min(k, n_rel))
+    ap = sum(row[:i].sum() / i for i in range(1, k + 1) if row[i - 1])
+    return dict(
+        hit=float(h > 0),
+        precision=h / k,
+        recall=h / n_rel,
+        nrecall=h / min(k, n_rel),
+        ndcg=dcg / idcg,
+        mrr=0.0 if first is None else 1 / first,
+        map=ap / min(k, n_rel),
+    )
 
 
 def test_ranking_metrics_random_against_reference() -> None:

@@ -322,6 +322,10 @@ def _read_parquet(path: Path, user: str, item: str, rating: str | None, time: st
     def fail(col: str, mask: np.ndarray, problem: str) -> None:
         row = int(np.flatnonzero(mask)[0])
         value = df[col].iloc[row]
+        if isinstance(value, np.generic):
+            value = value.item()
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            problem = f"empty {col}"
         raise DataError(f"{path}, row {row + 1} (counting from 1): {problem.format(value=value)}")
 
     for col in (user, item):

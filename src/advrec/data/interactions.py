@@ -13,6 +13,11 @@ import scipy.sparse as sp
 from advrec.errors import DataError, UnknownIdError
 
 
+def _py(x: Any) -> Any:
+    """A numpy scalar as the plain Python value (for readable messages)."""
+    return x.item() if isinstance(x, np.generic) else x
+
+
 class IdMap:
     """A bijection between raw ids (ints or strings) and contiguous indices 0..n-1."""
 
@@ -25,7 +30,7 @@ class IdMap:
         self._index = pd.Index(arr)
         if not self._index.is_unique:
             dup = self._index[self._index.duplicated()][0]
-            raise DataError(f"{name} ids must be unique; {dup!r} appears more than once")
+            raise DataError(f"{name} ids must be unique; {_py(dup)!r} appears more than once")
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -71,7 +76,7 @@ class IdMap:
             raws = raws.astype(str)
         idx = self._index.get_indexer(raws)
         if (idx < 0).any():
-            bad = raws[idx < 0][0]
+            bad = _py(raws[idx < 0][0])
             raise UnknownIdError(f"unknown {self.name} id {bad!r} (known: {len(self)} {self.name}s)")
         return idx.astype(np.int64)
 
@@ -108,6 +113,7 @@ class Interactions:
     def __post_init__(self) -> None:
         m = sp.csr_matrix(self.matrix, dtype=np.float32)
         if not m.has_sorted_indices:
+            m = m.copy()
             if self.timestamps is not None:
                 ts = sp.csr_matrix((np.asarray(self.timestamps, dtype=np.float64), m.indices, m.indptr), m.shape)
                 ts.sort_indices()
@@ -184,7 +190,9 @@ class Interactions:
             bad = ~np.isfinite(r)
             if bad.any():
                 row = int(np.flatnonzero(bad)[0])
-                raise DataError(f"rating column {rating!r} has a missing or non-numeric value at row {row}")
+                raise DataError(
+                    f"rating column {rating!r} has a missing or non-numeric value at row {row + 1} (from 1)"
+                )
         else:
             r = np.ones(len(df), dtype=np.float64)
         t = None
@@ -192,7 +200,7 @@ class Interactions:
             t = pd.to_numeric(df[time], errors="coerce").to_numpy(dtype=np.float64)
             if (~np.isfinite(t)).any():
                 row = int(np.flatnonzero(~np.isfinite(t))[0])
-                raise DataError(f"time column {time!r} has a missing or non-numeric value at row {row}")
+                raise DataError(f"time column {time!r} has a missing or non-numeric value at row {row + 1} (from 1)")
         return cls._from_arrays(u, i, r, t, users, items, duplicates, name=name)
 
     @classmethod
@@ -281,11 +289,7 @@ class Interactions:
         """Copy restricted to the given user / item indices (boolean masks or index arrays), re-indexed."""
         uidx = np.arange(self.n_users) if users is None else _as_index(users, self.n_users)
         iidx = np.arange(self.n_items) if items is None else _as_index(items, self.n_items)
-        ts_m = None
-        if self.timestamps is not None:
-            ts_m = sp.csr_matrix(
-                (self.timestamps.astype(np.float64), self.matrix.indices, self.matrix.indptr), self.shape
-            )
+        # entry numbers 1..nnz ride through the slicing, so values and timestamps follow their entries
         pattern = sp.csr_matrix(
             (np.arange(1, self.nnz + 1, dtype=np.float64), self.matrix.indices, self.matrix.indptr), self.shape
         )
@@ -293,7 +297,7 @@ class Interactions:
         sub_pattern.sort_indices()
         pick = sub_pattern.data.astype(np.int64) - 1
         m = sp.csr_matrix((self.matrix.data[pick], sub_pattern.indices, sub_pattern.indptr), sub_pattern.shape)
-        ts = None if ts_m is None else self.timestamps[pick]
+        ts = None if self.timestamps is None else self.timestamps[pick]
         uf = None if self.user_features is None else self.user_features.reindex(uidx).reset_index(drop=True)
         itf = None if self.item_features is None else self.item_features.reindex(iidx).reset_index(drop=True)
         return Interactions(

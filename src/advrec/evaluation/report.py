@@ -1,0 +1,51 @@
+"""Human-readable results: markdown tables and bar charts of several models' metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import pandas as pd
+
+
+def results_frame(results: Mapping[str, Mapping[str, float]], columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """One row per model, one column per metric (all metrics, or `columns` in that order)."""
+    df = pd.DataFrame({name: dict(values) for name, values in results.items()}).T
+    if columns is not None:
+        df = df[[c for c in columns if c in df.columns]]
+    return df
+
+
+def markdown_table(df: pd.DataFrame, digits: int = 4, index_name: str = "model") -> str:
+    """A GitHub-flavoured markdown table of a results frame."""
+    header = [index_name, *map(str, df.columns)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * len(df.columns)) + "|"]
+    for name, row in df.iterrows():
+        cells = [f"{v:.{digits}f}" if isinstance(v, float) else str(v) for v in row.tolist()]
+        lines.append("| " + " | ".join([str(name), *cells]) + " |")
+    return "\n".join(lines)
+
+
+def bar_chart(df: pd.DataFrame, metrics: Sequence[str], path: str | Path, title: str = "") -> Path:
+    """Grouped bar chart of `metrics` per model, written as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = [m for m in metrics if m in df.columns]
+    fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(df), 3.6))
+    df[cols].plot.bar(ax=ax, rot=0, width=0.75)
+    ax.set_ylabel("score")
+    ax.set_xlabel("")
+    if title:
+        ax.set_title(title)
+    ax.grid(axis="y", alpha=0.3)
+    for container in ax.containers:
+        ax.bar_label(container, fmt="%.3f", fontsize=7, padding=1)
+    ax.legend(frameon=False, fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -1,0 +1,152 @@
+"""Experiments: a validated configuration (TOML ↔ keyword arguments), and one train → evaluate → save step."""
+
+from __future__ import annotations
+
+import ast
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from advrec.data.interactions import Interactions
+from advrec.data.movielens import load_movielens
+from advrec.data.splits import Split, holdout_users, leave_one_out, ratio_split, temporal_split
+from advrec.errors import ConfigError
+from advrec.evaluation.evaluate import Report, evaluate
+from advrec.models.base import Recommender, model_class
+from advrec.runs import Timer, save_run
+
+Protocol = Literal["ratio", "leave_one_out", "temporal", "holdout_users"]
+
+
+class ExperimentConfig(BaseModel):
+    """One experiment: data, protocol, model and its constructor keyword arguments."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: str = "ml-100k"
+    data_dir: str | None = None
+    min_rating: float | None = 3.0
+    core: int | None = None
+    protocol: Protocol = "ratio"
+    ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    holdout: int = Field(default=0, ge=0, description="validation and test users each, for holdout_users")
+    seed: int = 2020
+    model: str = "EASE"
+    params: dict[str, Any] = Field(default_factory=dict)
+    ks: list[int] = Field(default_factory=lambda: [10, 20])
+
+
+def config_from_dict(values: dict[str, Any], source: str = "configuration") -> ExperimentConfig:
+    """Validates a configuration; an error names the bad key."""
+    try:
+        cfg = ExperimentConfig(**values)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"{source}: key {key!r}: {first['msg']}") from None
+    build_model(cfg.model, cfg.params, source=source, fit=False)
+    return cfg
+
+
+def load_config(path: str | Path) -> ExperimentConfig:
+    """Reads an experiment TOML file (top-level keys as in `ExperimentConfig`, model keywords under [params])."""
+    path = Path(path)
+    try:
+        values = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such experiment file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return config_from_dict(values, source=str(path))
+
+
+def parse_assignments(items: list[str]) -> dict[str, Any]:
+    """`key=value` strings → dict; values parsed as Python literals (numbers, True, None, lists) or kept as text."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set takes key=value, got {item!r}")
+        try:
+            value = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            value = raw
+        out[key.strip()] = value
+    return out
+
+
+def build_model(name: str, params: dict[str, Any], source: str = "parameters", fit: bool = True) -> Recommender:
+    """A model by name with keyword arguments; an unknown keyword raises `ConfigError` naming it."""
+    cls = model_class(name)
+    allowed = cls._param_names()
+    for key in params:
+        if key not in allowed:
+            raise ConfigError(f"{source}: {cls.__name__} has no parameter {key!r}; parameters: {allowed}")
+    return cls(**params)
+
+
+def load_data(cfg: ExperimentConfig) -> Interactions:
+    return load_movielens(cfg.dataset, data_dir=cfg.data_dir, min_rating=cfg.min_rating, core=cfg.core)
+
+
+def make_split(X: Interactions, cfg: ExperimentConfig) -> Split:
+    """The split the configuration asks for."""
+    if cfg.protocol == "ratio":
+        return ratio_split(X, cfg.ratios, random_state=cfg.seed)
+    if cfg.protocol == "leave_one_out":
+        return leave_one_out(X, random_state=cfg.seed)
+    if cfg.protocol == "temporal":
+        return temporal_split(X, cfg.ratios)
+    n = cfg.holdout or max(1, X.n_users // 10)
+    return holdout_users(X, n_valid=n, n_test=n, random_state=cfg.seed)
+
+
+@dataclass
+class Outcome:
+    model: Recommender
+    report: Report
+    fit_seconds: float
+    eval_seconds: float
+
+
+def fit_evaluate(model: Recommender, split: Split, ks: list[int] | tuple[int, ...] = (10, 20)) -> Outcome:
+    """Fits on train (early stopping on validation for models that use it), then evaluates on test."""
+    valid = split if split.valid is not None else None
+    with Timer() as fit_t:
+        model.fit(split.train, valid=valid)
+    with Timer() as eval_t:
+        report = evaluate(model, split, ks=ks)
+    return Outcome(model, report, fit_t.seconds, eval_t.seconds)
+
+
+def run_experiment(
+    cfg: ExperimentConfig, out: str | Path, X: Interactions | None = None, split: Split | None = None
+) -> tuple[Path, Outcome]:
+    """Loads data, splits, trains, evaluates and writes the run directory `out`."""
+    X = X if X is not None else load_data(cfg)
+    split = split if split is not None else make_split(X, cfg)
+    params = dict(cfg.params)
+    model = build_model(cfg.model, params)
+    if "random_state" in model.get_params() and "random_state" not in params:
+        model.set_params(random_state=cfg.seed)
+    outcome = fit_evaluate(model, split, cfg.ks)
+    path = save_run(
+        out,
+        model,
+        X,
+        split,
+        dataset={
+            "name": cfg.dataset,
+            "min_rating": cfg.min_rating,
+            "core": cfg.core,
+            "shape": list(X.shape),
+            "nnz": X.nnz,
+        },
+        metrics=outcome.report.summary,
+        timings={"fit": outcome.fit_seconds, "evaluate": outcome.eval_seconds},
+        extra={"config": cfg.model_dump()},
+    )
+    return path, outcome
