@@ -1,0 +1,65 @@
+"""The `advrec` command on ml-100k: train → evaluate → recommend, split, datasets, config errors."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from advrec.cli import app
+from advrec.errors import ConfigError
+from advrec.experiment import config_from_dict, load_config, parse_assignments
+
+runner = CliRunner()
+pytestmark = pytest.mark.integration
+
+
+def test_train_evaluate_recommend(tmp_path, data_dir):
+    run = tmp_path / "ease"
+    res = runner.invoke(
+        app, ["train", "EASE", "--dataset", "ml-100k", "--set", "l2=200", "--out", str(run), "--data-dir", str(data_dir)]
+    )
+    assert res.exit_code == 0, res.output
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["model"] == {"class": "EASE", "params": {"l2": 200}}
+    assert manifest["dataset"]["name"] == "ml-100k" and manifest["split"]["name"] == "ratio_split"
+    assert manifest["metrics"]["ndcg@10"] > 0.2 and manifest["model_bytes"] > 0
+    assert {"python", "numpy", "torch"} <= set(manifest["versions"])
+    res = runner.invoke(app, ["evaluate", str(run)])
+    assert res.exit_code == 0, res.output
+    assert f"{manifest['metrics']['ndcg@10']:.4f}" in res.output
+    res = runner.invoke(app, ["recommend", str(run), "--user", "1", "-k", "5"])
+    assert res.exit_code == 0, res.output
+    assert res.output.count("\n") > 5
+    res = runner.invoke(app, ["recommend", str(run), "--user", "999999"])
+    assert res.exit_code == 2 and "unknown user id" in res.output
+
+
+def test_train_rejects_unknown_parameter(tmp_path, data_dir):
+    res = runner.invoke(app, ["train", "EASE", "--set", "alpha=3", "--out", str(tmp_path / "x"), "--data-dir", str(data_dir)])
+    assert res.exit_code == 2 and "alpha" in res.output
+    assert not (tmp_path / "x").exists()
+
+
+def test_split_and_datasets(tmp_path, data_dir):
+    res = runner.invoke(app, ["split", "--protocol", "leave_one_out", "--out", str(tmp_path / "s"), "--data-dir", str(data_dir)])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "s" / "interactions.parquet").exists()
+    res = runner.invoke(app, ["datasets", "--data-dir", str(data_dir)])
+    assert res.exit_code == 0 and "ml-100k" in res.output and "100,000" in res.output
+
+
+def test_config_file_and_errors(tmp_path):
+    f = tmp_path / "exp.toml"
+    f.write_text('dataset = "ml-100k"\nmodel = "BPRMF"\nseed = 7\n[params]\nfactors = 32\n')
+    cfg = load_config(f)
+    assert cfg.model == "BPRMF" and cfg.params == {"factors": 32} and cfg.seed == 7
+    f.write_text('model = "EASE"\nepochz = 3\n')
+    with pytest.raises(ConfigError, match="epochz"):
+        load_config(f)
+    with pytest.raises(ConfigError, match="factorz"):
+        config_from_dict({"model": "BPRMF", "params": {"factorz": 3}})
+    with pytest.raises(ConfigError, match="protocol"):
+        config_from_dict({"protocol": "random"})
+    assert parse_assignments(["a=1", "b=0.5", "c=True", "d=text"]) == {"a": 1, "b": 0.5, "c": True, "d": "text"}
+    with pytest.raises(ConfigError, match="key=value"):
+        parse_assignments(["novalue"])
