@@ -74,37 +74,31 @@ class BPRMF(TorchRecommender):
         return MF(n_users, n_items, self.factors)
 
     def _train_epoch(self, X: sp.csr_matrix, rng: np.random.Generator) -> float:
-        if not hasattr(self, "_optimizer") or self._optimizer_for is not self.network_:
-            self._optimizer = torch.optim.Adam(self.network_.parameters(), lr=self.lr)
-            self._optimizer_for = self.network_
+        t = self._train
+        if not t:
+            t["optimizer"] = torch.optim.Adam(self.network_.parameters(), lr=self.lr)
             coo = X.tocoo()
-            self._pairs = (coo.row.astype(np.int64), coo.col.astype(np.int64))
-            self._keys = np.sort(self._pairs[0] * self.n_items_ + self._pairs[1])
-        users_all, items_all = self._pairs
+            t["pairs"] = (coo.row.astype(np.int64), coo.col.astype(np.int64))
+            t["keys"] = np.sort(t["pairs"][0] * self.n_items_ + t["pairs"][1])
+        users_all, items_all = t["pairs"]
+        optimizer = t["optimizer"]
         order = rng.permutation(len(users_all))
         total, dev = 0.0, self.device_
         for start in range(0, len(order), self.batch_size):
             idx = order[start : start + self.batch_size]
             u, i = users_all[idx], items_all[idx]
-            j = sample_negatives(u, self._keys, self.n_items_, rng)
+            j = sample_negatives(u, t["keys"], self.n_items_, rng)
             ut, it, jt = (torch.from_numpy(a).to(dev) for a in (u, i, j))
             ue, ie, je = self.network_.user(ut), self.network_.item(it), self.network_.item(jt)
             diff = (ue * (ie - je)).sum(-1)
             loss = -torch.nn.functional.logsigmoid(diff).mean()
             loss = loss + self.reg * (ue.pow(2).sum() + ie.pow(2).sum() + je.pow(2).sum()) / len(idx)
             loss = self._apply_hooks({"users": ut, "pos": it, "neg": jt}, loss)
-            self._optimizer.zero_grad(set_to_none=True)
+            optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            self._optimizer.step()
+            optimizer.step()
             total += float(loss.detach()) * len(idx)
         return total / len(order)
-
-    def _fit_loop(self, m, es, rng) -> None:  # type: ignore[no-untyped-def]
-        try:
-            super()._fit_loop(m, es, rng)
-        finally:
-            for name in ("_optimizer", "_optimizer_for", "_pairs", "_keys"):
-                self.__dict__.pop(name, None)
 
     def _score(self, history: sp.csr_matrix, users: np.ndarray) -> np.ndarray:
         with torch.no_grad():

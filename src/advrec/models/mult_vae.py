@@ -81,10 +81,11 @@ class MultVAE(TorchRecommender):
         return VAE(n_items, self.hidden, self.latent, self.dropout)
 
     def _train_epoch(self, X: sp.csr_matrix, rng: np.random.Generator) -> float:
-        if getattr(self, "_optimizer_for", None) is not self.network_:
-            self._optimizer = torch.optim.Adam(self.network_.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-            self._optimizer_for = self.network_
+        t = self._train
+        if not t:
+            t["optimizer"] = torch.optim.Adam(self.network_.parameters(), lr=self.lr, weight_decay=self.weight_decay)
             self.updates_ = 0
+        optimizer = t["optimizer"]
         users = np.flatnonzero(np.diff(X.indptr) > 0)
         order = rng.permutation(users)
         total = 0.0
@@ -96,19 +97,12 @@ class MultVAE(TorchRecommender):
             kl = 0.5 * (-logvar + logvar.exp() + mu.pow(2) - 1).sum(1).mean()
             beta = min(self.beta_cap, self.updates_ / max(1, self.anneal_steps))
             loss = self._apply_hooks({"users": torch.from_numpy(ub), "x": x}, nll + beta * kl)
-            self._optimizer.zero_grad(set_to_none=True)
+            optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            self._optimizer.step()
+            optimizer.step()
             self.updates_ += 1
             total += float(loss.detach()) * len(ub)
         return total / len(order)
-
-    def _fit_loop(self, m, es, rng) -> None:  # type: ignore[no-untyped-def]
-        try:
-            super()._fit_loop(m, es, rng)
-        finally:
-            for name in ("_optimizer", "_optimizer_for"):
-                self.__dict__.pop(name, None)
 
     def _score(self, history: sp.csr_matrix, users: np.ndarray) -> np.ndarray:
         h = history[users]

@@ -64,7 +64,7 @@ class TorchRecommender(Recommender):
     """Shared training machinery of the torch models.
 
     Subclasses build `self.network_` in `_build(n_users, n_items)` and implement
-    `_train_epoch(X, rng) -> mean loss` and `_score`. With a validation set the loop evaluates NDCG@10
+    `_train_epoch(X, rng) -> mean loss` and `_score`; `self._train` holds per-fit scratch state. With a validation set the loop evaluates NDCG@10
     every `eval_every` epochs, keeps the best weights and stops after `patience` evaluations without
     improvement. Layers above `models` add training options through `batch_hooks`: functions
     (model, batch, loss) -> loss that subclasses apply to each batch loss.
@@ -118,7 +118,11 @@ class TorchRecommender(Recommender):
         with torch.random.fork_rng(devices=[self.device_] if self.device_.type == "cuda" else []):
             torch.manual_seed(seed)
             self.network_ = self._build(self.n_users_, self.n_items_).to(self.device_)
-            self._fit_loop(m, es, rng)
+            self._train: dict[str, Any] = {}  # per-fit scratch (optimizer, samplers), dropped after fit
+            try:
+                self._fit_loop(m, es, rng)
+            finally:
+                del self._train
         return self
 
     def _fit_loop(self, m: sp.csr_matrix, es: EvalSet | None, rng: np.random.Generator) -> None:
