@@ -16,7 +16,8 @@ pytestmark = pytest.mark.integration
 def test_train_evaluate_recommend(tmp_path, data_dir):
     run = tmp_path / "ease"
     res = runner.invoke(
-        app, ["train", "EASE", "--dataset", "ml-100k", "--set", "l2=200", "--out", str(run), "--data-dir", str(data_dir)]
+        app,
+        ["train", "EASE", "--dataset", "ml-100k", "--set", "l2=200", "--out", str(run), "--data-dir", str(data_dir)],
     )
     assert res.exit_code == 0, res.output
     manifest = json.loads((run / "manifest.json").read_text())
@@ -35,13 +36,17 @@ def test_train_evaluate_recommend(tmp_path, data_dir):
 
 
 def test_train_rejects_unknown_parameter(tmp_path, data_dir):
-    res = runner.invoke(app, ["train", "EASE", "--set", "alpha=3", "--out", str(tmp_path / "x"), "--data-dir", str(data_dir)])
+    res = runner.invoke(
+        app, ["train", "EASE", "--set", "alpha=3", "--out", str(tmp_path / "x"), "--data-dir", str(data_dir)]
+    )
     assert res.exit_code == 2 and "alpha" in res.output
     assert not (tmp_path / "x").exists()
 
 
 def test_split_and_datasets(tmp_path, data_dir):
-    res = runner.invoke(app, ["split", "--protocol", "leave_one_out", "--out", str(tmp_path / "s"), "--data-dir", str(data_dir)])
+    res = runner.invoke(
+        app, ["split", "--protocol", "leave_one_out", "--out", str(tmp_path / "s"), "--data-dir", str(data_dir)]
+    )
     assert res.exit_code == 0, res.output
     assert (tmp_path / "s" / "interactions.parquet").exists()
     res = runner.invoke(app, ["datasets", "--data-dir", str(data_dir)])

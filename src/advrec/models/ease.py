@@ -17,7 +17,7 @@ class EASE(Recommender):
     usually want a larger value.
     """
 
-    def __init__(self, l2: float = 500.0) -> None:
+    def __init__(self, l2: float = 1000.0) -> None:
         self.l2 = l2
 
     def fit(self, X: Interactions | sp.spmatrix, valid: object = None) -> EASE:

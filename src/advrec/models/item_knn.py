@@ -16,7 +16,7 @@ class ItemKNN(Recommender):
     score(u, j) = Σ_{i ∈ history(u)} sim(i, j) over the neighbours kept for j (RecBole's ItemKNN).
     """
 
-    def __init__(self, k: int = 100, shrink: float = 0.0, block_size: int = 2048) -> None:
+    def __init__(self, k: int = 200, shrink: float = 0.0, block_size: int = 2048) -> None:
         self.k = k
         self.shrink = shrink
         self.block_size = block_size

@@ -14,8 +14,9 @@ from advrec.models.torch_base import TorchRecommender, csr_to_torch
 class VAE(nn.Module):
     """I → hidden → (μ, log σ²) of size latent → hidden → I, tanh activations."""
 
-    def __init__(self, n_items: int, hidden: int, latent: int, dropout: float) -> None:
+    def __init__(self, n_items: int, hidden: int, latent: int, dropout: float, noise: float = 1.0) -> None:
         super().__init__()
+        self.noise = noise
         self.encoder = nn.Linear(n_items, hidden)
         self.to_latent = nn.Linear(hidden, 2 * latent)
         self.from_latent = nn.Linear(latent, hidden)
@@ -38,7 +39,7 @@ class VAE(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         mu, logvar = self.encode(x)
         if self.training:
-            z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+            z = mu + self.noise * torch.randn_like(mu) * torch.exp(0.5 * logvar)
         else:
             z = mu
         return self.decode(z), mu, logvar
@@ -47,7 +48,8 @@ class VAE(nn.Module):
 class MultVAE(TorchRecommender):
     """Mult-VAE^PR: loss = −Σ x·log softmax(f(z)) + β·KL(q(z|x) ‖ N(0, I)), β annealed linearly to `beta_cap`.
 
-    β grows by 1/`anneal_steps` per update until it reaches `beta_cap`. Input dropout `dropout` on the
+    β grows by 1/`anneal_steps` per update until it reaches `beta_cap`. `noise` scales the sampling noise of
+    the reparameterisation z = μ + noise·ε·σ (1 = the paper's VAE; RecBole uses 0.01). Input dropout `dropout` on the
     L2-normalised history; scores are the decoder's logits at z = μ. Scores come from the history alone,
     so users unseen in training are scored from their fold-in items.
     """
@@ -60,6 +62,7 @@ class MultVAE(TorchRecommender):
         beta_cap: float = 0.2,
         anneal_steps: int = 20000,
         weight_decay: float = 0.0,
+        noise: float = 1.0,
         epochs: int = 200,
         batch_size: int = 500,
         lr: float = 1e-3,
@@ -76,9 +79,10 @@ class MultVAE(TorchRecommender):
         self.beta_cap = beta_cap
         self.anneal_steps = anneal_steps
         self.weight_decay = weight_decay
+        self.noise = noise
 
     def _build(self, n_users: int, n_items: int) -> nn.Module:
-        return VAE(n_items, self.hidden, self.latent, self.dropout)
+        return VAE(n_items, self.hidden, self.latent, self.dropout, self.noise)
 
     def _train_epoch(self, X: sp.csr_matrix, rng: np.random.Generator) -> float:
         t = self._train
