@@ -69,10 +69,10 @@ def datasets(
 
 def _config(
     model: str,
-    dataset: str,
+    dataset: str | None,
     data_dir: str | None,
-    protocol: str,
-    seed: int,
+    protocol: str | None,
+    seed: int | None,
     min_rating: float | None,
     core: int | None,
     sets: list[str] | None,

@@ -43,7 +43,7 @@ def test_ratio_split_recbole_counts(X):
 
 def test_ratio_split_hand_case():
     # one user with 10 items -> 8/1/1, one with 3 -> 1/1/1, one with 1 -> 1/0/0
-    df = pd.DataFrame({"user": [0] * 10 + [1] * 3 + [2], "item": list(range(10)) + [0, 1, 2] + [5]})
+    df = pd.DataFrame({"user": [0] * 10 + [1] * 3 + [2], "item": [*range(10), 0, 1, 2, 5]})
     split = ratio_split(Interactions.from_frame(df), random_state=3)
     assert split.train.user_counts().tolist() == [8, 1, 1]
     assert split.valid.user_counts().tolist() == [1, 1, 0]

@@ -259,7 +259,7 @@ class Interactions:
 
     # ------------------------------------------------------------------ derived copies
     def _replace(self, matrix: sp.csr_matrix, timestamps: np.ndarray | None, **kw: Any) -> Interactions:
-        args = dict(
+        args: dict[str, Any] = dict(
             users=self.users,
             items=self.items,
             item_features=self.item_features,

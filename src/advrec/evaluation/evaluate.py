@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import pandas as pd
@@ -41,7 +41,9 @@ class Report:
         body = ", ".join(f"{k}={v:.4f}" for k, v in self.summary.items())
         return f"Report({body})"
 
-    def compare(self, other: Report, metric: str = "ndcg@10", method: str = "t") -> dict[str, float]:
+    def compare(
+        self, other: Report, metric: str = "ndcg@10", method: Literal["t", "wilcoxon"] = "t"
+    ) -> dict[str, float]:
         """Paired significance test of `metric` between two reports on the same users."""
         if metric not in self.per_user or metric not in other.per_user:
             raise KeyError(f"metric {metric!r} is not in both reports' per-user values")

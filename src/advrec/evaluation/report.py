@@ -42,7 +42,7 @@ def bar_chart(df: pd.DataFrame, metrics: Sequence[str], path: str | Path, title:
         ax.set_title(title)
     ax.grid(axis="y", alpha=0.3)
     for container in ax.containers:
-        ax.bar_label(container, fmt="%.3f", fontsize=7, padding=1)
+        ax.bar_label(container, fmt="%.3f", fontsize=7, padding=1)  # type: ignore[arg-type]
     ax.legend(frameon=False, fontsize=8)
     fig.tight_layout()
     path = Path(path)

@@ -52,6 +52,7 @@ class BPRMF(TorchRecommender):
     """
 
     uses_history = False
+    network_: MF
 
     def __init__(
         self,

@@ -63,11 +63,11 @@ def as_eval_set(valid: EvalSet | Split | None) -> EvalSet | None:
 class TorchRecommender(Recommender):
     """Shared training machinery of the torch models.
 
-    Subclasses build `self.network_` in `_build(n_users, n_items)` and implement
-    `_train_epoch(X, rng) -> mean loss` and `_score`; `self._train` holds per-fit scratch state. With a validation set the loop evaluates NDCG@10
-    every `eval_every` epochs, keeps the best weights and stops after `patience` evaluations without
-    improvement. Layers above `models` add training options through `batch_hooks`: functions
-    (model, batch, loss) -> loss that subclasses apply to each batch loss.
+    Subclasses build the network in `_build(n_users, n_items)` and implement
+    `_train_epoch(X, rng) -> mean loss` and `_score`; `self._train` holds per-fit scratch state (optimizer,
+    samplers). With a validation set the loop evaluates NDCG@10 every `eval_every` epochs, keeps the best
+    weights and stops after `patience` evaluations without improvement. Layers above `models` add training
+    options through `batch_hooks`: functions (model, batch, loss) -> loss applied to each batch loss.
     """
 
     def __init__(
