@@ -5,7 +5,7 @@ Protocol: ratings ≥ 3 as implicit feedback, iterative 10-core on users and ite
 validation items excluded, model selection on validation NDCG@10, test metrics at K = 10; mean ± std over
 three split seeds. Each (model, seed) runs in a fresh process so its peak memory is its own.
 
-Usage: python benchmarks/recbole_ml1m.py [--seeds 2020 2021 2022] [--models EASE BPRMF ...] [--quick]
+Usage: python benchmarks/recbole_ml1m.py [--seeds 2020 2021 2022] [--models EASE BPRMF ...] [--quick] [--update]
 """
 
 from __future__ import annotations
@@ -117,8 +117,12 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=list(GRIDS))
     ap.add_argument("--quick", action="store_true", help="one configuration, 3 epochs: a smoke test")
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--update", action="store_true", help="keep the other models' rows of the saved results")
     args = ap.parse_args()
     rows = []
+    saved = args.out / "recbole_ml1m.json"
+    if args.update and saved.exists():
+        rows = [r for r in json.loads(saved.read_text()) if r["model"] not in args.models]
     ctx = get_context("spawn")
     for name in args.models:
         for seed in args.seeds:
