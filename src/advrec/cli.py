@@ -25,13 +25,7 @@ app = typer.Typer(
 )
 console = Console(width=None if sys.stdout.isatty() else 120)
 
-DEMO_MODELS: dict[str, dict[str, object]] = {
-    "Pop": {},
-    "ItemKNN": {},
-    "EASE": {},
-    "BPRMF": {},
-    "MultVAE": {},
-}
+DEMO_MODELS = ("Pop", "ItemKNN", "EASE", "BPRMF", "MultVAE")  # with their default parameters
 
 DataDir = Annotated[
     str | None, typer.Option("--data-dir", help="folder of datasets (else $ADVREC_DATA_DIR, else cache)")
@@ -231,8 +225,8 @@ def demo(
     )
     results: dict[str, dict[str, float]] = {}
     timing: dict[str, dict[str, float]] = {}
-    for name, params in DEMO_MODELS.items():
-        cfg = base.model_copy(update={"model": name, "params": dict(params)})
+    for name in DEMO_MODELS:
+        cfg = base.model_copy(update={"model": name})
         with console.status(f"training {name}"):
             _, outcome = run_experiment(cfg, root / name.lower(), X=X, split=s)
         results[name] = outcome.report.summary
@@ -268,13 +262,5 @@ def demo(
     console.print(f"report → {root / 'report.md'}")
 
 
-def run() -> None:  # pragma: no cover - console entry for `python -m advrec.cli`
-    try:
-        app()
-    except AdvrecError as err:
-        console.print(f"[red]error:[/red] {err}")
-        sys.exit(2)
-
-
 if __name__ == "__main__":  # pragma: no cover
-    run()
+    app()

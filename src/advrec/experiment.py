@@ -47,7 +47,7 @@ def config_from_dict(values: dict[str, Any], source: str = "configuration") -> E
         first = exc.errors()[0]
         key = ".".join(str(p) for p in first["loc"])
         raise ConfigError(f"{source}: key {key!r}: {first['msg']}") from None
-    build_model(cfg.model, cfg.params, source=source, fit=False)
+    build_model(cfg.model, cfg.params, source=source)
     return cfg
 
 
@@ -78,7 +78,7 @@ def parse_assignments(items: list[str]) -> dict[str, Any]:
     return out
 
 
-def build_model(name: str, params: dict[str, Any], source: str = "parameters", fit: bool = True) -> Recommender:
+def build_model(name: str, params: dict[str, Any], source: str = "parameters") -> Recommender:
     """A model by name with keyword arguments; an unknown keyword raises `ConfigError` naming it."""
     cls = model_class(name)
     allowed = cls._param_names()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,18 +23,31 @@ PARAMS_FILE = "params.json"
 ARRAYS_FILE = "arrays.safetensors"
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Writes text to a temporary file beside `path`, then renames it over `path`."""
+def atomic_write(path: str | Path, write: Callable[[str], object]) -> Path:
+    """Calls `write(tmp)` on a temporary file beside `path`, then renames it over `path`.
+
+    A failed write leaves `path` as it was and no temporary file behind.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
+        write(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def atomic_write_parquet(path: str | Path, df: Any) -> Path:
+    """A pandas DataFrame as Parquet (without its index), written atomically."""
+    return atomic_write(path, lambda tmp: df.to_parquet(tmp, index=False))
 
 
 def to_jsonable(value: Any) -> Any:
@@ -87,14 +101,8 @@ def write_model(path: str | Path, header: dict[str, Any], state: dict[str, Any])
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     arrays, scalars = split_state(state)
-    fd, tmp = tempfile.mkstemp(dir=path, prefix=".arrays.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(arrays, tmp, metadata={"format": "advrec", "version": str(FORMAT_VERSION)})
-        os.replace(tmp, path / ARRAYS_FILE)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    meta = {"format": "advrec", "version": str(FORMAT_VERSION)}
+    atomic_write(path / ARRAYS_FILE, lambda tmp: save_file(arrays, tmp, metadata=meta))
     doc = {"format_version": FORMAT_VERSION, **to_jsonable(header), "fitted": to_jsonable(scalars)}
     atomic_write_text(path / PARAMS_FILE, json.dumps(doc, indent=2))
     return path

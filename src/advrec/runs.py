@@ -19,7 +19,7 @@ import advrec
 from advrec.data.interactions import IdMap, Interactions
 from advrec.data.splits import Split
 from advrec.errors import ModelFileError
-from advrec.io import atomic_write_text, to_jsonable
+from advrec.io import atomic_write_parquet, atomic_write_text, to_jsonable
 from advrec.models.base import Recommender
 
 MANIFEST = "manifest.json"
@@ -68,12 +68,12 @@ def write_data_maps(path: Path, X: Interactions) -> None:
     """Id maps and item titles as Parquet under `path/data`."""
     data = path / "data"
     data.mkdir(parents=True, exist_ok=True)
-    X.users.to_frame().to_parquet(data / "users.parquet", index=False)
+    atomic_write_parquet(data / "users.parquet", X.users.to_frame())
     items = X.items.to_frame()
     titles = X.titles()
     if titles is not None:
         items["title"] = titles
-    items.to_parquet(data / "items.parquet", index=False)
+    atomic_write_parquet(data / "items.parquet", items)
 
 
 def write_manifest(path: Path, manifest: dict[str, Any]) -> None:

@@ -5,6 +5,7 @@ import pytest
 
 from advrec.data import load_movielens
 from advrec.data.splits import holdout_users, ratio_split
+from advrec.errors import UnknownIdError
 from advrec.evaluation import evaluate
 from advrec.models import BPRMF, EASE, ItemKNN, MultVAE, Pop
 
@@ -60,5 +61,5 @@ def test_history_models_score_unseen_users(data_dir):
     bpr = BPRMF(epochs=1, device="cpu").fit(split.train)
     # BPRMF keeps one vector per user: users are rows of the training matrix, so held-out users have
     # untrained vectors; scoring a user outside the matrix is refused
-    with pytest.raises(Exception, match=r"not seen in training|outside"):
+    with pytest.raises(UnknownIdError, match=r"not seen in training|outside"):
         bpr.score(split.history()[:10], np.array([X.n_users + 1]))

@@ -8,8 +8,6 @@ find (target) and what is removed from its ranking (exclude).
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ import scipy.sparse as sp
 
 from advrec.data.interactions import IdMap, Interactions
 from advrec.errors import DataError
+from advrec.io import atomic_write_parquet, atomic_write_text
 
 PARTS = ("train", "valid", "test", "fold_in")
 
@@ -104,10 +103,10 @@ class Split:
             df["part"] = part
             frames.append(df)
         long = pd.concat(frames, ignore_index=True)
-        _atomic_parquet(long, path / "interactions.parquet")
-        _atomic_parquet(self.train.users.to_frame(), path / "users.parquet")
-        _atomic_parquet(self.train.items.to_frame(), path / "items.parquet")
-        _atomic_text(json.dumps(self.protocol, indent=2, default=str), path / "split.json")
+        atomic_write_parquet(path / "interactions.parquet", long)
+        atomic_write_parquet(path / "users.parquet", self.train.users.to_frame())
+        atomic_write_parquet(path / "items.parquet", self.train.items.to_frame())
+        atomic_write_text(path / "split.json", json.dumps(self.protocol, indent=2, default=str))
         return path
 
     @classmethod
@@ -139,24 +138,6 @@ class Split:
             t = df["time"].to_numpy(np.float64) if has_time else None
             parts[part] = Interactions._from_arrays(u, i, r, t, users, items, **side)
         return cls(protocol=protocol, **parts)  # type: ignore[arg-type]
-
-
-def _atomic_parquet(df: pd.DataFrame, dest: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, suffix=".tmp")
-    os.close(fd)
-    try:
-        df.to_parquet(tmp, index=False)
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _atomic_text(text: str, dest: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, dest)
 
 
 # ---------------------------------------------------------------------- helpers

@@ -19,7 +19,7 @@ from advrec.evaluation.metrics import (
     paired_test,
     ranking_metrics,
 )
-from advrec.evaluation.ranking import top_k
+from advrec.evaluation.ranking import entry_positions, top_k
 from advrec.progress import progress_bar
 
 ScoreFn = Callable[[sp.csr_matrix, np.ndarray], np.ndarray]
@@ -110,8 +110,7 @@ def evaluate_scores(
         if s.shape != (len(ub), n_items):
             raise ValueError(f"score returned shape {s.shape}, expected {(len(ub), n_items)}")
         s = np.where(np.isnan(s), -np.inf, s)
-        ex = es.exclude[ub]
-        s[np.repeat(np.arange(len(ub)), np.diff(ex.indptr)), ex.indices] = -np.inf
+        s[entry_positions(es.exclude[ub])] = -np.inf
         items, top_scores = top_k(s, kmax)
         if items.shape[1] < kmax:  # fewer items than the largest cut-off: pad with misses
             pad = kmax - items.shape[1]
@@ -119,7 +118,7 @@ def evaluate_scores(
             top_scores = np.pad(top_scores, ((0, 0), (0, pad)), constant_values=-np.inf)
         tgt = es.target[ub]
         dense = np.zeros((len(ub), n_items), dtype=bool)
-        dense[np.repeat(np.arange(len(ub)), np.diff(tgt.indptr)), tgt.indices] = True
+        dense[entry_positions(tgt)] = True
         hits = np.take_along_axis(dense, items, axis=1) & np.isfinite(top_scores)
         n_rel = np.diff(tgt.indptr)
         for k in ks:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse as sp
 
 
 def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -51,3 +52,8 @@ def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         items[tied] = fixed
         values[tied] = np.take_along_axis(s[tied], fixed, axis=1)
     return items.astype(np.int64, copy=False), values
+
+
+def entry_positions(rows: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
+    """(row, column) of every stored entry of a CSR matrix: for fancy-indexing a dense score block."""
+    return np.repeat(np.arange(rows.shape[0]), np.diff(rows.indptr)), rows.indices

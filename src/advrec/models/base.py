@@ -11,7 +11,7 @@ import scipy.sparse as sp
 
 from advrec.data.interactions import Interactions, as_csr
 from advrec.errors import ConfigError, DataError, ModelFileError, NotFittedError, UnknownIdError
-from advrec.evaluation.ranking import top_k
+from advrec.evaluation.ranking import entry_positions, top_k
 from advrec.io import read_model, write_model
 
 R = TypeVar("R", bound="Recommender")
@@ -116,6 +116,13 @@ class Recommender:
     def _score(self, history: sp.csr_matrix, users: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
+    @staticmethod
+    def _binary_rows(history: sp.csr_matrix, users: np.ndarray) -> sp.csr_matrix:
+        """The users' history rows as 0/1 implicit feedback (a copy)."""
+        h = history[users]
+        h.data[:] = 1.0
+        return h
+
     def recommend(
         self,
         history: Interactions | sp.spmatrix,
@@ -138,8 +145,7 @@ class Recommender:
             ub = u[start : start + batch_size]
             s = np.array(self._score(h, ub), dtype=np.float32)
             if exclude_seen:
-                seen = h[ub]
-                s[np.repeat(np.arange(len(ub)), np.diff(seen.indptr)), seen.indices] = -np.inf
+                s[entry_positions(h[ub])] = -np.inf
             ti, ts = top_k(s, k_eff)
             ti = np.where(np.isfinite(ts), ti, -1)
             items[start : start + len(ub), :k_eff] = ti
@@ -180,8 +186,9 @@ def model_class(name: str) -> type[Recommender]:
     """A model class by name, case-insensitive (e.g. "ease", "MultVAE")."""
     import advrec.models  # noqa: F401  (registers the built-in models)
 
-    for key, cls in _REGISTRY.items():
-        if key.lower() == name.lower() and not key.startswith("_") and key not in ("TorchRecommender",):
+    concrete = {k: c for k, c in _REGISTRY.items() if c._score is not Recommender._score}
+    for key, cls in concrete.items():
+        if key.lower() == name.lower():
             return cls
-    known = sorted(k for k in _REGISTRY if k != "TorchRecommender")
+    known = sorted(concrete)
     raise ConfigError(f"unknown model {name!r}; known models: {known}")

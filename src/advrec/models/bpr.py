@@ -11,7 +11,7 @@ from advrec.models.torch_base import TorchRecommender
 
 
 class MF(nn.Module):
-    """User and item embeddings; score = dot product."""
+    """User and item embeddings; score(u, i) = ⟨user_u, item_i⟩ (computed by `BPRMF`)."""
 
     def __init__(self, n_users: int, n_items: int, factors: int) -> None:
         super().__init__()
@@ -19,9 +19,6 @@ class MF(nn.Module):
         self.item = nn.Embedding(n_items, factors)
         nn.init.xavier_normal_(self.user.weight)
         nn.init.xavier_normal_(self.item.weight)
-
-    def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        return (self.user(users) * self.item(items)).sum(-1)
 
 
 def sample_negatives(

@@ -34,6 +34,4 @@ class EASE(Recommender):
         return self
 
     def _score(self, history: sp.csr_matrix, users: np.ndarray) -> np.ndarray:
-        h = history[users]
-        h.data[:] = 1.0
-        return np.asarray(h @ self.weights_)
+        return np.asarray(self._binary_rows(history, users) @ self.weights_)

@@ -50,6 +50,4 @@ class ItemKNN(Recommender):
         return self
 
     def _score(self, history: sp.csr_matrix, users: np.ndarray) -> np.ndarray:
-        h = history[users]
-        h.data[:] = 1.0
-        return np.asarray((h @ self.similarity_).toarray())
+        return np.asarray((self._binary_rows(history, users) @ self.similarity_).toarray())

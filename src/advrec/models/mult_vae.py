@@ -109,8 +109,7 @@ class MultVAE(TorchRecommender):
         return total / len(order)
 
     def _score(self, history: sp.csr_matrix, users: np.ndarray) -> np.ndarray:
-        h = history[users]
-        h.data[:] = 1.0
+        h = self._binary_rows(history, users)
         with torch.no_grad():
             logits, _, _ = self.network_(csr_to_torch(h, self.device_))
         return logits.cpu().numpy()
