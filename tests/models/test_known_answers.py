@@ -5,7 +5,7 @@ import pytest
 import scipy.sparse as sp
 
 from advrec.errors import ConfigError
-from advrec.models import EASE, ItemKNN, Pop, model_class
+from advrec.models import EASE, ItemKNN, MultVAE, Pop, model_class
 
 X = sp.csr_matrix(
     np.array(
@@ -64,6 +64,8 @@ def test_bad_hyperparameters():
         model_class("nope")
     with pytest.raises(ConfigError, match="no parameter"):
         EASE().set_params(alpha=1)
+    with pytest.raises(ConfigError, match="sampling"):
+        MultVAE(sampling="random", epochs=1, device="cpu").fit(X)
 
 
 def test_model_files_hold_no_pickle(tmp_path):

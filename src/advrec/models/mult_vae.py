@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from advrec.errors import ConfigError
 from advrec.models.torch_base import TorchRecommender, csr_to_torch
 
 
@@ -49,7 +50,9 @@ class MultVAE(TorchRecommender):
     """Mult-VAE^PR: loss = −Σ x·log softmax(f(z)) + β·KL(q(z|x) ‖ N(0, I)), β annealed linearly to `beta_cap`.
 
     β grows by 1/`anneal_steps` per update until it reaches `beta_cap`. `noise` scales the sampling noise of
-    the reparameterisation z = μ + noise·ε·σ (1 = the paper's VAE; RecBole uses 0.01). Input dropout `dropout` on the
+    the reparameterisation z = μ + noise·ε·σ (1 = the paper's VAE; RecBole uses 0.01). `sampling`: each epoch
+    visits every user once ("uniform") or draws users in proportion to their activity ("activity", the
+    weighting of RecBole's interaction batches). Input dropout `dropout` on the
     L2-normalised history; scores are the decoder's logits at z = μ. Scores come from the history alone,
     so users unseen in training are scored from their fold-in items.
     """
@@ -63,6 +66,7 @@ class MultVAE(TorchRecommender):
         anneal_steps: int = 20000,
         weight_decay: float = 0.0,
         noise: float = 1.0,
+        sampling: str = "uniform",
         epochs: int = 200,
         batch_size: int = 500,
         lr: float = 1e-3,
@@ -80,6 +84,7 @@ class MultVAE(TorchRecommender):
         self.anneal_steps = anneal_steps
         self.weight_decay = weight_decay
         self.noise = noise
+        self.sampling = sampling
 
     def _build(self, n_users: int, n_items: int) -> nn.Module:
         return VAE(n_items, self.hidden, self.latent, self.dropout, self.noise)
@@ -90,8 +95,14 @@ class MultVAE(TorchRecommender):
             t["optimizer"] = torch.optim.Adam(self.network_.parameters(), lr=self.lr, weight_decay=self.weight_decay)
             self.updates_ = 0
         optimizer = t["optimizer"]
-        users = np.flatnonzero(np.diff(X.indptr) > 0)
-        order = rng.permutation(users)
+        degree = np.diff(X.indptr)
+        users = np.flatnonzero(degree > 0)
+        if self.sampling == "activity":  # as many draws as users, each ∝ its number of interactions
+            order = rng.choice(users, size=len(users), p=degree[users] / degree.sum())
+        elif self.sampling == "uniform":
+            order = rng.permutation(users)
+        else:
+            raise ConfigError(f"sampling must be 'uniform' or 'activity', not {self.sampling!r}")
         total = 0.0
         for start in range(0, len(order), self.batch_size):
             ub = np.sort(order[start : start + self.batch_size])
