@@ -55,13 +55,17 @@ class MultVAE(TorchRecommender):
     weighting of RecBole's interaction batches). Input dropout `dropout` on the
     L2-normalised history; scores are the decoder's logits at z = μ. Scores come from the history alone,
     so users unseen in training are scored from their fold-in items.
+
+    Defaults (600-32, dropout 0.8) were chosen on ml-1m validation NDCG@10 (RecBole's protocol); the
+    paper's 600-200 with dropout 0.5 overfits there (test NDCG@10 0.233 vs 0.249, seed 2020). Pass
+    `latent=200, dropout=0.5` for the paper's setting.
     """
 
     def __init__(
         self,
         hidden: int = 600,
-        latent: int = 200,
-        dropout: float = 0.5,
+        latent: int = 32,
+        dropout: float = 0.8,
         beta_cap: float = 0.2,
         anneal_steps: int = 20000,
         weight_decay: float = 0.0,
@@ -70,7 +74,7 @@ class MultVAE(TorchRecommender):
         epochs: int = 200,
         batch_size: int = 500,
         lr: float = 1e-3,
-        patience: int = 20,
+        patience: int = 10,
         eval_every: int = 1,
         device: str = "auto",
         random_state: int | None = 2020,
