@@ -6,6 +6,7 @@ from advrec.models.ease import EASE
 from advrec.models.item_knn import ItemKNN
 from advrec.models.mult_vae import MultVAE
 from advrec.models.pop import Pop
+from advrec.models.text_knn import TextKNN
 from advrec.models.torch_base import TorchRecommender
 
-__all__ = ["BPRMF", "EASE", "ItemKNN", "MultVAE", "Pop", "Recommender", "TorchRecommender", "model_class"]
+__all__ = ["BPRMF", "EASE", "ItemKNN", "MultVAE", "Pop", "Recommender", "TextKNN", "TorchRecommender", "model_class"]

@@ -14,6 +14,7 @@ import torch
 
 from advrec.data.interactions import Interactions
 from advrec.data.splits import EvalSet, Split
+from advrec.devices import resolve_device
 from advrec.errors import ConfigError, DataError
 from advrec.evaluation.evaluate import evaluate_scores
 from advrec.models.base import Recommender
@@ -22,21 +23,6 @@ from advrec.progress import progress_bar
 log = logging.getLogger(__name__)
 
 BatchHook = Callable[["TorchRecommender", dict[str, torch.Tensor], torch.Tensor], torch.Tensor]
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """ "auto" → CUDA when present, else CPU; anything else as torch understands it."""
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError as exc:
-        raise ConfigError(f"device {device!r} is not a torch device: {exc}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} was asked for but CUDA is not available")
-    return dev
 
 
 def seed_of(random_state: int | np.random.Generator | None) -> int:
