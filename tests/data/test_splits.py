@@ -141,3 +141,21 @@ def test_empty_interactions_rejected():
     X = Interactions.from_frame(pd.DataFrame({"user": [1], "item": [1]})).select_entries(np.array([False]))
     with pytest.raises(DataError, match="empty"):
         ratio_split(X)
+
+
+def test_cold_items_hold_out_whole_items(X):
+    from advrec.data.splits import cold_items
+
+    split = cold_items(X, 0.3, random_state=0)
+    _parts_cover(split, X)
+    cold_v, cold_t = split.protocol["cold_items"]["valid"], split.protocol["cold_items"]["test"]
+    assert not set(cold_v) & set(cold_t)
+    assert split.train.item_counts()[cold_v + cold_t].sum() == 0
+    assert set(np.flatnonzero(split.test.item_counts())) <= set(cold_t)
+    es = split.eval_set("test", cold_only=True)
+    assert list(es.candidates) == sorted(cold_t)
+    assert split.eval_set("test").candidates is None
+    with pytest.raises(DataError, match="cold_items"):
+        ratio_split(X).eval_set("test", cold_only=True)
+    with pytest.raises(DataError, match="fraction"):
+        cold_items(X, 1.5)

@@ -32,12 +32,16 @@ def as_generator(random_state: int | np.random.Generator | None) -> np.random.Ge
 
 @dataclass
 class EvalSet:
-    """One evaluation task: rank all items for `users` from `history`, minus `exclude`, against `target`."""
+    """One evaluation task: rank items for `users` from `history`, minus `exclude`, against `target`.
+
+    `candidates`, when set, are the only items ranked (e.g. the cold items of a cold-start protocol).
+    """
 
     history: sp.csr_matrix
     target: sp.csr_matrix
     exclude: sp.csr_matrix
     users: np.ndarray
+    candidates: np.ndarray | None = None
 
 
 @dataclass
@@ -69,11 +73,12 @@ class Split:
             h = (h + self.fold_in.matrix).tocsr()
         return h
 
-    def eval_set(self, on: str = "test") -> EvalSet:
+    def eval_set(self, on: str = "test", cold_only: bool = False) -> EvalSet:
         """The evaluation task on the validation or test part.
 
         History is train (+ fold-in). For the test part the validation items are excluded from the
         ranking too, as RecBole does, since they are known positives that are not test targets.
+        `cold_only` (a `cold_items` split) ranks only that part's cold items.
         """
         if on not in ("valid", "test"):
             raise DataError(f"eval_set takes 'valid' or 'test', not {on!r}")
@@ -87,7 +92,13 @@ class Split:
         exclude = exclude.copy()
         exclude.data[:] = 1.0
         users = np.flatnonzero(np.diff(part.matrix.indptr) > 0)
-        return EvalSet(history=history, target=part.matrix, exclude=exclude, users=users)
+        candidates = None
+        if cold_only:
+            cold = self.protocol.get("cold_items", {}).get(on)
+            if cold is None:
+                raise DataError("cold_only needs a split made by cold_items")
+            candidates = np.asarray(cold, dtype=np.int64)
+        return EvalSet(history=history, target=part.matrix, exclude=exclude, users=users, candidates=candidates)
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> Path:
@@ -302,6 +313,39 @@ def holdout_users(
     if n_valid == 0:
         split.valid = None
     return split
+
+
+def cold_items(
+    X: Interactions,
+    fraction: float = 0.2,
+    random_state: int | np.random.Generator | None = 2020,
+) -> Split:
+    """Item cold start: a random `fraction` of items loses all its interactions to evaluation.
+
+    Half of those items (with all their interactions) form the validation part, the other half the test
+    part; training holds only the remaining (warm) items' interactions. The cold item indices are in
+    `protocol["cold_items"]`; `eval_set(on, cold_only=True)` ranks only them, the default ranks all items.
+    """
+    _check_nonempty(X)
+    if not 0 < fraction < 1:
+        raise DataError(f"fraction must lie in (0, 1), got {fraction}")
+    rng = as_generator(random_state)
+    interacted = np.flatnonzero(X.item_counts() > 0)
+    n_cold = max(2, round(fraction * len(interacted)))
+    if n_cold >= len(interacted):
+        raise DataError(f"fraction {fraction} leaves no warm items among {len(interacted)}")
+    cold = rng.choice(interacted, size=n_cold, replace=False)
+    valid_items, test_items = np.sort(cold[: n_cold // 2]), np.sort(cold[n_cold // 2 :])
+    role = np.zeros(X.n_items, dtype=np.int64)
+    role[valid_items], role[test_items] = 1, 2
+    part = role[X.matrix.indices]
+    protocol = {
+        "name": "cold_items",
+        "fraction": fraction,
+        "random_state": _seed_repr(random_state),
+        "cold_items": {"valid": valid_items.tolist(), "test": test_items.tolist()},
+    }
+    return _assemble(X, part, protocol)
 
 
 def _seed_repr(random_state: Any) -> Any:

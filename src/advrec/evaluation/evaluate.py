@@ -57,6 +57,7 @@ def evaluate(
     split: Split,
     ks: Sequence[int] = (10, 20),
     on: str = "test",
+    cold_only: bool = False,
     metrics: Sequence[str] = METRICS,
     batch_size: int = 2048,
     progress: bool = False,
@@ -67,7 +68,7 @@ def evaluate(
     on test, their validation items). Metrics follow DESIGN §5; `summary` also holds item coverage,
     novelty and Gini index of the top-K lists, per K.
     """
-    es = split.eval_set(on)
+    es = split.eval_set(on, cold_only=cold_only)
     popularity = np.diff(sp.csc_matrix(split.train.matrix).indptr)
     report = evaluate_scores(
         model.score,
@@ -78,7 +79,8 @@ def evaluate(
         item_popularity=popularity,
         progress=progress,
     )
-    report.protocol = {"split": split.protocol, "on": on, "ranking": "full", "ks": list(ks)}
+    ranking = "cold items only" if cold_only else "full"
+    report.protocol = {"split": split.protocol, "on": on, "ranking": ranking, "ks": list(ks)}
     return report
 
 
@@ -101,6 +103,10 @@ def evaluate_scores(
     kmax = ks[-1]
     users = es.users
     n_items = es.target.shape[1]
+    not_candidate = None
+    if es.candidates is not None:
+        not_candidate = np.ones(n_items, dtype=bool)
+        not_candidate[es.candidates] = False
     per_user: dict[str, list[np.ndarray]] = {f"{m}@{k}": [] for k in ks for m in metrics}
     tops: list[np.ndarray] = []
     batches = range(0, len(users), batch_size)
@@ -111,6 +117,8 @@ def evaluate_scores(
             raise ValueError(f"score returned shape {s.shape}, expected {(len(ub), n_items)}")
         s = np.where(np.isnan(s), -np.inf, s)
         s[entry_positions(es.exclude[ub])] = -np.inf
+        if not_candidate is not None:
+            s[:, not_candidate] = -np.inf
         items, top_scores = top_k(s, kmax)
         if items.shape[1] < kmax:  # fewer items than the largest cut-off: pad with misses
             pad = kmax - items.shape[1]

@@ -3,10 +3,22 @@
 from advrec.models.base import Recommender, model_class
 from advrec.models.bpr import BPRMF
 from advrec.models.ease import EASE
+from advrec.models.hybrid import TextEASE
 from advrec.models.item_knn import ItemKNN
 from advrec.models.mult_vae import MultVAE
 from advrec.models.pop import Pop
 from advrec.models.text_knn import TextKNN
 from advrec.models.torch_base import TorchRecommender
 
-__all__ = ["BPRMF", "EASE", "ItemKNN", "MultVAE", "Pop", "Recommender", "TextKNN", "TorchRecommender", "model_class"]
+__all__ = [
+    "BPRMF",
+    "EASE",
+    "ItemKNN",
+    "MultVAE",
+    "Pop",
+    "Recommender",
+    "TextEASE",
+    "TextKNN",
+    "TorchRecommender",
+    "model_class",
+]

@@ -1,0 +1,68 @@
+"""`TextEASE`: EASE for items with interactions, a text → item-weights map for items without (cold start)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import scipy.sparse as sp
+
+from advrec.data.interactions import Interactions
+from advrec.errors import ConfigError, DataError
+from advrec.models.base import Recommender
+from advrec.models.ease import EASE
+from advrec.text.encoder import SentenceEncoder
+from advrec.text.item_text import item_texts
+
+
+class TextEASE(Recommender):
+    """Hybrid of EASE and sentence embeddings of item text (an attribute-to-weights mapping).
+
+    EASE learns B (items × items) from interactions; column j of B says how each history item votes for
+    item j. A ridge regression M (d × items) learns to predict those columns from the text vector v_j of
+    warm items: min ‖V_warm M − B_warmᵀ‖² + `text_l2`‖M‖². An item with no training interaction gets the
+    predicted column Mᵀv_j, so it is scored from the user's history like any other item.
+    `blend` mixes the predicted columns into warm items too: (1 − blend)·B + blend·Mᵀv.
+    """
+
+    def __init__(
+        self,
+        l2: float = 1000.0,
+        text_l2: float = 10.0,
+        blend: float = 0.0,
+        model: str | None = None,
+        columns: Sequence[str] | None = None,
+        device: str = "auto",
+    ) -> None:
+        self.l2 = l2
+        self.text_l2 = text_l2
+        self.blend = blend
+        self.model = model
+        self.columns = columns
+        self.device = device
+
+    def fit(self, X: Interactions | sp.spmatrix, valid: object = None) -> TextEASE:
+        if not 0 <= self.blend <= 1 or not self.text_l2 > 0:
+            raise ConfigError(f"blend must lie in [0, 1] and text_l2 be positive, got {self.blend}, {self.text_l2}")
+        if not isinstance(X, Interactions):
+            raise DataError("TextEASE.fit needs Interactions with item features (item text), not a bare matrix")
+        m = self._check_fit_input(X)
+        self._set_shape(m)
+        B = EASE(l2=self.l2).fit(m).weights_
+        encoder = SentenceEncoder(self.model, device=self.device)
+        V = encoder.encode(item_texts(X, self.columns)).astype(np.float64)
+        warm = np.bincount(m.indices, minlength=m.shape[1]) > 0
+        Vw = V[warm]
+        gram = Vw.T @ Vw + self.text_l2 * np.eye(V.shape[1])
+        M = np.linalg.solve(gram, Vw.T @ B[:, warm].T)  # (d, items): predicted column of B per text vector
+        predicted = (V @ M).T  # (items, items): column j = predicted weights for item j
+        np.fill_diagonal(predicted, 0.0)
+        W = B.astype(np.float64)
+        W[:, warm] = (1 - self.blend) * W[:, warm] + self.blend * predicted[:, warm]
+        W[:, ~warm] = predicted[:, ~warm]
+        self.weights_ = W.astype(np.float32)
+        self.cold_items_ = np.flatnonzero(~warm)
+        return self
+
+    def _score(self, history: sp.csr_matrix, users: np.ndarray) -> np.ndarray:
+        return np.asarray(self._binary_rows(history, users) @ self.weights_)
