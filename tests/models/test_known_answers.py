@@ -73,3 +73,16 @@ def test_model_files_hold_no_pickle(tmp_path):
     names = sorted(p.name for p in (tmp_path / "m").iterdir())
     assert names == ["arrays.safetensors", "params.json"]
     assert b"\x80\x04" not in (tmp_path / "m" / "params.json").read_bytes()
+
+
+def test_genre_affinity_by_hand():
+    import pandas as pd
+
+    from advrec.data.interactions import IdMap, Interactions
+    from advrec.models import GenreAffinity
+
+    features = pd.DataFrame({"genres": ["Comedy", "Comedy|Drama", "Drama", "Horror"]})
+    data = Interactions(X, IdMap(range(4), "user"), IdMap(range(4), "item"), item_features=features)
+    S = GenreAffinity().fit(data).score(data, np.array([0]))
+    # user 0 saw items 0 (Comedy) and 1 (Comedy|Drama): affinity Comedy 2/2, Drama 1/2, Horror 0
+    np.testing.assert_allclose(S[0], [1.0, (1.0 + 0.5) / 2, 0.5, 0.0])

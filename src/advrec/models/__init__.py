@@ -3,6 +3,7 @@
 from advrec.models.base import Recommender, model_class
 from advrec.models.bpr import BPRMF
 from advrec.models.ease import EASE
+from advrec.models.genre import GenreAffinity
 from advrec.models.hybrid import TextEASE
 from advrec.models.item_knn import ItemKNN
 from advrec.models.mult_vae import MultVAE
@@ -13,6 +14,7 @@ from advrec.models.torch_base import TorchRecommender
 __all__ = [
     "BPRMF",
     "EASE",
+    "GenreAffinity",
     "ItemKNN",
     "MultVAE",
     "Pop",
