@@ -31,6 +31,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/recbole_ml1m.py
+	$(BIN)/python benchmarks/cold_start.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

@@ -68,3 +68,25 @@ def test_config_file_and_errors(tmp_path):
     assert parse_assignments(["a=1", "b=0.5", "c=True", "d=text"]) == {"a": 1, "b": 0.5, "c": True, "d": "text"}
     with pytest.raises(ConfigError, match="key=value"):
         parse_assignments(["novalue"])
+
+
+def test_encode_items_and_cold_start_training(tmp_path, data_dir, monkeypatch):
+    monkeypatch.setenv("ADVREC_CACHE_DIR", str(tmp_path / "cache"))
+    res = runner.invoke(app, ["encode-items", "--dataset", "ml-100k", "--data-dir", str(data_dir)])
+    assert res.exit_code == 0, res.output
+    assert "1,682 items → 384-d vectors" in res.output
+    assert list((tmp_path / "cache" / "embeddings").glob("*.npz"))
+    args = [
+        "train",
+        "TextEASE",
+        "--protocol",
+        "cold_items",
+        "--out",
+        str(tmp_path / "run"),
+        "--data-dir",
+        str(data_dir),
+    ]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["split"]["name"] == "cold_items" and manifest["model"]["class"] == "TextEASE"

@@ -94,11 +94,40 @@ def _config(
     return config_from_dict(base, source=str(config) if config else "command line")
 
 
+@app.command("encode-items")
+def encode_items(
+    dataset: Annotated[str, typer.Option(help="dataset name")] = "ml-100k",
+    model: Annotated[str | None, typer.Option(help="sentence-transformers model (default all-MiniLM-L6-v2)")] = None,
+    columns: Annotated[
+        str | None, typer.Option(help="comma-separated item columns (default title/year/genres/tags)")
+    ] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Encodes a dataset's item texts into the embedding cache (a second run reads them back)."""
+    import time
+
+    from advrec.data.movielens import load_movielens
+    from advrec.text import SentenceEncoder, item_texts
+
+    try:
+        X = load_movielens(dataset, data_dir=data_dir)
+        texts = item_texts(X, columns.split(",") if columns else None)
+        enc = SentenceEncoder(model, progress=True)
+        t0 = time.perf_counter()
+        vectors = enc.encode(texts)
+    except AdvrecError as err:
+        _fail(err)
+    secs = time.perf_counter() - t0
+    console.print(f"{len(texts):,} items → {vectors.shape[1]}-d vectors in {secs:.1f}s; e.g. {texts[0]!r}")
+
+
 @app.command()
 def split(
     dataset: Annotated[str, typer.Option(help="dataset name")] = "ml-100k",
     out: Annotated[Path, typer.Option(help="folder to write the split to")] = Path("splits/split"),
-    protocol: Annotated[str, typer.Option(help="ratio | leave_one_out | temporal | holdout_users")] = "ratio",
+    protocol: Annotated[
+        str, typer.Option(help="ratio | leave_one_out | temporal | holdout_users | cold_items")
+    ] = "ratio",
     seed: int = 2020,
     min_rating: Annotated[float | None, typer.Option(help="keep ratings ≥ this, as implicit feedback")] = 3.0,
     core: Annotated[int | None, typer.Option(help="iterative k-core on users and items")] = None,
@@ -118,7 +147,7 @@ def split(
 
 @app.command()
 def train(
-    model: Annotated[str, typer.Argument(help="Pop, ItemKNN, EASE, BPRMF, MultVAE")],
+    model: Annotated[str, typer.Argument(help="Pop, ItemKNN, EASE, BPRMF, MultVAE, GenreAffinity, TextKNN, TextEASE")],
     dataset: Annotated[str | None, typer.Option(help="dataset name")] = None,
     sets: Annotated[list[str] | None, typer.Option("--set", help="model parameter key=value (repeatable)")] = None,
     config: Annotated[Path | None, typer.Option(help="experiment TOML file")] = None,

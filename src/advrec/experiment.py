@@ -12,13 +12,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from advrec.data.interactions import Interactions
 from advrec.data.movielens import load_movielens
-from advrec.data.splits import Split, holdout_users, leave_one_out, ratio_split, temporal_split
+from advrec.data.splits import Split, cold_items, holdout_users, leave_one_out, ratio_split, temporal_split
 from advrec.errors import ConfigError
 from advrec.evaluation.evaluate import Report, evaluate
 from advrec.models.base import Recommender, model_class
 from advrec.runs import Timer, save_run
 
-Protocol = Literal["ratio", "leave_one_out", "temporal", "holdout_users"]
+Protocol = Literal["ratio", "leave_one_out", "temporal", "holdout_users", "cold_items"]
 
 
 class ExperimentConfig(BaseModel):
@@ -100,6 +100,8 @@ def make_split(X: Interactions, cfg: ExperimentConfig) -> Split:
         return leave_one_out(X, random_state=cfg.seed)
     if cfg.protocol == "temporal":
         return temporal_split(X, cfg.ratios)
+    if cfg.protocol == "cold_items":
+        return cold_items(X, 1.0 - cfg.ratios[0], random_state=cfg.seed)
     n = cfg.holdout or max(1, X.n_users // 10)
     return holdout_users(X, n_valid=n, n_test=n, random_state=cfg.seed)
 
