@@ -28,9 +28,9 @@ def test_train_evaluate_recommend(tmp_path, data_dir):
     res = runner.invoke(app, ["evaluate", str(run)])
     assert res.exit_code == 0, res.output
     assert f"{manifest['metrics']['ndcg@10']:.4f}" in res.output
-    res = runner.invoke(app, ["recommend", str(run), "--user", "1", "-k", "5"])
+    res = runner.invoke(app, ["recommend", str(run), "--user", "1", "-k", "5", "--explain"])
     assert res.exit_code == 0, res.output
-    assert res.output.count("\n") > 5
+    assert res.output.count("\n") > 5 and "because you liked" in res.output
     res = runner.invoke(app, ["recommend", str(run), "--user", "999999"])
     assert res.exit_code == 2 and "unknown user id" in res.output
 

@@ -197,6 +197,7 @@ def recommend(
     user: Annotated[str, typer.Option(help="raw user id")],
     k: Annotated[int, typer.Option("-k", help="number of items")] = 10,
     include_seen: bool = False,
+    explain: Annotated[bool, typer.Option("--explain", help="show the history items behind each pick")] = False,
 ) -> None:
     """Top-k items (raw ids and titles) for one user of a run's data."""
     from advrec.runs import load_run
@@ -207,12 +208,22 @@ def recommend(
         items, scores = run.model.recommend(run.history(), np.array([u]), k=k, exclude_seen=not include_seen)
     except AdvrecError as err:
         _fail(err)
-    table = Table("rank", "item", "title", "score")
+
+    def name(i: int) -> str:
+        return str(run.titles[i]) if run.titles is not None else str(run.items.raw(i))
+
+    table = Table("rank", "item", "title", "score", *(["because you liked"] if explain else []))
     for rank, (i, s) in enumerate(zip(items[0], scores[0], strict=True), 1):
         if i < 0:
             break
-        title = str(run.titles[i]) if run.titles is not None else ""
-        table.add_row(str(rank), str(run.items.raw(i)), title, f"{s:.4f}")
+        row = [str(rank), str(run.items.raw(i)), name(i) if run.titles is not None else "", f"{s:.4f}"]
+        if explain:
+            try:
+                why = run.model.explain(run.history(), u, int(i), n=3)
+            except AdvrecError as err:
+                _fail(err)
+            row.append("; ".join(name(j) for j, _ in why))
+        table.add_row(*row)
     console.print(table)
 
 

@@ -86,3 +86,16 @@ def test_genre_affinity_by_hand():
     S = GenreAffinity().fit(data).score(data, np.array([0]))
     # user 0 saw items 0 (Comedy) and 1 (Comedy|Drama): affinity Comedy 2/2, Drama 1/2, Horror 0
     np.testing.assert_allclose(S[0], [1.0, (1.0 + 0.5) / 2, 0.5, 0.0])
+
+
+def test_explain_item_item_models():
+    ease = EASE(l2=0.5).fit(X)
+    why = ease.explain(X, user=0, item=2, n=3)
+    # user 0 saw items 0 and 1; contributions are B[0, 2] and B[1, 2], largest first
+    expected = sorted([(0, float(ease.weights_[0, 2])), (1, float(ease.weights_[1, 2]))], key=lambda t: -t[1])
+    assert [j for j, _ in why] == [j for j, _ in expected]
+    assert why[0][1] == pytest.approx(expected[0][1])
+    knn = ItemKNN(k=3).fit(X)
+    assert knn.explain(X, 0, 2, n=1) == [(1, pytest.approx(2 / np.sqrt(6)))]
+    with pytest.raises(ConfigError, match="cannot explain"):
+        Pop().fit(X).explain(X, 0, 2)

@@ -152,6 +152,23 @@ class Recommender:
             scores[start : start + len(ub), :k_eff] = ts
         return items, scores
 
+    # ------------------------------------------------------------------ explanations
+    def _contributions(self, items: np.ndarray, target: int) -> np.ndarray:
+        """How much each history item in `items` adds to the score of `target` (models that can say)."""
+        raise ConfigError(f"{type(self).__name__} cannot explain its scores by history items")
+
+    def explain(self, history: Interactions | sp.spmatrix, user: int, item: int, n: int = 3) -> list[tuple[int, float]]:
+        """The `n` history items of `user` that add most to the score of `item`: (item index, contribution)."""
+        h, u = self._check_score_input(history, np.array([user]))
+        if not 0 <= item < self.n_items_:
+            raise UnknownIdError(f"item index {item} is outside the model's {self.n_items_} items")
+        seen = h[int(u[0])].indices
+        if not len(seen):
+            return []
+        contrib = np.asarray(self._contributions(seen, int(item)), dtype=np.float64)
+        order = np.argsort(-contrib, kind="stable")[:n]
+        return [(int(seen[j]), float(contrib[j])) for j in order]
+
     # ------------------------------------------------------------------ persistence
     def _learned_state(self) -> dict[str, Any]:
         """Learned attributes (names ending in `_`) to save; subclasses add what is not a plain attribute."""

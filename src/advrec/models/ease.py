@@ -33,5 +33,8 @@ class EASE(Recommender):
         self.weights_ = B.astype(np.float32)
         return self
 
+    def _contributions(self, items: np.ndarray, target: int) -> np.ndarray:
+        return self.weights_[items, target]
+
     def _score(self, history: sp.csr_matrix, users: np.ndarray) -> np.ndarray:
         return np.asarray(self._binary_rows(history, users) @ self.weights_)

@@ -64,5 +64,8 @@ class TextEASE(Recommender):
         self.cold_items_ = np.flatnonzero(~warm)
         return self
 
+    def _contributions(self, items: np.ndarray, target: int) -> np.ndarray:
+        return self.weights_[items, target]
+
     def _score(self, history: sp.csr_matrix, users: np.ndarray) -> np.ndarray:
         return np.asarray(self._binary_rows(history, users) @ self.weights_)

@@ -49,5 +49,8 @@ class ItemKNN(Recommender):
         self.similarity_ = W
         return self
 
+    def _contributions(self, items: np.ndarray, target: int) -> np.ndarray:
+        return self.similarity_[items, target].toarray().ravel()
+
     def _score(self, history: sp.csr_matrix, users: np.ndarray) -> np.ndarray:
         return np.asarray((self._binary_rows(history, users) @ self.similarity_).toarray())

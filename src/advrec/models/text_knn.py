@@ -49,6 +49,9 @@ class TextKNN(Recommender):
         self.encoder_identity_ = encoder.identity
         return self
 
+    def _contributions(self, items: np.ndarray, target: int) -> np.ndarray:
+        return self.item_vectors_[items] @ self.item_vectors_[target]
+
     def _score(self, history: sp.csr_matrix, users: np.ndarray) -> np.ndarray:
         h = history[users] if self.weighting == "rating" else self._binary_rows(history, users)
         profile = np.asarray(h @ self.item_vectors_)
