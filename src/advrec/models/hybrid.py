@@ -21,7 +21,8 @@ class TextEASE(Recommender):
     EASE learns B (items × items) from interactions; column j of B says how each history item votes for
     item j. A ridge regression M (d × items) learns to predict those columns from the text vector v_j of
     warm items: min ‖V_warm M − B_warmᵀ‖² + `text_l2`‖M‖². An item with no training interaction gets the
-    predicted column Mᵀv_j, so it is scored from the user's history like any other item.
+    predicted column Mᵀv_j, rescaled to the mean norm of the learned columns (`cold_scale_`), so it is
+    scored from the user's history like any other item and competes with warm items in one ranking.
     `blend` mixes the predicted columns into warm items too: (1 − blend)·B + blend·Mᵀv.
     """
 
@@ -59,7 +60,13 @@ class TextEASE(Recommender):
         np.fill_diagonal(predicted, 0.0)
         W = B.astype(np.float64)
         W[:, warm] = (1 - self.blend) * W[:, warm] + self.blend * predicted[:, warm]
-        W[:, ~warm] = predicted[:, ~warm]
+        # ridge shrinks the predicted columns: rescale them to the size of the learned ones, so cold items
+        # compete with warm items when both are ranked together
+        scale = np.linalg.norm(B[:, warm], axis=0).mean() / max(
+            np.linalg.norm(predicted[:, warm], axis=0).mean(), 1e-12
+        )
+        self.cold_scale_ = float(scale)
+        W[:, ~warm] = scale * predicted[:, ~warm]
         self.weights_ = W.astype(np.float32)
         self.cold_items_ = np.flatnonzero(~warm)
         return self
