@@ -159,3 +159,13 @@ def test_cold_items_hold_out_whole_items(X):
         ratio_split(X).eval_set("test", cold_only=True)
     with pytest.raises(DataError, match="fraction"):
         cold_items(X, 1.5)
+
+
+def test_holdout_users_with_fixed_fold_in_items():
+    X = two_communities(n_users=60, n_items=30)
+    split = holdout_users(X, n_valid=5, n_test=10, fold_in_items=3, random_state=0)
+    held = np.flatnonzero(split.test.user_counts())
+    assert len(held) > 0
+    assert (split.fold_in.user_counts()[held] == 3).all()
+    with pytest.raises(DataError, match="fold_in_items"):
+        holdout_users(X, 5, 5, fold_in_items=0)

@@ -265,12 +265,15 @@ def holdout_users(
     n_test: int,
     fold_in: float = 0.8,
     min_heldout_size: int = 5,
+    fold_in_items: int | None = None,
     random_state: int | np.random.Generator | None = 98765,
 ) -> Split:
     """Strong generalization (Liang et al., 2018, Mult-VAE): disjoint training, validation and test users.
 
     Validation and test users' interactions are split at random into a fold-in part (`fold_in` share, the
-    model's input) and a held-out part (the target). Users with fewer than `min_heldout_size`
+    model's input) and a held-out part (the target). With `fold_in_items = n` the fold-in part is exactly n
+    random interactions instead (cold users with 1, 3, 5 known items) and the rest is held out; users with
+    no more than n interactions keep them all as fold-in. Otherwise users with fewer than `min_heldout_size`
     interactions keep all of theirs as fold-in. Interactions with items never seen among training users
     are dropped from the validation and test users, as in the reference protocol.
     """
@@ -279,6 +282,8 @@ def holdout_users(
         raise DataError(f"n_valid={n_valid}, n_test={n_test} do not fit {X.n_users} users")
     if not 0 < fold_in < 1:
         raise DataError(f"fold_in must lie in (0, 1), got {fold_in}")
+    if fold_in_items is not None and fold_in_items < 1:
+        raise DataError(f"fold_in_items must be at least 1, got {fold_in_items}")
     rng = as_generator(random_state)
     perm = rng.permutation(X.n_users)
     role = np.zeros(X.n_users, dtype=np.int64)  # 0 train, 1 valid, 2 test
@@ -293,7 +298,10 @@ def holdout_users(
     deg_k = np.bincount(rows_k, minlength=X.n_users)
     rank = np.full(X.nnz, -1, dtype=np.int64)
     rank[keep] = _rank_within_user(rows_k, rng.random(int(keep.sum())))
-    n_fold = np.where(deg_k >= min_heldout_size, np.ceil(fold_in * deg_k - 1e-9), deg_k).astype(np.int64)
+    if fold_in_items is not None:
+        n_fold = np.minimum(deg_k, fold_in_items)
+    else:
+        n_fold = np.where(deg_k >= min_heldout_size, np.ceil(fold_in * deg_k - 1e-9), deg_k).astype(np.int64)
     # part codes: 0 train, 1 valid held-out, 2 test held-out, 3 fold-in, 4 dropped
     part = np.full(X.nnz, 4, dtype=np.int64)
     r = role[rows]
@@ -307,6 +315,7 @@ def holdout_users(
         "n_test": n_test,
         "fold_in": fold_in,
         "min_heldout_size": min_heldout_size,
+        "fold_in_items": fold_in_items,
         "random_state": _seed_repr(random_state),
     }
     split = _assemble(X, part, protocol, names=("train", "valid", "test", "fold_in"))
