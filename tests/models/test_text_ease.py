@@ -23,7 +23,7 @@ def test_cold_items_ranked_from_text(data_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("ADVREC_CACHE_DIR", str(tmp_path))
     X = load_movielens("ml-100k", data_dir=data_dir, min_rating=4)
     split = cold_items(X, 0.2, random_state=0)
-    model = TextEASE(device="cpu").fit(split.train)
+    model = TextEASE(blend=0.0, device="cpu").fit(split.train)
     assert set(model.cold_items_) >= set(split.protocol["cold_items"]["test"])
     cold = evaluate(model, split, ks=(10,), cold_only=True).summary["ndcg@10"]
     rng = np.random.default_rng(0)

@@ -23,14 +23,16 @@ class TextEASE(Recommender):
     warm items: min ‖V_warm M − B_warmᵀ‖² + `text_l2`‖M‖². An item with no training interaction gets the
     predicted column Mᵀv_j, rescaled to the mean norm of the learned columns (`cold_scale_`), so it is
     scored from the user's history like any other item and competes with warm items in one ranking.
-    `blend` mixes the predicted columns into warm items too: (1 − blend)·B + blend·Mᵀv.
+    `blend` mixes the predicted columns into warm items too: (1 − blend)·B + blend·Mᵀv. The default 0.2 was
+    best on ml-1m validation NDCG@10 (RecBole's protocol, seed 2020, over 0–0.5); on test it adds 0.0009
+    NDCG@10 over EASE (paired t-test p = 0.009, 6,033 users) and 0.0008 on average over seeds 2020–2022.
     """
 
     def __init__(
         self,
         l2: float = 1000.0,
         text_l2: float = 10.0,
-        blend: float = 0.0,
+        blend: float = 0.2,
         model: str | None = None,
         columns: Sequence[str] | None = None,
         device: str = "auto",
