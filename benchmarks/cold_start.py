@@ -25,20 +25,11 @@ from advrec.data import load_movielens
 from advrec.data.splits import cold_items, holdout_users
 from advrec.evaluation import evaluate
 from advrec.models import EASE, GenreAffinity, Pop, TextEASE, TextKNN
+from advrec.testing import RandomScores
 from advrec.text import SentenceEncoder, item_texts
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TEXT_L2 = (1.0, 10.0, 100.0)
-
-
-class RandomScores:
-    """Uniform random scores (seeded): the floor every content model must clear."""
-
-    def __init__(self, n_items: int, seed: int) -> None:
-        self.rng, self.n_items = np.random.default_rng(seed), n_items
-
-    def score(self, history, users):  # type: ignore[no-untyped-def]
-        return self.rng.random((len(users), self.n_items)).astype(np.float32)
 
 
 def run_dataset(name: str, seeds: list[int]) -> list[dict]:

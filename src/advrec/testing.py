@@ -106,3 +106,13 @@ def check_recommender(make: Callable[[], Recommender], tmp_path: str | Path, min
         return
     acc = community_accuracy(model, X)
     assert acc >= min_accuracy, f"{type(model).__name__} puts only {acc:.2f} of its top-3 in the user's community"
+
+
+class RandomScores:
+    """Seeded uniform random scores: the floor any model must clear (implements `score` only)."""
+
+    def __init__(self, n_items: int, random_state: int = 0) -> None:
+        self.rng, self.n_items = np.random.default_rng(random_state), n_items
+
+    def score(self, history: object, users: np.ndarray) -> np.ndarray:
+        return self.rng.random((len(users), self.n_items)).astype(np.float32)

@@ -7,16 +7,9 @@ from advrec.data import load_movielens
 from advrec.data.splits import cold_items
 from advrec.evaluation import evaluate
 from advrec.models import EASE, TextEASE
+from advrec.testing import RandomScores
 
 pytestmark = pytest.mark.integration
-
-
-class RandomScores:
-    def __init__(self, rng, n_items):
-        self.rng, self.n_items = rng, n_items
-
-    def score(self, history, users):
-        return self.rng.random((len(users), self.n_items))
 
 
 def test_cold_items_ranked_from_text(data_dir, tmp_path, monkeypatch):
@@ -26,8 +19,7 @@ def test_cold_items_ranked_from_text(data_dir, tmp_path, monkeypatch):
     model = TextEASE(blend=0.0, device="cpu").fit(split.train)
     assert set(model.cold_items_) >= set(split.protocol["cold_items"]["test"])
     cold = evaluate(model, split, ks=(10,), cold_only=True).summary["ndcg@10"]
-    rng = np.random.default_rng(0)
-    rnd = evaluate(RandomScores(rng, X.n_items), split, ks=(10,), cold_only=True).summary["ndcg@10"]
+    rnd = evaluate(RandomScores(X.n_items, 0), split, ks=(10,), cold_only=True).summary["ndcg@10"]
     assert cold > 2 * rnd, (cold, rnd)
     # warm items keep EASE's weights (blend = 0)
     warm = np.setdiff1d(np.arange(X.n_items), model.cold_items_)

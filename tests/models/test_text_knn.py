@@ -8,17 +8,10 @@ from advrec.data.splits import ratio_split
 from advrec.errors import DataError
 from advrec.evaluation import evaluate
 from advrec.models import Recommender, TextKNN
+from advrec.testing import RandomScores
 from advrec.text.item_text import user_texts
 
 pytestmark = pytest.mark.integration
-
-
-class RandomScores:
-    def __init__(self, n_items, seed=0):
-        self.rng, self.n_items = np.random.default_rng(seed), n_items
-
-    def score(self, history, users):
-        return self.rng.random((len(users), self.n_items))
 
 
 @pytest.fixture(scope="module")

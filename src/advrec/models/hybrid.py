@@ -8,11 +8,10 @@ import numpy as np
 import scipy.sparse as sp
 
 from advrec.data.interactions import Interactions
-from advrec.errors import ConfigError, DataError
+from advrec.errors import ConfigError
 from advrec.models.base import Recommender
 from advrec.models.ease import EASE
-from advrec.text.encoder import SentenceEncoder
-from advrec.text.item_text import item_texts
+from advrec.text.item_text import encode_items
 
 
 class TextEASE(Recommender):
@@ -47,13 +46,11 @@ class TextEASE(Recommender):
     def fit(self, X: Interactions | sp.spmatrix, valid: object = None) -> TextEASE:
         if not 0 <= self.blend <= 1 or not self.text_l2 > 0:
             raise ConfigError(f"blend must lie in [0, 1] and text_l2 be positive, got {self.blend}, {self.text_l2}")
-        if not isinstance(X, Interactions):
-            raise DataError("TextEASE.fit needs Interactions with item features (item text), not a bare matrix")
         m = self._check_fit_input(X)
         self._set_shape(m)
+        vectors, self.encoder_identity_ = encode_items(X, self.columns, self.model, self.device)
+        V = vectors.astype(np.float64)
         B = EASE(l2=self.l2).fit(m).weights_
-        encoder = SentenceEncoder(self.model, device=self.device)
-        V = encoder.encode(item_texts(X, self.columns)).astype(np.float64)
         warm = np.bincount(m.indices, minlength=m.shape[1]) > 0
         Vw = V[warm]
         gram = Vw.T @ Vw + self.text_l2 * np.eye(V.shape[1])

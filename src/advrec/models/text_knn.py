@@ -8,10 +8,9 @@ import numpy as np
 import scipy.sparse as sp
 
 from advrec.data.interactions import Interactions
-from advrec.errors import ConfigError, DataError
+from advrec.errors import ConfigError
 from advrec.models.base import Recommender
-from advrec.text.encoder import SentenceEncoder
-from advrec.text.item_text import item_texts
+from advrec.text.item_text import encode_items
 
 
 class TextKNN(Recommender):
@@ -40,13 +39,11 @@ class TextKNN(Recommender):
     def fit(self, X: Interactions | sp.spmatrix, valid: object = None) -> TextKNN:
         if self.weighting not in ("uniform", "rating"):
             raise ConfigError(f"weighting must be 'uniform' or 'rating', not {self.weighting!r}")
-        if not isinstance(X, Interactions):
-            raise DataError("TextKNN.fit needs Interactions with item features (item text), not a bare matrix")
         m = self._check_fit_input(X)
         self._set_shape(m)
-        encoder = SentenceEncoder(self.model, device=self.device, batch_size=self.batch_size)
-        self.item_vectors_ = encoder.encode(item_texts(X, self.columns))
-        self.encoder_identity_ = encoder.identity
+        self.item_vectors_, self.encoder_identity_ = encode_items(
+            X, self.columns, self.model, self.device, self.batch_size
+        )
         return self
 
     def _contributions(self, items: np.ndarray, target: int) -> np.ndarray:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import pandas as pd
 
 from advrec.data.interactions import Interactions
@@ -64,3 +65,19 @@ def user_texts(X: Interactions, columns: Sequence[str]) -> list[str]:
     if X.user_features is None:
         raise DataError("these interactions carry no user features")
     return columns_text(X.user_features, columns)
+
+
+def encode_items(
+    X: object,
+    columns: Sequence[str] | None = None,
+    model: str | None = None,
+    device: str = "auto",
+    batch_size: int = 64,
+) -> tuple[np.ndarray, str]:
+    """Vectors of every item's text (`item_texts`) and the identity of the encoder that made them."""
+    from advrec.text.encoder import SentenceEncoder
+
+    if not isinstance(X, Interactions):
+        raise DataError("item vectors need Interactions with item features (item text), not a bare matrix")
+    encoder = SentenceEncoder(model, device=device, batch_size=batch_size)
+    return encoder.encode(item_texts(X, columns)), encoder.identity
