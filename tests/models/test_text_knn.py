@@ -48,3 +48,35 @@ def test_save_load_and_bad_input(fitted, tmp_path):
         TextKNN().fit(split.train.matrix)
     with pytest.raises(DataError, match="explicitly"):
         user_texts(split.train, [])
+
+
+def test_recency_weights_by_hand():
+    import pandas as pd
+
+    from advrec.data import Interactions
+    from advrec.models.text_knn import recency_weights
+
+    df = pd.DataFrame({"user": [1, 1, 1, 1, 2], "item": ["a", "b", "c", "d", "a"], "time": [10, 30, 20, 30, 5]})
+    X = Interactions.from_frame(df, time="time")
+    W = recency_weights(X, half_life=1.0).toarray()
+    # user 1: b and d at t=30 share rank 0, c at 20 has rank 2, a at 10 rank 3; user 2: a alone
+    np.testing.assert_allclose(W, [[0.125, 1.0, 0.25, 1.0], [1.0, 0.0, 0.0, 0.0]])
+    with pytest.raises(DataError, match="timestamps"):
+        recency_weights(X.with_matrix(X.matrix), 1.0)
+
+
+def test_recency_weighting_follows_the_latest_items(fitted):
+    split, uniform = fitted
+    recent = TextKNN(device="cpu", weighting="recency", half_life=1.0).fit(split.train)
+    S_u, S_r = uniform.score(split.train, np.arange(20)), recent.score(split.train, np.arange(20))
+    assert not np.allclose(S_u, S_r)
+    # with a short half-life, the latest item's own score beats the oldest item's for most users
+    m, ts = split.train.matrix, split.train.timestamps
+    wins = 0
+    for u in range(20):
+        lo, hi = m.indptr[u], m.indptr[u + 1]
+        newest, oldest = m.indices[lo + np.argmax(ts[lo:hi])], m.indices[lo + np.argmin(ts[lo:hi])]
+        wins += S_r[u, newest] > S_r[u, oldest]
+    assert wins >= 15, wins
+    with pytest.raises(DataError, match="timestamps"):
+        recent.score(split.train.matrix, np.arange(2))

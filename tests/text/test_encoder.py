@@ -69,3 +69,30 @@ def test_movie_text_and_columns_text():
     assert columns_text(df, ["title", "genres"]) == ["title: Toy Story. genres: Animation, Comedy.", "title: Heat."]
     with pytest.raises(DataError, match="plot"):
         columns_text(df, ["plot"])
+
+
+def test_reduced_precision_matches_float32_and_has_its_own_cache(encoder):
+    texts = ["Toy Story (1995). Genres: Animation, Comedy.", "Heat (1995). Genres: Action, Crime.", "Fargo"]
+    exact = SentenceEncoder(cache=False, device="cpu", precision="float32").encode(texts)
+    bf16 = SentenceEncoder(cache=False, device="cpu", precision="bfloat16")
+    np.testing.assert_allclose((bf16.encode(texts) * exact).sum(axis=1), 1.0, atol=2e-3)
+    f32 = SentenceEncoder(cache_dir=encoder.cache_dir, device="cpu", precision="float32")
+    assert bf16.identity.endswith(":bfloat16") and f32.identity != bf16.identity
+    with pytest.raises(ConfigError, match="precision"):
+        SentenceEncoder(precision="int4")
+
+
+def test_batches_follow_token_length_and_budget():
+    enc = SentenceEncoder(batch_size=3, max_batch_tokens=8)
+    lengths = np.array([2, 8, 2, 4, 2, 2, 2])
+    batches = enc._batches(lengths)
+    assert [b.tolist() for b in batches] == [[1], [3, 0], [2, 4, 5], [6]]
+    assert sorted(np.concatenate(batches).tolist()) == list(range(7))
+    assert all(len(b) * lengths[b].max() <= 8 for b in batches)
+
+
+def test_order_of_batching_does_not_change_vectors(encoder):
+    texts = ["a", "a much longer text about a film with many words in it", "Heat", "Toy Story 2"]
+    whole = SentenceEncoder(cache=False, device="cpu", precision="float32").encode(texts)
+    single = np.vstack([SentenceEncoder(cache=False, device="cpu", precision="float32").encode([t]) for t in texts])
+    np.testing.assert_allclose(whole, single, atol=1e-5)

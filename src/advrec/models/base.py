@@ -86,7 +86,7 @@ class Recommender:
     # ------------------------------------------------------------------ scoring
     def _check_score_input(self, history: Any, users: Any) -> tuple[sp.csr_matrix, np.ndarray]:
         self._check_fitted()
-        h = as_csr(history, "history")
+        h = self._history_matrix(history)
         if h.shape[1] != self.n_items_:
             raise DataError(f"history has {h.shape[1]} items but the model was fitted on {self.n_items_} items")
         u = np.asarray(users)
@@ -105,6 +105,10 @@ class Recommender:
                 f"{type(self).__name__} keeps one vector per user and cannot score new users"
             )
         return h, u
+
+    def _history_matrix(self, history: Any) -> sp.csr_matrix:
+        """The users×items matrix the model scores from (models that weight the history override this)."""
+        return as_csr(history, "history")
 
     def score(self, history: Interactions | sp.spmatrix, users: Any) -> np.ndarray:
         """Scores of all items for `users` (indices into `history`): a (len(users), n_items) float32 array."""

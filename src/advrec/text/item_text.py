@@ -72,7 +72,7 @@ def encode_items(
     columns: Sequence[str] | None = None,
     model: str | None = None,
     device: str = "auto",
-    batch_size: int = 64,
+    batch_size: int = 128,
 ) -> tuple[np.ndarray, str]:
     """Vectors of every item's text (`item_texts`) and the identity of the encoder that made them."""
     from advrec.text.encoder import SentenceEncoder
