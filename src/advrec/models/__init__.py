@@ -2,9 +2,11 @@
 
 from advrec.models.base import Recommender, model_class
 from advrec.models.bpr import BPRMF
+from advrec.models.cfgan import CFGAN
 from advrec.models.ease import EASE
 from advrec.models.genre import GenreAffinity
 from advrec.models.hybrid import TextEASE
+from advrec.models.irgan import IRGAN
 from advrec.models.item_knn import ItemKNN
 from advrec.models.mult_vae import MultVAE
 from advrec.models.pop import Pop
@@ -13,7 +15,9 @@ from advrec.models.torch_base import TorchRecommender
 
 __all__ = [
     "BPRMF",
+    "CFGAN",
     "EASE",
+    "IRGAN",
     "GenreAffinity",
     "ItemKNN",
     "MultVAE",

@@ -198,7 +198,12 @@ class Recommender:
             raise ModelFileError(f"{path}: unknown model class {name!r}; known: {sorted(_REGISTRY)}")
         if cls is not Recommender and not issubclass(target, cls):
             raise ModelFileError(f"{path} holds a {name}, not a {cls.__name__}")
-        model = target(**header.get("params", {}))
+        params = dict(header.get("params", {}))
+        defaults = {p.name: p.default for p in inspect.signature(target.__init__).parameters.values()}
+        for key, value in params.items():  # JSON has no tuples: give tuple-typed parameters their type back
+            if isinstance(value, list) and isinstance(defaults.get(key), tuple):
+                params[key] = tuple(value)
+        model = target(**params)
         model._restore_state(state)
         return model  # type: ignore[return-value]
 

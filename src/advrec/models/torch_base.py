@@ -50,10 +50,11 @@ class TorchRecommender(Recommender):
     """Shared training machinery of the torch models.
 
     Subclasses build the network in `_build(n_users, n_items)` and implement
-    `_train_epoch(X, rng) -> mean loss` and `_score`; `self._train` holds per-fit scratch state (optimizer,
-    samplers). With a validation set the loop evaluates NDCG@10 every `eval_every` epochs, keeps the best
-    weights and stops after `patience` evaluations without improvement. Layers above `models` add training
-    options through `batch_hooks`: functions (model, batch, loss) -> loss applied to each batch loss.
+    `_train_epoch(X, rng) -> mean loss` (or a dict of named epoch statistics with a "loss") and `_score`;
+    `_after_epoch(epoch, row)` may add entries to the epoch's log row; `self._train` holds per-fit scratch
+    state (optimizer, samplers). With a validation set the loop evaluates NDCG@10 every `eval_every` epochs,
+    keeps the best weights and stops after `patience` evaluations without improvement. Layers above `models`
+    add training options through `batch_hooks`: functions (model, batch, loss) -> loss applied to each batch loss.
     """
 
     def __init__(
@@ -82,8 +83,11 @@ class TorchRecommender(Recommender):
     def _build(self, n_users: int, n_items: int) -> torch.nn.Module:
         raise NotImplementedError
 
-    def _train_epoch(self, X: sp.csr_matrix, rng: np.random.Generator) -> float:
+    def _train_epoch(self, X: sp.csr_matrix, rng: np.random.Generator) -> float | dict[str, float]:
         raise NotImplementedError
+
+    def _after_epoch(self, epoch: int, row: dict[str, float]) -> None:
+        """Called after each epoch's training and validation, with its log row (diagnostics, schedules)."""
 
     # ------------------------------------------------------------------ training loop
     def _apply_hooks(self, batch: dict[str, torch.Tensor], loss: torch.Tensor) -> torch.Tensor:
@@ -118,10 +122,14 @@ class TorchRecommender(Recommender):
         for epoch in bar:
             t0 = time.perf_counter()
             self.network_.train()
-            loss = self._train_epoch(m, rng)
-            row = {"epoch": epoch, "loss": float(loss), "seconds": time.perf_counter() - t0}
-            if not np.isfinite(loss):
-                raise FloatingPointError(f"{type(self).__name__}: training loss became {loss} at epoch {epoch}")
+            out = self._train_epoch(m, rng)
+            stats = {k: float(v) for k, v in out.items()} if isinstance(out, dict) else {"loss": float(out)}
+            row = {"epoch": epoch, **stats, "seconds": time.perf_counter() - t0}
+            bad_stats = [k for k, v in stats.items() if not np.isfinite(v)]
+            if bad_stats:
+                raise FloatingPointError(
+                    f"{type(self).__name__}: {bad_stats[0]} became {stats[bad_stats[0]]} at epoch {epoch}"
+                )
             if es is not None and (epoch % self.eval_every == 0 or epoch == self.epochs):
                 ndcg = self._validate(es)
                 row["valid_ndcg@10"] = ndcg
@@ -131,6 +139,7 @@ class TorchRecommender(Recommender):
                     self.best_epoch_ = epoch
                 else:
                     bad += 1
+            self._after_epoch(epoch, row)
             self.training_log_.append(row)
             bar.set_postfix({k: f"{v:.4f}" for k, v in row.items() if k not in ("epoch", "seconds")})
             log.debug("%s epoch %d: %s", type(self).__name__, epoch, row)

@@ -1,0 +1,171 @@
+"""Synthetic user behaviour: a profile generator, its realism measures, and training-data augmentation.
+
+`ProfileGenerator` wraps a fitted generative recommender whose scores are logits of a distribution over
+items given a history (MultVAE, or CFGAN's generator): `sample(n_users)` draws new users (for MultVAE, a
+latent code z ~ N(0, I) through the decoder; for a conditional generator, the generated vector of a real
+user whose history is then resampled, so no row is copied), each with a profile size drawn from the real
+size distribution and items drawn without replacement from softmax(logits). `complete(history, users)`
+gives the generator's item probabilities for known users. `realism(real, synthetic)` reports the
+Kolmogorov–Smirnov distance between the profile sizes and between the item popularity of two datasets.
+
+`augment(train, generator, strategy)`:
+- "densify": the sparsest `share` of users get the items the generator gives probability ≥ `threshold`
+  (at most `max_add` each, never an item they already have);
+- "users": `n_users` synthetic users are appended (raw ids "synthetic-0", ...).
+The result is an `Interactions` any model trains on unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, cast
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from scipy import stats
+
+from advrec.data.interactions import IdMap, Interactions
+from advrec.errors import ConfigError, NotFittedError
+from advrec.models import CFGAN, MultVAE, Recommender
+from advrec.models.mult_vae import VAE
+from advrec.models.torch_base import seed_of
+
+STRATEGIES = ("densify", "users")
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True)
+    np.exp(z, out=z)
+    return z / z.sum(axis=1, keepdims=True)
+
+
+def _draw_rows(probs: np.ndarray, sizes: np.ndarray, rng: np.random.Generator) -> sp.csr_matrix:
+    """One binary row per line of `probs`, with `sizes[r]` distinct items drawn ∝ probs[r] (Gumbel top-k)."""
+    n, m = probs.shape
+    sizes = np.clip(sizes, 1, m)
+    keys = np.log(np.maximum(probs, 1e-30)) + rng.gumbel(size=probs.shape)
+    order = np.argsort(-keys, axis=1)
+    mask = np.arange(m)[None, :] < sizes[:, None]
+    rows = np.repeat(np.arange(n), sizes)
+    cols = order[mask]
+    return sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(n, m))
+
+
+class ProfileGenerator:
+    """Synthetic users and completions from a fitted MultVAE or user-based CFGAN; see the module docstring."""
+
+    def __init__(self, model: Recommender, batch_size: int = 1024) -> None:
+        if not isinstance(model, MultVAE | CFGAN) or (isinstance(model, CFGAN) and model.mode != "user"):
+            raise ConfigError("ProfileGenerator needs a MultVAE or a user-based CFGAN (mode='user')")
+        self.model = model
+        self.batch_size = batch_size
+
+    def fit(self, X: Interactions | sp.spmatrix, valid: Any = None) -> ProfileGenerator:
+        """Fits the wrapped model unless it is fitted already, and records the real profile sizes."""
+        m = X.matrix if isinstance(X, Interactions) else sp.csr_matrix(X)
+        if not self.model.is_fitted:
+            self.model.fit(X, valid=valid)
+        sizes = np.diff(m.indptr)
+        self.sizes_ = sizes[sizes > 0]
+        self._history = m if isinstance(self.model, CFGAN) else None  # a conditional generator needs conditions
+        return self
+
+    def _check(self) -> None:
+        if not hasattr(self, "sizes_"):
+            raise NotFittedError("this ProfileGenerator is not fitted yet: call fit(X) first")
+
+    def complete(self, history: sp.csr_matrix, users: np.ndarray) -> np.ndarray:
+        """The generator's item probabilities for `users` given their history, (len(users), n_items)."""
+        self._check()
+        out = [
+            _softmax(self.model.score(history, users[s : s + self.batch_size]))
+            for s in range(0, len(users), self.batch_size)
+        ]
+        return np.vstack(out) if out else np.zeros((0, self.model.n_items_), np.float32)
+
+    def _logits(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        model = self.model
+        if isinstance(model, MultVAE):
+            net = cast(VAE, model.network_)
+            z = torch.from_numpy(rng.standard_normal((n, model.latent)).astype(np.float32)).to(model.device_)
+            with torch.no_grad():
+                net.eval()
+                return net.decode(z).cpu().numpy()
+        assert self._history is not None
+        users = rng.choice(np.flatnonzero(np.diff(self._history.indptr) > 0), size=n)
+        return model.score(self._history, users)
+
+    def sample(self, n_users: int, random_state: int | np.random.Generator | None = 0) -> sp.csr_matrix:
+        """`n_users` synthetic binary interaction rows over the model's items."""
+        self._check()
+        if n_users < 0:
+            raise ConfigError(f"n_users must be ≥ 0, got {n_users}")
+        rng = np.random.default_rng(seed_of(random_state))
+        parts = []
+        for start in range(0, n_users, self.batch_size):
+            n = min(self.batch_size, n_users - start)
+            sizes = rng.choice(self.sizes_, size=n)
+            parts.append(_draw_rows(_softmax(self._logits(n, rng)), sizes, rng))
+        return sp.vstack(parts).tocsr() if parts else sp.csr_matrix((0, self.model.n_items_), dtype=np.float32)
+
+
+@dataclass
+class Realism:
+    size_ks: float
+    popularity_ks: float
+
+    def as_dict(self) -> dict[str, float]:
+        return {"size_ks": self.size_ks, "popularity_ks": self.popularity_ks}
+
+
+def realism(real: sp.spmatrix, synthetic: sp.spmatrix) -> Realism:
+    """KS distances between two datasets: profile sizes, and item popularity (each item's share of users)."""
+    real, synthetic = sp.csr_matrix(real), sp.csr_matrix(synthetic)
+    size_ks = stats.ks_2samp(np.diff(real.indptr), np.diff(synthetic.indptr)).statistic
+    pop_r = np.bincount(real.indices, minlength=real.shape[1]) / max(real.shape[0], 1)
+    pop_s = np.bincount(synthetic.indices, minlength=synthetic.shape[1]) / max(synthetic.shape[0], 1)
+    return Realism(float(size_ks), float(stats.ks_2samp(pop_r, pop_s).statistic))
+
+
+def augment(
+    train: Interactions,
+    generator: ProfileGenerator,
+    strategy: str = "densify",
+    share: float = 0.2,
+    threshold: float = 0.01,
+    max_add: int = 10,
+    n_users: int = 0,
+    random_state: int | np.random.Generator | None = 0,
+) -> Interactions:
+    """`train` plus generated interactions (see the module docstring); added entries have value 1."""
+    if strategy not in STRATEGIES:
+        raise ConfigError(f"strategy must be one of {', '.join(STRATEGIES)}, not {strategy!r}")
+    generator._check()
+    X = train.matrix
+    if strategy == "densify":
+        if not 0 < share <= 1 or max_add < 1:
+            raise ConfigError(f"need 0 < share ≤ 1 and max_add ≥ 1, got {share}, {max_add}")
+        degree = np.diff(X.indptr)
+        active = np.flatnonzero(degree > 0)
+        sparse_users = active[np.argsort(degree[active], kind="stable")[: max(1, round(share * len(active)))]]
+        probs = generator.complete(X, sparse_users)
+        probs[(X[sparse_users] > 0).toarray()] = 0.0
+        k = min(max_add, probs.shape[1])
+        top = np.argpartition(-probs, k - 1, axis=1)[:, :k]
+        keep = np.take_along_axis(probs, top, axis=1) >= threshold
+        rows = np.repeat(sparse_users, k).reshape(-1, k)[keep]
+        added = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, top[keep])), shape=X.shape)
+        out = train.with_matrix(X + added)
+        out.meta = {
+            **train.meta,
+            "augmented": {"strategy": strategy, "users": len(sparse_users), "added": int(added.nnz)},
+        }
+        return out
+    synth = generator.sample(n_users, random_state)
+    users = IdMap(np.concatenate([train.users.ids.astype(str), [f"synthetic-{i}" for i in range(n_users)]]), "user")
+    out = Interactions(
+        sp.vstack([X, synth]).tocsr(), users, train.items, item_features=train.item_features, name=train.name
+    )
+    out.meta = {**train.meta, "augmented": {"strategy": strategy, "users": n_users, "added": int(synth.nnz)}}
+    return out
