@@ -90,3 +90,13 @@ def test_encode_items_and_cold_start_training(tmp_path, data_dir, monkeypatch):
     assert res.exit_code == 0, res.output
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert manifest["split"]["name"] == "cold_items" and manifest["model"]["class"] == "TextEASE"
+
+
+def test_train_cfgan_with_training_curves(tmp_path, data_dir):
+    run = tmp_path / "cfgan"
+    args = ["train", "cfgan", "--dataset", "ml-100k", "--set", "epochs=2", "--set", "batch_size=128"]
+    res = runner.invoke(app, [*args, "--plot", "--out", str(run), "--data-dir", str(data_dir)])
+    assert res.exit_code == 0, res.output
+    assert (run / "training.png").stat().st_size > 10_000
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["model"]["class"] == "CFGAN" and manifest["metrics"]["ndcg@10"] > 0

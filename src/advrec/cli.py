@@ -152,7 +152,7 @@ def split(
 
 @app.command()
 def train(
-    model: Annotated[str, typer.Argument(help="Pop, ItemKNN, EASE, BPRMF, MultVAE, GenreAffinity, TextKNN, TextEASE")],
+    model: Annotated[str, typer.Argument(help="Pop, ItemKNN, EASE, BPRMF, MultVAE, CFGAN, IRGAN, TextEASE, …")],
     dataset: Annotated[str | None, typer.Option(help="dataset name")] = None,
     sets: Annotated[list[str] | None, typer.Option("--set", help="model parameter key=value (repeatable)")] = None,
     config: Annotated[Path | None, typer.Option(help="experiment TOML file")] = None,
@@ -161,6 +161,7 @@ def train(
     min_rating: float | None = None,
     core: int | None = None,
     out: Annotated[Path | None, typer.Option(help="run directory (default runs/<model>-<time>)")] = None,
+    plot: Annotated[bool, typer.Option(help="write the per-epoch training curves as training.png")] = False,
     data_dir: DataDir = None,
 ) -> None:
     """Trains a model, evaluates it on the test part, and writes a run directory."""
@@ -175,6 +176,15 @@ def train(
         _fail(err)
     _print_summary({type(outcome.model).__name__: outcome.report.summary}, cfg.ks)
     console.print(f"fit {outcome.fit_seconds:.1f}s, evaluate {outcome.eval_seconds:.1f}s → {path}")
+    if plot:
+        log = getattr(outcome.model, "training_log_", None)
+        if not log:
+            console.print(f"[yellow]{cfg.model} has no per-epoch training log to plot[/yellow]")
+        else:
+            from advrec.evaluation.report import training_curves
+
+            png = training_curves(log, path / "training.png", title=f"{cfg.model} on {cfg.dataset}")
+            console.print(f"training curves → {png}")
 
 
 @app.command("evaluate")

@@ -49,3 +49,47 @@ def bar_chart(df: pd.DataFrame, metrics: Sequence[str], path: str | Path, title:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+CURVE_PANELS = (
+    ("losses", ("loss", "d_loss", "g_loss")),
+    ("discriminator accuracy", ("d_real_acc", "d_fake_acc")),
+    ("generated profiles", ("gen_coverage", "gen_jaccard")),
+    ("validation", ("valid_ndcg@10",)),
+)
+
+
+def training_curves(log: Sequence[dict[str, float]], path: str | Path, title: str = "") -> Path:
+    """Per-epoch training curves as PNG: losses, D accuracy, diversity of generated profiles, validation
+    NDCG@10 — one panel for each group the log has; epochs with a mode-collapse alarm are shaded."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    df = pd.DataFrame(list(log))
+    if df.empty:
+        raise ValueError("the training log is empty")
+    if "g_loss" in df:  # a GAN's "loss" is its generator loss
+        df = df.drop(columns="loss")
+    panels = [(name, [k for k in keys if k in df]) for name, keys in CURVE_PANELS]
+    panels = [(name, keys) for name, keys in panels if keys]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.2), squeeze=False)
+    for ax, (name, keys) in zip(axes[0], panels, strict=True):
+        for key in keys:
+            part = df[["epoch", key]].dropna()
+            ax.plot(part["epoch"], part[key], label=key, marker="." if len(part) < 30 else None)
+        if "collapse" in df:
+            for epoch in df.loc[df["collapse"] == 1, "epoch"]:
+                ax.axvspan(epoch - 0.5, epoch + 0.5, color="red", alpha=0.15, lw=0)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend(frameon=False, fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

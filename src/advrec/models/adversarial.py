@@ -163,8 +163,8 @@ class AdversarialRecommender(TorchRecommender):
             raise ConfigError(f"lr_decay must be in (0, 1], got {self.lr_decay}")
         t = self._train
         net = self.network_
-        t["opt_g"] = torch.optim.Adam(net["generator"].parameters(), lr=self.lr)
-        t["opt_d"] = torch.optim.Adam(net["discriminator"].parameters(), lr=self.lr_d or self.lr)
+        t["opt_g"] = torch.optim.Adam(net["generator"].parameters(), lr=self.lr, foreach=True)
+        t["opt_d"] = torch.optim.Adam(net["discriminator"].parameters(), lr=self.lr_d or self.lr, foreach=True)
         t["schedulers"] = [torch.optim.lr_scheduler.ExponentialLR(t[k], self.lr_decay) for k in ("opt_g", "opt_d")]
         active = np.flatnonzero(np.diff(X.indptr) > 0)
         n = min(self.diversity_users, len(active))
