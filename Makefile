@@ -32,6 +32,8 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/recbole_ml1m.py
 	$(BIN)/python benchmarks/cold_start.py
+	$(BIN)/python benchmarks/gan.py
+	$(BIN)/python benchmarks/augment.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

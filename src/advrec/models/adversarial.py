@@ -4,6 +4,7 @@
 generator updates per epoch, on top of `TorchRecommender`'s epoch loop (early stopping on validation
 NDCG@10, best weights kept). Losses: "bce", the seeds' formulas L_D = −log D(x) − log(1 − D(G(z))) and the
 non-saturating L_G = −log D(G(z)); or "wgan-gp", L_D = D(G(z)) − D(x) + λ·(‖∇D(x̂)‖ − 1)², L_G = −D(G(z)).
+`d_warmup` extra discriminator passes precede the first generator update (IRGAN's D pretraining).
 Gradient clipping by norm, exponential learning-rate decay, checkpoints every n epochs. Each epoch logs
 D and G losses, D's accuracy on real and on generated data, and the diversity of generated profiles
 (share of the catalogue in their top-k lists, mean pairwise Jaccard of those lists); a mean Jaccard of
@@ -62,6 +63,7 @@ class AdversarialRecommender(TorchRecommender):
         self,
         d_steps: int = 1,
         g_steps: int = 1,
+        d_warmup: int = 0,
         loss: str = "bce",
         gp_weight: float = 10.0,
         lr_d: float | None = None,
@@ -84,6 +86,7 @@ class AdversarialRecommender(TorchRecommender):
         super().__init__(epochs, batch_size, lr, patience, eval_every, device, random_state, verbose)
         self.d_steps = d_steps
         self.g_steps = g_steps
+        self.d_warmup = d_warmup
         self.loss = loss
         self.gp_weight = gp_weight
         self.lr_d = lr_d
@@ -181,11 +184,12 @@ class AdversarialRecommender(TorchRecommender):
 
     def _train_epoch(self, X: sp.csr_matrix, rng: np.random.Generator) -> dict[str, float]:
         t = self._train
-        if not t:
+        first = not t
+        if first:
             self._init_training(X, rng)
         net = self.network_
         sums: dict[str, list[float]] = defaultdict(list)
-        for _ in range(self.d_steps):
+        for _ in range(self.d_steps + (self.d_warmup if first else 0)):
             for rows in self._d_rows(X, rng):
                 loss, stats = self._d_batch(X, rows, rng)
                 self._update(t["opt_d"], net["discriminator"], loss)

@@ -87,6 +87,7 @@ class CFGAN(AdversarialRecommender):
         d_reg: float = 0.0,
         noise_dim: int = 0,
         d_batch_size: int = 64,
+        d_warmup: int = 0,
         d_steps: int = 2,
         g_steps: int = 4,
         loss: str = "bce",
@@ -109,7 +110,7 @@ class CFGAN(AdversarialRecommender):
         verbose: bool = False,
     ) -> None:
         super().__init__(
-            d_steps, g_steps, loss, gp_weight, lr_d, clip_grad, lr_decay, checkpoint_dir, checkpoint_every,
+            d_steps, g_steps, d_warmup, loss, gp_weight, lr_d, clip_grad, lr_decay, checkpoint_dir, checkpoint_every,
             diversity_users, diversity_k, collapse_jaccard, epochs, batch_size, lr, patience, eval_every, device,
             random_state, verbose,
         )  # fmt: skip

@@ -5,7 +5,9 @@ The generator is a policy p_θ(i | u) = softmax(⟨g_u, g_i⟩ + b_i) over all i
 from the generator (softmax at `temperature`); the generator, pretrained as BPR-MF, learns by REINFORCE
 with reward 2·D(u, i) − 1 on items drawn from p_n = (1 − `mix`)·p_θ + `mix`·uniform(user's items),
 importance-weighted by p_θ / p_n; it draws `samples` × (number of the user's items) items per user.
-Scores are the generator's logits.
+Scores are the generator's logits. Defaults (generator lr 1e-4, mix 0.5, discriminator lr 1e-3 with 50
+warm-up passes) were chosen on ML-100K validation (seed 1); with the paper's mix 0.2 or a generator lr of
+1e-3 the generator drifts from its BPR-MF start and validation NDCG@10 falls every epoch.
 """
 
 from __future__ import annotations
@@ -50,13 +52,14 @@ class IRGAN(AdversarialRecommender):
         self,
         factors: int = 5,
         temperature: float = 0.2,
-        mix: float = 0.2,
+        mix: float = 0.5,
         samples: float = 2.0,
         d_reg: float = 0.1 / 16,
         g_reg: float = 0.0,
         pretrain_epochs: int = 200,
         pretrain_lr: float = 1e-2,
         pretrain_reg: float = 1e-4,
+        d_warmup: int = 50,
         d_steps: int = 10,
         g_steps: int = 5,
         lr_d: float | None = 1e-3,
@@ -69,7 +72,7 @@ class IRGAN(AdversarialRecommender):
         collapse_jaccard: float = 0.8,
         epochs: int = 30,
         batch_size: int = 64,
-        lr: float = 1e-3,
+        lr: float = 1e-4,
         patience: int = 5,
         eval_every: int = 1,
         device: str = "auto",
@@ -77,7 +80,7 @@ class IRGAN(AdversarialRecommender):
         verbose: bool = False,
     ) -> None:
         super().__init__(
-            d_steps, g_steps, "bce", 0.0, lr_d, clip_grad, lr_decay, checkpoint_dir, checkpoint_every,
+            d_steps, g_steps, d_warmup, "bce", 0.0, lr_d, clip_grad, lr_decay, checkpoint_dir, checkpoint_every,
             diversity_users, diversity_k, collapse_jaccard, epochs, batch_size, lr, patience, eval_every, device,
             random_state, verbose,
         )  # fmt: skip
