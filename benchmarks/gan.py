@@ -135,11 +135,15 @@ def main() -> None:
     for job in args.only:
         if job.startswith("cfgan-"):
             name = job.removeprefix("cfgan-")
-            saved[job] = [r for s in args.seeds for r in cfgan_run(name, s, args.epochs)]
+            new = [r for s in args.seeds for r in cfgan_run(name, s, args.epochs)]
         elif job == "irgan":
-            saved[job] = [r for s in args.seeds for r in irgan_run(s)]
+            new = [r for s in args.seeds for r in irgan_run(s)]
         else:
             raise SystemExit(f"unknown job {job!r}")
+        # rows of seeds not rerun are kept, so seeds can be run in separate sessions
+        saved[job] = sorted(
+            [r for r in saved.get(job, []) if r["seed"] not in args.seeds] + new, key=lambda r: r["seed"]
+        )
     args.out.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(saved, indent=2))
     cfgan_rows = [r for k, v in saved.items() if k.startswith("cfgan-") for r in v]
