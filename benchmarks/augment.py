@@ -7,9 +7,12 @@ generator gives probability ≥ threshold, at most max_add each; (threshold, max
 validation NDCG@10 of the sparsest quintile with EASE. Then EASE, BPRMF and MultVAE are trained on the
 real and on the augmented data and evaluated on test (full ranking), per training-activity quintile
 (Q1 = sparsest). Paired t-test over users (all seeds pooled) of augmented − real NDCG@10.
-Realism of 6,040 generated users: KS distance of profile sizes and of item popularity to the real data.
+Realism of 6,040 generated users: KS distance of profile sizes and of item popularity to the real data,
+for latent codes from the standard prior and from the aggregate posterior.
+`--strategy users` instead appends `--share` × (number of users) synthetic users (latent codes from
+`--prior`), writing augment_users.md.
 
-Usage: python benchmarks/augment.py [--seeds 1 2 3] [--models EASE BPRMF MultVAE]
+Usage: python benchmarks/augment.py [--seeds 1 2 3] [--models EASE BPRMF MultVAE] [--strategy densify|users]
 """
 
 from __future__ import annotations
@@ -41,7 +44,9 @@ def quintiles(train_counts: np.ndarray, users: np.ndarray) -> np.ndarray:
     return np.ceil(5 * ranks / len(ranks)).astype(int)
 
 
-def run_seed(seed: int, models: list[str]) -> dict:
+def run_seed(
+    seed: int, models: list[str], strategy: str = "densify", prior: str = "posterior", share: float = 0.2
+) -> dict:
     X = load_movielens("ml-1m", min_rating=4.0)
     split = ratio_split(X, (0.8, 0.1, 0.1), random_state=seed)
     counts = split.train.user_counts()
@@ -49,8 +54,25 @@ def run_seed(seed: int, models: list[str]) -> dict:
     vae = MultVAE(random_state=seed).fit(split.train, valid=split)
     gen = ProfileGenerator(vae).fit(split.train)
     gen_s = time.perf_counter() - t0
-    synth = gen.sample(X.n_users, random_state=seed)
-    real_vs_synth = realism(split.train.matrix, synth).as_dict()
+    real_vs_synth = realism(split.train.matrix, gen.sample(X.n_users, random_state=seed)).as_dict()
+    post = ProfileGenerator(vae, prior="posterior").fit(split.train)
+    posterior = realism(split.train.matrix, post.sample(X.n_users, random_state=seed)).as_dict()
+    if strategy == "users":
+        n_new = round(share * split.train.n_users)
+        aug = augment(split.train, post if prior == "posterior" else gen, "users", n_users=n_new, random_state=seed)
+        choice = (prior, n_new)
+    else:
+        aug, choice = choose_densify(seed, split, gen, counts)
+    rows = train_and_evaluate(seed, models, split, vae, aug)
+    q_test = quintiles(counts, np.asarray(rows[0]["users"]))
+    return {
+        "seed": seed, "strategy": strategy, "realism": real_vs_synth, "realism_posterior": posterior,
+        "generator_fit_s": gen_s, "choice": choice, "added": aug.meta["augmented"], "quintile": q_test.tolist(),
+        "rows": rows,
+    }  # fmt: skip
+
+
+def choose_densify(seed, split, gen, counts):  # type: ignore[no-untyped-def]
 
     # choose (threshold, max_add) on validation, sparsest quintile, with EASE
     base_valid = evaluate(EASE().fit(split.train), split, ks=(10,), on="valid")
@@ -64,8 +86,10 @@ def run_seed(seed: int, models: list[str]) -> dict:
         if gain > best:
             choice, best = (threshold, max_add), gain
     assert choice is not None
-    aug = augment(split.train, gen, "densify", share=0.2, threshold=choice[0], max_add=choice[1])
+    return augment(split.train, gen, "densify", share=0.2, threshold=choice[0], max_add=choice[1]), choice
 
+
+def train_and_evaluate(seed, models, split, vae, aug):  # type: ignore[no-untyped-def]
     rows = []
     for name in models:
         for data_label, data in (("real", split.train), ("augmented", aug)):
@@ -88,11 +112,7 @@ def run_seed(seed: int, models: list[str]) -> dict:
                 }
             )  # fmt: skip
             print(f"seed {seed} {name} {data_label}: NDCG@10 {per.mean():.4f} (fit {fit_s:.0f}s)", flush=True)
-    q_test = quintiles(counts, np.asarray(rows[0]["users"]))
-    return {
-        "seed": seed, "realism": real_vs_synth, "generator_fit_s": gen_s, "choice": choice,
-        "added": aug.meta["augmented"], "quintile": q_test.tolist(), "rows": rows,
-    }  # fmt: skip
+    return rows
 
 
 def tables(results: list[dict], models: list[str]) -> str:
@@ -125,31 +145,44 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     ap.add_argument("--models", nargs="+", default=["EASE", "BPRMF", "MultVAE"])
+    ap.add_argument("--strategy", choices=["densify", "users"], default="densify")
+    ap.add_argument("--prior", choices=["standard", "posterior"], default="posterior")
+    ap.add_argument("--share", type=float, default=0.2, help="synthetic users per real user (--strategy users)")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
-    results = [run_seed(s, args.models) for s in args.seeds]
+    results = [run_seed(s, args.models, args.strategy, args.prior, args.share) for s in args.seeds]
+    stem = "augment" if args.strategy == "densify" else "augment_users"
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "augment.json").write_text(json.dumps(results))
+    (args.out / f"{stem}.json").write_text(json.dumps(results))
     real = "; ".join(
-        f"seed {r['seed']}: size KS {r['realism']['size_ks']:.3f}, popularity KS {r['realism']['popularity_ks']:.3f}"
+        f"seed {r['seed']}: standard prior: size KS {r['realism']['size_ks']:.3f}, popularity KS "
+        f"{r['realism']['popularity_ks']:.3f}; aggregate posterior: size KS {r['realism_posterior']['size_ks']:.3f}, "
+        f"popularity KS {r['realism_posterior']['popularity_ks']:.3f}"
         for r in results
     )
-    chosen = "; ".join(
-        f"seed {r['seed']}: threshold {r['choice'][0]}, max_add {r['choice'][1]}, "
-        f"{r['added']['added']:,} interactions added to {r['added']['users']:,} users"
-        for r in results
-    )
+    if args.strategy == "densify":
+        chosen = "Densify setting chosen on validation: " + "; ".join(
+            f"seed {r['seed']}: threshold {r['choice'][0]}, max_add {r['choice'][1]}, "
+            f"{r['added']['added']:,} interactions added to {r['added']['users']:,} users"
+            for r in results
+        )
+    else:
+        chosen = "Synthetic users appended: " + "; ".join(
+            f"seed {r['seed']}: {r['added']['users']:,} users ({r['choice'][0]} prior), "
+            f"{r['added']['added']:,} interactions"
+            for r in results
+        )
     text = (
-        f"# Augmentation with generated behaviour ({datetime.now(UTC):%Y-%m-%d})\n\n"
+        f"# Augmentation with generated behaviour: {args.strategy} ({datetime.now(UTC):%Y-%m-%d})\n\n"
         "ml-1m, ratings ≥ 4; per-user random 8:1:1; full ranking; seeds "
         f"{args.seeds}; mean ± std over seeds; p from a paired t-test over users, seeds pooled. "
         "Q1 = the sparsest fifth of users by training interactions.\n\n"
         f"{tables(results, args.models)}\n\n"
-        f"Densify setting chosen on validation: {chosen}.\n\n"
+        f"{chosen}.\n\n"
         f"Realism of 6,040 users sampled from the MultVAE generator against the training data: {real}.\n"
     )
     print(text)
-    (args.out / "augment.md").write_text(text)
+    (args.out / f"{stem}.md").write_text(text)
 
 
 if __name__ == "__main__":

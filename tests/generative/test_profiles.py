@@ -74,3 +74,14 @@ def test_cfgan_generator_and_errors(data):
         ProfileGenerator(MultVAE()).sample(3)
     with pytest.raises(ConfigError, match="strategy"):
         augment(data, gen, "mixup")
+
+
+def test_posterior_prior_samples_keep_the_structure(vae_gen, data):
+    post = ProfileGenerator(vae_gen.model, prior="posterior").fit(data)
+    a = post.sample(300, random_state=2)
+    assert (a != post.sample(300, random_state=2)).nnz == 0
+    left = np.asarray(a[:, :20].sum(1)).ravel() / np.diff(a.indptr)
+    assert np.mean((left > 0.8) | (left < 0.2)) > 0.8
+    assert realism(data.matrix, a).size_ks < 0.2
+    with pytest.raises(ConfigError, match="prior"):
+        ProfileGenerator(vae_gen.model, prior="uniform")

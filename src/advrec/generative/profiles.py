@@ -1,12 +1,15 @@
 """Synthetic user behaviour: a profile generator, its realism measures, and training-data augmentation.
 
 `ProfileGenerator` wraps a fitted generative recommender whose scores are logits of a distribution over
-items given a history (MultVAE, or CFGAN's generator): `sample(n_users)` draws new users (for MultVAE, a
-latent code z ~ N(0, I) through the decoder; for a conditional generator, the generated vector of a real
-user whose history is then resampled, so no row is copied), each with a profile size drawn from the real
-size distribution and items drawn without replacement from softmax(logits). `complete(history, users)`
-gives the generator's item probabilities for known users. `realism(real, synthetic)` reports the
-Kolmogorov–Smirnov distance between the profile sizes and between the item popularity of two datasets.
+items given a history (MultVAE, or CFGAN's generator): `sample(n_users)` draws new users, each with a
+profile size drawn from the real size distribution and items drawn without replacement from
+softmax(logits). Latent codes for MultVAE: `prior="standard"`, z ~ N(0, I) (no real user involved);
+`prior="posterior"`, z ~ q(z | x_r) of a random real user r (the aggregate posterior: closer to the real
+item popularity, but each synthetic user derives from one real user). A conditional generator (CFGAN)
+always starts from a real user's generated vector, whose items are then resampled (no row is copied).
+`complete(history, users)` gives the generator's item probabilities for known users.
+`realism(real, synthetic)` reports the Kolmogorov–Smirnov distance between the profile sizes and between
+the item popularity of two datasets.
 
 `augment(train, generator, strategy)`:
 - "densify": the sparsest `share` of users get the items the generator gives probability ≥ `threshold`
@@ -55,10 +58,13 @@ def _draw_rows(probs: np.ndarray, sizes: np.ndarray, rng: np.random.Generator) -
 class ProfileGenerator:
     """Synthetic users and completions from a fitted MultVAE or user-based CFGAN; see the module docstring."""
 
-    def __init__(self, model: Recommender, batch_size: int = 1024) -> None:
+    def __init__(self, model: Recommender, prior: str = "standard", batch_size: int = 1024) -> None:
         if not isinstance(model, MultVAE | CFGAN) or (isinstance(model, CFGAN) and model.mode != "user"):
             raise ConfigError("ProfileGenerator needs a MultVAE or a user-based CFGAN (mode='user')")
+        if prior not in ("standard", "posterior"):
+            raise ConfigError(f"prior must be 'standard' or 'posterior', not {prior!r}")
         self.model = model
+        self.prior = prior
         self.batch_size = batch_size
 
     def fit(self, X: Interactions | sp.spmatrix, valid: Any = None) -> ProfileGenerator:
@@ -68,7 +74,8 @@ class ProfileGenerator:
             self.model.fit(X, valid=valid)
         sizes = np.diff(m.indptr)
         self.sizes_ = sizes[sizes > 0]
-        self._history = m if isinstance(self.model, CFGAN) else None  # a conditional generator needs conditions
+        # a conditional generator, or the posterior prior, needs real histories to start from
+        self._history = m if isinstance(self.model, CFGAN) or self.prior == "posterior" else None
         return self
 
     def _check(self) -> None:
@@ -86,14 +93,23 @@ class ProfileGenerator:
 
     def _logits(self, n: int, rng: np.random.Generator) -> np.ndarray:
         model = self.model
-        if isinstance(model, MultVAE):
+        eps = rng.standard_normal((n, model.latent)).astype(np.float32) if isinstance(model, MultVAE) else None
+        if isinstance(model, MultVAE) and self.prior == "standard":
             net = cast(VAE, model.network_)
-            z = torch.from_numpy(rng.standard_normal((n, model.latent)).astype(np.float32)).to(model.device_)
             with torch.no_grad():
                 net.eval()
-                return net.decode(z).cpu().numpy()
+                return net.decode(torch.from_numpy(eps).to(model.device_)).cpu().numpy()
         assert self._history is not None
         users = rng.choice(np.flatnonzero(np.diff(self._history.indptr) > 0), size=n)
+        if isinstance(model, MultVAE):
+            net = cast(VAE, model.network_)
+            x = torch.from_numpy(self._history[users].toarray().astype(np.float32)).to(model.device_)
+            x[x > 0] = 1.0
+            with torch.no_grad():
+                net.eval()
+                mu, logvar = net.encode(x)
+                z = mu + torch.exp(0.5 * logvar) * torch.from_numpy(eps).to(model.device_)
+                return net.decode(z).cpu().numpy()
         return model.score(self._history, users)
 
     def sample(self, n_users: int, random_state: int | np.random.Generator | None = 0) -> sp.csr_matrix:
