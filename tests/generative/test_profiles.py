@@ -67,13 +67,18 @@ def test_cfgan_generator_and_errors(data):
         mode="user", g_hidden=(16,), d_hidden=(8,), epochs=20, batch_size=8, d_batch_size=8, lr=1e-2, device="cpu"
     )
     gen = ProfileGenerator(cf).fit(data)
-    assert gen.sample(5, random_state=0).shape == (5, 40)
+    fake = gen.sample(100, random_state=0)
+    assert fake.shape == (100, 40)
+    left = np.asarray(fake[:, :20].sum(1)).ravel() / np.diff(fake.indptr)
+    assert np.mean((left > 0.8) | (left < 0.2)) > 0.7  # synthetic users stay in one community
     with pytest.raises(ConfigError, match="user-based"):
         ProfileGenerator(CFGAN(mode="item"))
     with pytest.raises(NotFittedError):
         ProfileGenerator(MultVAE()).sample(3)
     with pytest.raises(ConfigError, match="strategy"):
         augment(data, gen, "mixup")
+    with pytest.raises(ConfigError, match="threshold"):
+        augment(data, gen, "densify", threshold=0.0)
 
 
 def test_posterior_prior_samples_keep_the_structure(vae_gen, data):

@@ -1,12 +1,14 @@
 """Synthetic user behaviour: a profile generator, its realism measures, and training-data augmentation.
 
-`ProfileGenerator` wraps a fitted generative recommender whose scores are logits of a distribution over
-items given a history (MultVAE, or CFGAN's generator): `sample(n_users)` draws new users, each with a
-profile size drawn from the real size distribution and items drawn without replacement from
-softmax(logits). Latent codes for MultVAE: `prior="standard"`, z ~ N(0, I) (no real user involved);
-`prior="posterior"`, z ~ q(z | x_r) of a random real user r (the aggregate posterior: closer to the real
-item popularity, but each synthetic user derives from one real user). A conditional generator (CFGAN)
-always starts from a real user's generated vector, whose items are then resampled (no row is copied).
+`ProfileGenerator` wraps a fitted generative recommender that gives, for a history, a distribution over
+items: softmax(scores / `temperature`) — MultVAE's scores are logits (temperature 1); a user-based CFGAN's
+are reconstructed 0/1 entries, so its default temperature is 0.1 (an output of 1 is e^10 times likelier
+than one of 0). `sample(n_users)` draws new users, each with a profile size drawn from the real size
+distribution and distinct items drawn from that distribution. Latent codes for MultVAE:
+`prior="standard"`, z ~ N(0, I) (no real user involved); `prior="posterior"`, z ~ q(z | x_r) of a random
+real user r (the aggregate posterior: closer to the real item popularity, but each synthetic user derives
+from one real user). CFGAN always starts from a real user's generated vector, whose items are then drawn
+again, so the synthetic user is near that real user (a privacy matter; see the privacy audits).
 `complete(history, users)` gives the generator's item probabilities for known users.
 `realism(real, synthetic)` reports the Kolmogorov–Smirnov distance between the profile sizes and between
 the item popularity of two datasets.
@@ -37,19 +39,21 @@ from advrec.models.torch_base import seed_of
 STRATEGIES = ("densify", "users")
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
     z = logits - logits.max(axis=1, keepdims=True)
-    np.exp(z, out=z)
-    return z / z.sum(axis=1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
 
 
-def _draw_rows(probs: np.ndarray, sizes: np.ndarray, rng: np.random.Generator) -> sp.csr_matrix:
-    """One binary row per line of `probs`, with `sizes[r]` distinct items drawn ∝ probs[r] (Gumbel top-k)."""
-    n, m = probs.shape
+def _draw_rows(log_probs: np.ndarray, sizes: np.ndarray, rng: np.random.Generator) -> sp.csr_matrix:
+    """One binary row per line of `log_probs`, with `sizes[r]` distinct items drawn ∝ exp(log_probs[r])
+    without replacement (Gumbel top-k)."""
+    n, m = log_probs.shape
     sizes = np.clip(sizes, 1, m)
-    keys = np.log(np.maximum(probs, 1e-30)) + rng.gumbel(size=probs.shape)
-    order = np.argsort(-keys, axis=1)
-    mask = np.arange(m)[None, :] < sizes[:, None]
+    keys = log_probs + rng.gumbel(size=log_probs.shape)
+    kmax = int(sizes.max()) if n else 0
+    part = np.argpartition(-keys, kmax - 1, axis=1)[:, :kmax] if 0 < kmax < m else np.tile(np.arange(m), (n, 1))
+    order = np.take_along_axis(part, np.argsort(-np.take_along_axis(keys, part, axis=1), axis=1), axis=1)
+    mask = np.arange(order.shape[1])[None, :] < sizes[:, None]
     rows = np.repeat(np.arange(n), sizes)
     cols = order[mask]
     return sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(n, m))
@@ -58,13 +62,18 @@ def _draw_rows(probs: np.ndarray, sizes: np.ndarray, rng: np.random.Generator) -
 class ProfileGenerator:
     """Synthetic users and completions from a fitted MultVAE or user-based CFGAN; see the module docstring."""
 
-    def __init__(self, model: Recommender, prior: str = "standard", batch_size: int = 1024) -> None:
+    def __init__(
+        self, model: Recommender, prior: str = "standard", temperature: float | None = None, batch_size: int = 1024
+    ) -> None:
         if not isinstance(model, MultVAE | CFGAN) or (isinstance(model, CFGAN) and model.mode != "user"):
             raise ConfigError("ProfileGenerator needs a MultVAE or a user-based CFGAN (mode='user')")
         if prior not in ("standard", "posterior"):
             raise ConfigError(f"prior must be 'standard' or 'posterior', not {prior!r}")
         self.model = model
         self.prior = prior
+        self.temperature = temperature if temperature is not None else (1.0 if isinstance(model, MultVAE) else 0.1)
+        if not self.temperature > 0:
+            raise ConfigError(f"temperature must be positive, got {temperature}")
         self.batch_size = batch_size
 
     def fit(self, X: Interactions | sp.spmatrix, valid: Any = None) -> ProfileGenerator:
@@ -82,11 +91,15 @@ class ProfileGenerator:
         if not hasattr(self, "sizes_"):
             raise NotFittedError("this ProfileGenerator is not fitted yet: call fit(X) first")
 
+    def _log_probs(self, scores: np.ndarray) -> np.ndarray:
+        """Row-normalised log-probabilities over items: log softmax(scores / temperature)."""
+        return _log_softmax(np.asarray(scores, dtype=np.float64) / self.temperature)
+
     def complete(self, history: sp.csr_matrix, users: np.ndarray) -> np.ndarray:
         """The generator's item probabilities for `users` given their history, (len(users), n_items)."""
         self._check()
         out = [
-            _softmax(self.model.score(history, users[s : s + self.batch_size]))
+            np.exp(self._log_probs(self.model.score(history, users[s : s + self.batch_size])))
             for s in range(0, len(users), self.batch_size)
         ]
         return np.vstack(out) if out else np.zeros((0, self.model.n_items_), np.float32)
@@ -122,7 +135,7 @@ class ProfileGenerator:
         for start in range(0, n_users, self.batch_size):
             n = min(self.batch_size, n_users - start)
             sizes = rng.choice(self.sizes_, size=n)
-            parts.append(_draw_rows(_softmax(self._logits(n, rng)), sizes, rng))
+            parts.append(_draw_rows(self._log_probs(self._logits(n, rng)), sizes, rng))
         return sp.vstack(parts).tocsr() if parts else sp.csr_matrix((0, self.model.n_items_), dtype=np.float32)
 
 
@@ -136,8 +149,10 @@ class Realism:
 
 
 def realism(real: sp.spmatrix, synthetic: sp.spmatrix) -> Realism:
-    """KS distances between two datasets: profile sizes, and item popularity (each item's share of users)."""
+    """KS distances between two datasets: profile sizes, and item popularity (each item's share of users);
+    users without interactions are left out of both."""
     real, synthetic = sp.csr_matrix(real), sp.csr_matrix(synthetic)
+    real, synthetic = real[np.diff(real.indptr) > 0], synthetic[np.diff(synthetic.indptr) > 0]
     size_ks = stats.ks_2samp(np.diff(real.indptr), np.diff(synthetic.indptr)).statistic
     pop_r = np.bincount(real.indices, minlength=real.shape[1]) / max(real.shape[0], 1)
     pop_s = np.bincount(synthetic.indices, minlength=synthetic.shape[1]) / max(synthetic.shape[0], 1)
@@ -160,8 +175,8 @@ def augment(
     generator._check()
     X = train.matrix
     if strategy == "densify":
-        if not 0 < share <= 1 or max_add < 1:
-            raise ConfigError(f"need 0 < share ≤ 1 and max_add ≥ 1, got {share}, {max_add}")
+        if not 0 < share <= 1 or max_add < 1 or not threshold > 0:
+            raise ConfigError(f"need 0 < share ≤ 1, max_add ≥ 1, threshold > 0; got {share}, {max_add}, {threshold}")
         degree = np.diff(X.indptr)
         active = np.flatnonzero(degree > 0)
         sparse_users = active[np.argsort(degree[active], kind="stable")[: max(1, round(share * len(active)))]]

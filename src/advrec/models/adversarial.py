@@ -7,7 +7,8 @@ non-saturating L_G = −log D(G(z)); or "wgan-gp", L_D = D(G(z)) − D(x) + λ·
 `d_warmup` extra discriminator passes precede the first generator update (IRGAN's D pretraining).
 Gradient clipping by norm, exponential learning-rate decay, checkpoints every n epochs. Each epoch logs
 D and G losses, D's accuracy on real and on generated data, and the diversity of generated profiles
-(share of the catalogue in their top-k lists, mean pairwise Jaccard of those lists); a mean Jaccard of
+(share of the catalogue in their top-k lists of items the user does not have, mean pairwise Jaccard of
+those lists); a mean Jaccard of
 `collapse_jaccard` or more raises the mode-collapse alarm (a warning, and `collapse_epochs_`).
 """
 
@@ -24,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from advrec.errors import ConfigError
-from advrec.evaluation.ranking import top_k
+from advrec.evaluation.ranking import entry_positions, top_k
 from advrec.models.torch_base import TorchRecommender
 
 log = logging.getLogger(__name__)
@@ -35,8 +36,8 @@ LOSSES = ("bce", "wgan-gp")
 def profile_diversity(top: np.ndarray, n_items: int) -> tuple[float, float]:
     """(share of the catalogue that appears in any list, mean pairwise Jaccard) of top-k lists, one per row."""
     n, k = top.shape
-    if n == 0 or k == 0:
-        return 0.0, 0.0
+    if n < 2 or k == 0:  # overlap needs two lists
+        return (len(np.unique(top)) / n_items if n else 0.0), float("nan")
     B = sp.csr_matrix((np.ones(n * k, np.float32), top.ravel(), np.arange(0, n * k + 1, k)), shape=(n, n_items))
     B.sum_duplicates()
     B.data[:] = 1.0
@@ -44,7 +45,7 @@ def profile_diversity(top: np.ndarray, n_items: int) -> tuple[float, float]:
     size = np.diag(inter)
     iu = np.triu_indices(n, 1)
     union = size[iu[0]] + size[iu[1]] - inter[iu]
-    jaccard = float(np.mean(inter[iu] / np.maximum(union, 1))) if n > 1 else 1.0
+    jaccard = float(np.mean(inter[iu] / np.maximum(union, 1)))
     return len(np.unique(top)) / n_items, jaccard
 
 
@@ -111,6 +112,9 @@ class AdversarialRecommender(TorchRecommender):
 
     def _generated(self, X: sp.csr_matrix, rows: np.ndarray) -> np.ndarray:
         return self._score(X, rows)
+
+    def _before_epoch(self, X: sp.csr_matrix, rng: np.random.Generator) -> None:
+        """Per-epoch preparation (e.g. redrawing negative samples), after `_init_training` on the first."""
 
     def _epoch_rows(self, X: sp.csr_matrix, rng: np.random.Generator) -> Iterator[np.ndarray]:
         """Row batches of one generator pass (default: the users with interactions, shuffled)."""
@@ -187,6 +191,7 @@ class AdversarialRecommender(TorchRecommender):
         first = not t
         if first:
             self._init_training(X, rng)
+        self._before_epoch(X, rng)
         net = self.network_
         sums: dict[str, list[float]] = defaultdict(list)
         for _ in range(self.d_steps + (self.d_warmup if first else 0)):
@@ -196,14 +201,18 @@ class AdversarialRecommender(TorchRecommender):
                 sums["d_loss"].append(float(loss.detach()))
                 for k, v in stats.items():
                     sums[k].append(v)
-        for _ in range(self.g_steps):
-            for rows in self._epoch_rows(X, rng):
-                loss, stats = self._g_batch(X, rows, rng)
-                loss = self._apply_hooks({"rows": torch.from_numpy(rows)}, loss)
-                self._update(t["opt_g"], net["generator"], loss)
-                sums["g_loss"].append(float(loss.detach()))
-                for k, v in stats.items():
-                    sums[k].append(v)
+        net["discriminator"].requires_grad_(False)  # generator passes need no D gradients
+        try:
+            for _ in range(self.g_steps):
+                for rows in self._epoch_rows(X, rng):
+                    loss, stats = self._g_batch(X, rows, rng)
+                    loss = self._apply_hooks({"rows": torch.from_numpy(rows).to(self.device_)}, loss)
+                    self._update(t["opt_g"], net["generator"], loss)
+                    sums["g_loss"].append(float(loss.detach()))
+                    for k, v in stats.items():
+                        sums[k].append(v)
+        finally:
+            net["discriminator"].requires_grad_(True)
         out = {k: float(np.mean(v)) for k, v in sums.items()}
         out["loss"] = out["g_loss"]
         return out
@@ -214,13 +223,14 @@ class AdversarialRecommender(TorchRecommender):
             scheduler.step()
         self.network_.eval()
         with torch.no_grad():
-            scores = np.asarray(self._generated(t["X"], t["diversity_rows"]), dtype=np.float32)
+            scores = np.array(self._generated(t["X"], t["diversity_rows"]), dtype=np.float32)
         self.network_.train()
+        scores[entry_positions(t["X"][t["diversity_rows"]])] = -np.inf  # what it adds, not the user's own items
         k = min(self.diversity_k, max(1, self.n_items_ // 4))  # lists covering much of a tiny catalogue must overlap
         top, _ = top_k(scores, k)
         coverage, jaccard = profile_diversity(top, scores.shape[1])
         row["gen_coverage"], row["gen_jaccard"] = coverage, jaccard
-        if jaccard >= self.collapse_jaccard:
+        if np.isfinite(jaccard) and jaccard >= self.collapse_jaccard:
             row["collapse"] = 1.0
             self.collapse_epochs_.append(epoch)
             log.warning(

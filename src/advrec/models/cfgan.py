@@ -48,8 +48,13 @@ class Generator(nn.Module):
         self.net = mlp([n + noise_dim, *hidden, n])
 
     def forward(self, c: torch.Tensor) -> torch.Tensor:
-        if self.noise_dim:
-            c = torch.cat([c, torch.randn(c.shape[0], self.noise_dim, device=c.device)], dim=1)
+        if self.noise_dim:  # noise while training; its mean (0) when scoring, so scores are deterministic
+            z = (
+                torch.randn(c.shape[0], self.noise_dim, device=c.device)
+                if self.training
+                else c.new_zeros(c.shape[0], self.noise_dim)
+            )
+            c = torch.cat([c, z], dim=1)
         return self.net(c)
 
 
@@ -166,9 +171,7 @@ class CFGAN(AdversarialRecommender):
         for start in range(0, len(rows), size):
             yield np.sort(rows[start : start + size])
 
-    def _train_epoch(self, X: sp.csr_matrix, rng: np.random.Generator) -> dict[str, float]:
-        if not self._train:
-            self._init_training(X, rng)
+    def _before_epoch(self, X: sp.csr_matrix, rng: np.random.Generator) -> None:
         R = self._train["R"]
         gen = torch.Generator(device=R.device).manual_seed(int(rng.integers(2**62)))
         zero = R == 0
@@ -179,7 +182,6 @@ class CFGAN(AdversarialRecommender):
         self._train["pm"] = (
             (torch.rand(R.shape, generator=gen, device=R.device) < self.pm_ratio) & zero if use_pm else None
         )
-        return super()._train_epoch(X, rng)
 
     def _d_rows(self, X: sp.csr_matrix, rng: np.random.Generator) -> Iterator[np.ndarray]:
         return self._epoch_rows(X, rng, self.d_batch_size)

@@ -189,7 +189,8 @@ class IRGAN(AdversarialRecommender):
             drawn = drawn[keep]
             reward = 2 * torch.sigmoid(self._dis.pairs(users[row_idx], drawn)) - 1
             reward = reward * p[row_idx, drawn] / pn[row_idx, drawn]
-        loss = -(log_p[row_idx, drawn] * reward).mean()
+        per_draw = -(log_p[row_idx, drawn] * reward)  # averaged per user, then over users
+        loss = (torch.zeros(len(rows), device=per_draw.device).index_add_(0, row_idx, per_draw) / n_draw).mean()
         if self.g_reg:
             loss = loss + self.g_reg * (self._gen.user(users).pow(2).sum() / len(rows))
         return loss, {"reward": float(reward.mean())}
