@@ -99,6 +99,13 @@ class AdversarialRecommender(TorchRecommender):
         self.diversity_k = diversity_k
         self.collapse_jaccard = collapse_jaccard
 
+    @staticmethod
+    def _loop_args(values: dict[str, object]) -> dict[str, object]:
+        """The arguments of the adversarial loop among a subclass's constructor `locals()`, so a subclass
+        passes them on by name instead of repeating a long positional list."""
+        names = AdversarialRecommender._param_names()
+        return {k: values[k] for k in names if k in values}
+
     # ------------------------------------------------------------------ to implement
     def _d_batch(
         self, X: sp.csr_matrix, rows: np.ndarray, rng: np.random.Generator

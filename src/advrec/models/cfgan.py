@@ -114,11 +114,7 @@ class CFGAN(AdversarialRecommender):
         random_state: int | None = 2020,
         verbose: bool = False,
     ) -> None:
-        super().__init__(
-            d_steps, g_steps, d_warmup, loss, gp_weight, lr_d, clip_grad, lr_decay, checkpoint_dir, checkpoint_every,
-            diversity_users, diversity_k, collapse_jaccard, epochs, batch_size, lr, patience, eval_every, device,
-            random_state, verbose,
-        )  # fmt: skip
+        super().__init__(**self._loop_args(locals()))  # type: ignore[arg-type]
         self.mode = mode
         self.scheme = scheme
         self.zr_ratio = zr_ratio

@@ -79,11 +79,7 @@ class IRGAN(AdversarialRecommender):
         random_state: int | None = 2020,
         verbose: bool = False,
     ) -> None:
-        super().__init__(
-            d_steps, g_steps, d_warmup, "bce", 0.0, lr_d, clip_grad, lr_decay, checkpoint_dir, checkpoint_every,
-            diversity_users, diversity_k, collapse_jaccard, epochs, batch_size, lr, patience, eval_every, device,
-            random_state, verbose,
-        )  # fmt: skip
+        super().__init__(**self._loop_args(locals()))  # type: ignore[arg-type]
         self.factors = factors
         self.temperature = temperature
         self.mix = mix
@@ -130,8 +126,6 @@ class IRGAN(AdversarialRecommender):
             self._gen.user.weight.copy_(bpr.user.weight)
             self._gen.item.weight.copy_(bpr.item.weight)
         super()._init_training(X, rng)
-        self._train["indptr"] = torch.from_numpy(X.indptr.astype(np.int64)).to(self.device_)
-        self._train["indices"] = torch.from_numpy(X.indices.astype(np.int64)).to(self.device_)
 
     def _user_items(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(row position in batch, item, rank among that user's items) for every training item of `rows`."""

