@@ -270,6 +270,51 @@ def _demo_cold_items(X: Interactions, seed: int) -> pd.DataFrame:
 
 
 @app.command()
+def serve(
+    run_dir: Annotated[Path, typer.Argument(help="a run directory (advrec train)")],
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+    workers: Annotated[int, typer.Option(help="server processes (each loads the model)")] = 1,
+    store: Annotated[
+        str | None, typer.Option(help="event store: sqlite:///path.db or postgresql://… (default RUN_DIR/events.db)")
+    ] = None,
+    api_key_file: Annotated[
+        Path | None, typer.Option(help="API keys, one per line (also read: $ADVREC_API_KEYS, comma-separated)")
+    ] = None,
+    protect_reads: Annotated[bool, typer.Option(help="reads need an API key too")] = False,
+    access_log: Annotated[bool, typer.Option(help="log every request")] = False,
+) -> None:
+    """Serves a run's model over HTTP: recommendations, fold-in, similar items, events, reload (docs at /docs)."""
+    import os
+
+    import uvicorn
+
+    from advrec.serving.app import ENV_KEY_FILE, ENV_PROTECT_READS, ENV_RUN_DIR, ENV_STORE, create_app
+
+    try:  # load once here, so that a bad run directory, store or key file fails before the server starts
+        probe = create_app(run_dir, store_url=store, api_key_file=api_key_file, protect_reads=protect_reads)
+        probe.state.serving.store.close()
+    except (AdvrecError, OSError) as err:
+        _fail(err)
+    os.environ[ENV_RUN_DIR] = str(run_dir.resolve())
+    os.environ[ENV_STORE] = store or ""
+    os.environ[ENV_KEY_FILE] = str(api_key_file.resolve()) if api_key_file else ""
+    os.environ[ENV_PROTECT_READS] = "1" if protect_reads else ""
+    if not probe.state.serving.keys:
+        console.print("[yellow]no API key configured: writes and admin calls will be refused[/yellow]")
+    console.print(f"serving {probe.state.serving.model.version} on http://{host}:{port} (docs: /docs)")
+    uvicorn.run(
+        "advrec.serving.app:app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        access_log=access_log,
+        log_level="info",
+    )
+
+
+@app.command()
 def demo(
     dataset: Annotated[str, typer.Option(help="dataset name")] = "ml-100k",
     out: Annotated[Path, typer.Option(help="parent folder of the demo run")] = Path("runs"),

@@ -1,0 +1,351 @@
+"""The HTTP API (FastAPI): recommendations, fold-in, similar items, explanations, event ingestion, reload.
+
+`create_app(run_dir, store_url=..., api_keys=...)` builds the app; `advrec serve RUN_DIR` runs it under
+uvicorn (through `app_from_env`, so that `--workers N` starts N processes with the same settings).
+
+Raw ids are translated to indices here and nowhere else. A known user's history is their row of the run's
+training history plus their events in the store, so new events change the next answer of history-based models
+without retraining. Writes and admin calls need `Authorization: Bearer <key>`; reads too when
+`protect_reads` is set.
+"""
+
+import logging
+import os
+import threading
+import time
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST
+
+import advrec
+from advrec.errors import AdvrecError, ModelFileError, UnknownIdError
+from advrec.serving.auth import KeyChecker, load_api_keys
+from advrec.serving.index import ServedModel
+from advrec.serving.metrics import MetricsMiddleware, ServingMetrics
+from advrec.serving.schemas import (
+    MAX_BATCH,
+    MAX_K,
+    AdHocRequest,
+    Contribution,
+    Explanation,
+    Health,
+    IngestResult,
+    InteractionBatch,
+    ModelStatus,
+    Recommendations,
+    ReloadRequest,
+    ScoredItem,
+    SimilarItems,
+    check_id_text,
+)
+from advrec.serving.store import Event as StoreEvent
+from advrec.serving.store import EventStore, StoreError, open_store
+
+log = logging.getLogger(__name__)
+
+ENV_RUN_DIR = "ADVREC_SERVE_RUN_DIR"
+ENV_STORE = "ADVREC_SERVE_STORE"
+ENV_KEY_FILE = "ADVREC_SERVE_API_KEY_FILE"
+ENV_PROTECT_READS = "ADVREC_SERVE_PROTECT_READS"
+DEFAULT_BODY_BYTES = 4 * 1024 * 1024
+
+
+@dataclass
+class ServingState:
+    """What the endpoints share. `model` is replaced whole on reload (one reference assignment)."""
+
+    model: ServedModel
+    store: EventStore
+    keys: KeyChecker
+    metrics: ServingMetrics
+    protect_reads: bool
+    max_batch: int
+    reload_lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def default_store_url(run_dir: str | Path) -> str:
+    return f"sqlite:///{Path(run_dir).resolve() / 'events.db'}"
+
+
+def _bad_request(status: int, message: str) -> HTTPException:
+    return HTTPException(status_code=status, detail=message)
+
+
+def _id_or_422(value: str, what: str) -> str:
+    try:
+        return check_id_text(value, what)
+    except ValueError as err:
+        raise _bad_request(422, str(err)) from None
+
+
+def create_app(
+    run_dir: str | Path,
+    store_url: str | None = None,
+    api_keys: list[str] | None = None,
+    api_key_file: str | Path | None = None,
+    protect_reads: bool = False,
+    max_batch: int = MAX_BATCH,
+    max_body_bytes: int = DEFAULT_BODY_BYTES,
+) -> FastAPI:
+    """The API serving the model of `run_dir`, with events in `store_url` (default: `run_dir/events.db`).
+
+    API keys: `api_keys` if given, else `$ADVREC_API_KEYS`; plus those of `api_key_file`. Without any key,
+    write and admin calls are refused (and reads too when `protect_reads`).
+    """
+    if not 1 <= max_batch <= MAX_BATCH:
+        raise AdvrecError(f"max_batch must lie in 1..{MAX_BATCH}, got {max_batch}")
+    keys = list(api_keys) if api_keys is not None else load_api_keys(None)
+    if api_key_file is not None:
+        keys += load_api_keys(api_key_file, env=None)
+    model = ServedModel.from_run_dir(run_dir)
+    store_url = store_url or default_store_url(run_dir)
+    store = open_store(store_url)
+    metrics = ServingMetrics()
+    metrics.set_model(model.version, model.model_name, str(model.path), model.loaded_at)
+    state = ServingState(model, store, KeyChecker(keys), metrics, protect_reads, max_batch)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]
+        if state.store.closed:  # started again after a shutdown (tests run one app several times)
+            state.store = open_store(store_url)
+        yield
+        state.store.close()
+
+    app = FastAPI(
+        title="advrec",
+        version=advrec.__version__,
+        description=__doc__,
+        lifespan=lifespan,
+        max_body_size=max_body_bytes,
+    )
+    app.state.serving = state
+    bearer = HTTPBearer(auto_error=False, description="an API key: Authorization: Bearer <key>")
+
+    def _check_key(creds: HTTPAuthorizationCredentials | None, what: str) -> None:
+        if not state.keys:
+            raise HTTPException(
+                401,
+                f"{what} needs an API key, and this server has none configured "
+                "(start it with --api-key-file or $ADVREC_API_KEYS)",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        if creds is None:
+            raise HTTPException(
+                401,
+                f"{what} needs an API key: send 'Authorization: Bearer <key>'",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        if not state.keys.check(creds.credentials):
+            raise HTTPException(401, "the API key is not valid", headers={"WWW-Authenticate": "Bearer"})
+
+    def require_writer(creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
+        _check_key(creds, "writing")
+
+    def require_reader(creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
+        if state.protect_reads:
+            _check_key(creds, "reading")
+
+    Writer = Depends(require_writer)
+    Reader = Depends(require_reader)
+    K = Annotated[int, Query(ge=1, le=MAX_K, description="number of items")]
+
+    @app.exception_handler(UnknownIdError)
+    async def unknown_id(request: Request, err: UnknownIdError) -> JSONResponse:
+        return JSONResponse({"detail": str(err)}, status_code=404)
+
+    @app.exception_handler(StoreError)
+    async def store_error(request: Request, err: StoreError) -> JSONResponse:
+        log.error("event store: %s", err)
+        return JSONResponse({"detail": f"event store unavailable: {err}"}, status_code=503)
+
+    @app.exception_handler(AdvrecError)
+    async def advrec_error(request: Request, err: AdvrecError) -> JSONResponse:
+        return JSONResponse({"detail": str(err)}, status_code=422)
+
+    def items_out(m: ServedModel, items: np.ndarray, scores: np.ndarray) -> list[ScoredItem]:
+        keep = items >= 0
+        return [
+            ScoredItem(item_id=m.item_ids[i], title=m.titles[i], score=float(s))
+            for i, s in zip(items[keep].tolist(), scores[keep].tolist(), strict=True)
+        ]
+
+    def user_rows(m: ServedModel, user_id: str):  # type: ignore[no-untyped-def]
+        """The user's history rows (training + stored events); 404 when neither exists."""
+        u = m.user_index(user_id)
+        events = state.store.user_events(user_id)
+        if u < 0 and not events:
+            raise HTTPException(
+                404,
+                f"unknown user id {user_id!r}: not among the {m.n_users} users model {m.version} trained on, "
+                "and no events recorded for it (POST /v1/interactions creates a user)",
+            )
+        idx, known = m.known_item_mask([e.item_id for e in events])
+        liked = m.liked_mask([e.rating for e in events])[known]
+        return m.histories([u], [idx], [liked])
+
+    # ------------------------------------------------------------------ reads
+    @app.get("/v1/users/{user_id}/recommendations", response_model=Recommendations, dependencies=[Reader])
+    def user_recommendations(user_id: str, k: K = 10, exclude_seen: bool = True) -> Recommendations:
+        """Top-k items for a user the model trained on or one created by events (history = training + events)."""
+        uid = _id_or_422(user_id, "user_id")
+        m = state.model
+        rows = user_rows(m, uid)
+        items, scores, strategy = m.recommend(rows, k=k, exclude_seen=exclude_seen)
+        return Recommendations(
+            user_id=uid,
+            model_version=m.version,
+            strategy=strategy[0],  # type: ignore[arg-type]
+            items=items_out(m, items[0], scores[0]),
+        )
+
+    @app.post("/v1/recommendations", response_model=Recommendations, dependencies=[Reader])
+    def adhoc_recommendations(body: AdHocRequest) -> Recommendations:
+        """Top-k items for an ad-hoc history (anonymous or cold user).
+
+        History-based models fold the history in (EASE, ItemKNN, MultVAE, text models); models with one vector
+        per user (BPRMF, IRGAN) cannot, and fall back to popularity in the run's training data, minus the history.
+        """
+        m = state.model
+        raws = [str(h.item_id) for h in body.history]
+        try:
+            idx = m.item_indices(raws, where="history")
+        except UnknownIdError as err:
+            raise _bad_request(422, str(err)) from None
+        liked = m.liked_mask([h.rating for h in body.history])
+        rows = m.histories([-1], [idx], [liked])
+        items, scores, strategy = m.recommend(rows, k=body.k, exclude_seen=body.exclude_seen)
+        return Recommendations(
+            user_id=None,
+            model_version=m.version,
+            strategy=strategy[0],  # type: ignore[arg-type]
+            items=items_out(m, items[0], scores[0]),
+        )
+
+    @app.get("/v1/items/{item_id}/similar", response_model=SimilarItems, dependencies=[Reader])
+    def similar_items(item_id: str, k: K = 10) -> SimilarItems:
+        """Items most like this one (the model's answer to a history of only this item)."""
+        iid = _id_or_422(item_id, "item_id")
+        m = state.model
+        i = m.item_index(iid)
+        items, scores, strategy = m.similar(i, k=k)
+        return SimilarItems(
+            item_id=m.item_ids[i],
+            model_version=m.version,
+            strategy=strategy,  # type: ignore[arg-type]
+            items=items_out(m, items, scores),
+        )
+
+    @app.get("/v1/users/{user_id}/explanations/{item_id}", response_model=Explanation, dependencies=[Reader])
+    def explanation(
+        user_id: str, item_id: str, n: Annotated[int, Query(ge=1, le=100, description="history items")] = 3
+    ) -> Explanation:
+        """Why the model scores this item for this user: the history items that add most to the score."""
+        uid = _id_or_422(user_id, "user_id")
+        iid = _id_or_422(item_id, "item_id")
+        m = state.model
+        i = m.item_index(iid)
+        rows = user_rows(m, uid)
+        score, why = m.explain(rows, i, n=n)
+        because = [Contribution(item_id=m.item_ids[j], title=m.titles[j], contribution=c) for j, c in why]
+        return Explanation(user_id=uid, item_id=m.item_ids[i], model_version=m.version, score=score, because=because)
+
+    @app.get("/v1/model", response_model=ModelStatus, dependencies=[Reader])
+    def model_status() -> ModelStatus:
+        """The model being served."""
+        m = state.model
+        return ModelStatus(
+            version=m.version,
+            model=m.model_name,
+            run_dir=str(m.path),
+            loaded_at=m.loaded_at,
+            n_users=m.n_users,
+            n_items=m.n_items,
+            uses_history=m.uses_history,
+        )
+
+    # ------------------------------------------------------------------ writes
+    @app.post("/v1/interactions", response_model=IngestResult, dependencies=[Writer])
+    def ingest(batch: InteractionBatch) -> IngestResult:
+        """Stores a batch of events; answers once they are committed (all or none). Items must be known."""
+        if len(batch.events) > state.max_batch:
+            raise _bad_request(413, f"a batch holds at most {state.max_batch} events, got {len(batch.events)}")
+        m = state.model
+        try:
+            m.item_indices([str(e.item_id) for e in batch.events], where="events")
+        except UnknownIdError as err:
+            raise _bad_request(422, f"{err}; no event of the batch was stored") from None
+        now = time.time()
+        events = [
+            StoreEvent(str(e.user_id), str(e.item_id), e.rating, float(e.timestamp) if e.timestamp is not None else now)
+            for e in batch.events
+        ]
+        result = state.store.append(events)
+        state.metrics.events.inc(result.count)
+        new_users = {e.user_id for e in events if m.user_index(e.user_id) < 0}
+        return IngestResult(
+            accepted=result.count,
+            first_seq=result.first_seq,
+            last_seq=result.last_seq,
+            users_not_in_training=len(new_users),
+        )
+
+    @app.post("/v1/admin/reload", response_model=ModelStatus, dependencies=[Writer])
+    def reload(body: ReloadRequest | None = None) -> ModelStatus:
+        """Loads a run directory (default: the current one again) and switches to it in one step.
+
+        Requests already running finish on the model they started with; a failed load keeps the old model.
+        """
+        target = Path(body.run_dir) if body and body.run_dir else state.model.path
+        with state.reload_lock:
+            try:
+                new = ServedModel.from_run_dir(target)
+            except (ModelFileError, FileNotFoundError, NotADirectoryError, PermissionError) as err:
+                raise _bad_request(422, f"cannot load {target}: {err}") from None
+            state.model = new
+            state.metrics.set_model(new.version, new.model_name, str(new.path), new.loaded_at)
+            state.metrics.model_reloads.inc()
+        log.info("serving %s from %s", new.version, new.path)
+        return model_status()
+
+    # ------------------------------------------------------------------ operations
+    @app.get("/healthz", response_model=Health)
+    def healthz() -> Health:
+        """The process is up."""
+        return Health(status="ok")
+
+    @app.get("/readyz", response_model=Health, responses={503: {"model": Health}})
+    def readyz() -> Any:
+        """A model is loaded and the event store answers."""
+        ok = state.store.ping()
+        body = Health(
+            status="ready" if ok else "store unavailable", model_version=state.model.version, store=repr(state.store)
+        )
+        return body if ok else JSONResponse(body.model_dump(), status_code=503)
+
+    @app.get("/metrics", response_class=Response)
+    def metrics_endpoint() -> Response:
+        """Prometheus text format: request counts and latency by route, ingested events, model version."""
+        return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    app.add_middleware(MetricsMiddleware, metrics=metrics)  # type: ignore[arg-type]
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """The app as `advrec serve` configures it through the environment (one call per uvicorn worker)."""
+    run_dir = os.environ.get(ENV_RUN_DIR)
+    if not run_dir:
+        raise AdvrecError(f"${ENV_RUN_DIR} must name the run directory to serve")
+    return create_app(
+        run_dir,
+        store_url=os.environ.get(ENV_STORE) or None,
+        api_key_file=os.environ.get(ENV_KEY_FILE) or None,
+        protect_reads=os.environ.get(ENV_PROTECT_READS, "") == "1",
+    )

@@ -1,0 +1,211 @@
+"""`ServedModel`: a run directory loaded for serving, with its item-side structures computed once per load.
+
+Everything the request path needs is built here, so a request does only its own work: id lookups are
+dict look-ups, the training history is one CSR matrix, popularity (the fallback ranking) and the
+column-normalised co-occurrence matrix (similar items for models that keep one vector per user) are
+ready, and raw ids and titles are plain Python lists for the JSON answer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from advrec.errors import ConfigError, UnknownIdError
+from advrec.evaluation.ranking import entry_positions, top_k
+from advrec.runs import Run, load_run
+
+
+def model_version(run_dir: Path) -> str:
+    """`<class>-<12 hex digits>`: a digest of the model files, so the same model always has the same version."""
+    h = hashlib.sha256()
+    for f in sorted((run_dir / "model").rglob("*")):
+        if f.is_file():
+            h.update(f.name.encode())
+            with f.open("rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(block)
+    return h.hexdigest()[:12]
+
+
+@dataclass
+class Histories:
+    """Rows of users to score: `liked` feeds the model, `seen` (liked or rated below min_rating) is excluded."""
+
+    liked: sp.csr_matrix
+    seen: sp.csr_matrix
+    train_users: np.ndarray  # training index of each row, -1 for users the model never saw
+
+
+class ServedModel:
+    """A run's model, id maps, titles and training history, ready to answer requests."""
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        self.path = Path(run.path)
+        self.model = run.model
+        self.model_name = type(run.model).__name__
+        self.version = f"{self.model_name}-{model_version(self.path)}"
+        self.loaded_at = time.time()
+        self.uses_history = bool(run.model.uses_history)
+        dataset = run.manifest.get("dataset", {}) or {}
+        self.min_rating: float | None = dataset.get("min_rating")
+        history = sp.csr_matrix(run.history(), dtype=np.float32)
+        history.sum_duplicates()
+        history.data[:] = 1.0
+        self.history = history
+        self.n_users, self.n_items = history.shape
+        if self.n_items != self.model.n_items_:
+            raise ConfigError(
+                f"{self.path}: the run's data has {self.n_items} items but its model was fitted on "
+                f"{self.model.n_items_}"
+            )
+        self.item_ids: list[int | str] = run.items.ids.tolist()
+        self.user_lookup = {str(u): i for i, u in enumerate(run.users.ids.tolist())}
+        self.item_lookup = {str(x): i for i, x in enumerate(self.item_ids)}
+        self.titles: list[str | None] = (
+            [None if t is None else str(t) for t in run.titles.tolist()]
+            if run.titles is not None
+            else [None] * self.n_items
+        )
+        counts = np.asarray(history.sum(axis=0)).ravel().astype(np.float32)
+        self.popularity = counts / max(1.0, float(counts.max(initial=0.0)))
+        norms = np.sqrt(counts)
+        self.cooc_items = sp.csr_matrix(history.T.multiply(1.0 / np.where(norms > 0, norms, 1.0)[:, None]))
+        self.cooc_users = self.cooc_items.T.tocsr()
+        self.warm_up()
+
+    @classmethod
+    def from_run_dir(cls, run_dir: str | Path) -> ServedModel:
+        return cls(load_run(run_dir))
+
+    def warm_up(self) -> None:
+        """One scoring call, so the first request does not pay for lazy initialisation."""
+        rows = self.histories([0 if self.n_users else -1], [np.zeros(0, np.int64)], [np.zeros(0, bool)])
+        self.recommend(rows, k=1)
+
+    # ------------------------------------------------------------------ ids
+    def user_index(self, raw: str) -> int:
+        """Training index of a raw user id, -1 when the model did not train on that user."""
+        return self.user_lookup.get(raw, -1)
+
+    def item_index(self, raw: str, where: str = "item") -> int:
+        idx = self.item_lookup.get(raw)
+        if idx is None:
+            raise UnknownIdError(
+                f"unknown {where} id {raw!r}: not one of the {self.n_items} items of model {self.version}"
+            )
+        return idx
+
+    def item_indices(self, raws: Sequence[str], where: str = "item") -> np.ndarray:
+        """Indices of raw item ids; `UnknownIdError` names the first unknown one and its position."""
+        out = np.empty(len(raws), dtype=np.int64)
+        for pos, raw in enumerate(raws):
+            idx = self.item_lookup.get(raw)
+            if idx is None:
+                raise UnknownIdError(
+                    f"{where}[{pos}]: unknown item id {raw!r}: not one of the {self.n_items} items of model "
+                    f"{self.version}"
+                )
+            out[pos] = idx
+        return out
+
+    def liked_mask(self, ratings: Sequence[float | None]) -> np.ndarray:
+        """Which interactions count as liked: no rating, or a rating at least the run's `min_rating`."""
+        r = np.array([np.nan if x is None else x for x in ratings], dtype=np.float64)
+        if self.min_rating is None:
+            return np.ones(len(r), dtype=bool)
+        return np.isnan(r) | (r >= self.min_rating)
+
+    def known_item_mask(self, raws: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Indices of the raw ids this model knows, and which raw ids those are (events may predate it)."""
+        idx = np.array([self.item_lookup.get(r, -1) for r in raws], dtype=np.int64)
+        return idx[idx >= 0], idx >= 0
+
+    # ------------------------------------------------------------------ histories
+    def histories(
+        self, train_users: Sequence[int], extra_items: Sequence[np.ndarray], extra_liked: Sequence[np.ndarray]
+    ) -> Histories:
+        """One row per user: the training row (when the user has one) plus extra items (events, ad-hoc)."""
+        tu = np.asarray(train_users, dtype=np.int64)
+        n = len(tu)
+        rows: list[np.ndarray] = []
+        cols: list[np.ndarray] = []
+        liked: list[np.ndarray] = []
+        for r, (u, items, ok) in enumerate(zip(tu, extra_items, extra_liked, strict=True)):
+            if u >= 0:
+                train = self.history.indices[self.history.indptr[u] : self.history.indptr[u + 1]]
+                items = np.concatenate([train, items])
+                ok = np.concatenate([np.ones(len(train), dtype=bool), ok])
+            rows.append(np.full(len(items), r, dtype=np.int64))
+            cols.append(np.asarray(items, dtype=np.int64))
+            liked.append(np.asarray(ok, dtype=bool))
+        row = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+        col = np.concatenate(cols) if cols else np.zeros(0, np.int64)
+        ok_all = np.concatenate(liked) if liked else np.zeros(0, bool)
+        seen = sp.csr_matrix((np.ones(len(row), np.float32), (row, col)), shape=(n, self.n_items))
+        seen.sum_duplicates()
+        seen.data[:] = 1.0
+        # An item is liked if any of its interactions is: a later low rating does not undo a training positive.
+        liked_m = sp.csr_matrix(
+            (np.ones(int(ok_all.sum()), np.float32), (row[ok_all], col[ok_all])), shape=(n, self.n_items)
+        )
+        liked_m.sum_duplicates()
+        liked_m.data[:] = 1.0
+        return Histories(liked_m, seen, tu)
+
+    # ------------------------------------------------------------------ scoring
+    def scores(self, rows: Histories) -> tuple[np.ndarray, list[str]]:
+        """Scores of all items for each row, and how each row was scored (strategy)."""
+        n = rows.liked.shape[0]
+        if self.uses_history:
+            s = self.model.score(rows.liked, np.arange(n))
+            strategy = ["history" if u >= 0 else "fold-in" for u in rows.train_users]
+            return s, strategy
+        s = np.empty((n, self.n_items), dtype=np.float32)
+        known = (rows.train_users >= 0) & (rows.train_users < self.model.n_users_)
+        if known.any():
+            s[known] = self.model.score(self.history, rows.train_users[known])
+        s[~known] = self.popularity
+        return s, ["user-vector" if k else "popularity" for k in known]
+
+    def recommend(
+        self, rows: Histories, k: int = 10, exclude_seen: bool = True
+    ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """Top-k item indices and scores per row (item -1 where fewer than k are left), and the strategy."""
+        s, strategy = self.scores(rows)
+        s = np.array(s, dtype=np.float32)
+        if exclude_seen:
+            s[entry_positions(rows.seen)] = -np.inf
+        items, values = top_k(s, min(k, self.n_items))
+        items = np.where(np.isfinite(values), items, -1)
+        return items, values, strategy
+
+    def similar(self, item: int, k: int = 10) -> tuple[np.ndarray, np.ndarray, str]:
+        """Items most like `item`: the model's scores for a one-item history, or co-occurrence cosine."""
+        if self.uses_history:
+            one = sp.csr_matrix((np.ones(1, np.float32), ([0], [item])), shape=(1, self.n_items))
+            s = np.array(self.model.score(one, np.arange(1)), dtype=np.float32)
+            strategy = "model"
+        else:
+            s = np.asarray((self.cooc_items[item] @ self.cooc_users).toarray(), dtype=np.float32)
+            strategy = "co-occurrence"
+        s[0, item] = -np.inf
+        items, values = top_k(s, min(k, self.n_items))
+        items = np.where(np.isfinite(values), items, -1)
+        return items[0], values[0], strategy
+
+    def explain(self, rows: Histories, item: int, n: int = 3) -> tuple[float, list[tuple[int, float]]]:
+        """The score of `item` for the one row, and the history items that add most to it."""
+        if not self.uses_history:
+            raise ConfigError(
+                f"{self.model_name} keeps one vector per user and cannot explain a score by history items"
+            )
+        s, _ = self.scores(rows)
+        return float(s[0, item]), self.model.explain(rows.liked, 0, item, n=n)

@@ -1,0 +1,293 @@
+"""The HTTP API on run directories trained on ml-100k: answers equal the library's, events change them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from fastapi.testclient import TestClient
+from serving_helpers import API_KEY, AUTH
+
+from advrec.runs import load_run
+from advrec.serving.app import create_app
+from advrec.serving.auth import KeyChecker, load_api_keys, parse_keys
+from advrec.serving.store import open_store
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def client(ease_run: Path, store_url: str) -> Iterator[TestClient]:
+    app = create_app(ease_run, store_url=store_url, api_keys=[API_KEY], max_batch=100, max_body_bytes=200_000)
+    with TestClient(app) as c:
+        yield c
+
+
+def top_ids(response) -> list:  # type: ignore[no-untyped-def]
+    assert response.status_code == 200, response.text
+    return [x["item_id"] for x in response.json()["items"]]
+
+
+def test_known_user_gets_the_library_top_k(client: TestClient, ease_run: Path) -> None:
+    run = load_run(ease_run)
+    raw = run.users.raw(7)
+    r = client.get(f"/v1/users/{raw}/recommendations", params={"k": 10})
+    body = r.json()
+    items, scores = run.model.recommend(run.history(), np.array([7]), k=10)
+    assert top_ids(r) == run.items.raw(items[0]).tolist()
+    assert np.allclose([x["score"] for x in body["items"]], scores[0], atol=1e-5)
+    assert body["strategy"] == "history" and body["model_version"].startswith("EASE-")
+    assert body["items"][0]["title"] == run.titles[items[0][0]]
+    seen = set(run.items.raw(run.history()[7].indices).tolist())
+    assert not seen & set(top_ids(r))
+    with_seen = top_ids(client.get(f"/v1/users/{raw}/recommendations", params={"k": 10, "exclude_seen": False}))
+    assert seen & set(with_seen)
+
+
+def test_events_change_the_next_recommendation(client: TestClient, ease_run: Path) -> None:
+    run = load_run(ease_run)
+    raw = str(run.users.raw(3))
+    before = top_ids(client.get(f"/v1/users/{raw}/recommendations", params={"k": 10}))
+    events = [{"user_id": raw, "item_id": before[0]}, {"user_id": raw, "item_id": before[1], "rating": 5}]
+    r = client.post("/v1/interactions", json={"events": events}, headers=AUTH)
+    assert r.status_code == 200, r.text
+    assert r.json()["accepted"] == 2 and r.json()["users_not_in_training"] == 0
+    after = top_ids(client.get(f"/v1/users/{raw}/recommendations", params={"k": 10}))
+    assert before[0] not in after and before[1] not in after
+    # the served history is the training row plus the two events: the library gives the same list
+    row = run.history()[3].toarray()
+    row[0, run.items.indices(before[:2])] = 1.0
+    items, _ = run.model.recommend(sp.csr_matrix(row), np.array([0]), k=10)
+    assert after == run.items.raw(items[0]).tolist()
+
+
+def test_low_rating_is_seen_but_not_liked(client: TestClient, ease_run: Path) -> None:
+    run = load_run(ease_run)
+    raw = str(run.users.raw(5))
+    before = client.get(f"/v1/users/{raw}/recommendations", params={"k": 5}).json()["items"]
+    client.post(
+        "/v1/interactions",
+        json={"events": [{"user_id": raw, "item_id": before[0]["item_id"], "rating": 1}]},
+        headers=AUTH,
+    )
+    after = client.get(f"/v1/users/{raw}/recommendations", params={"k": 4}).json()["items"]
+    assert [x["item_id"] for x in after] == [x["item_id"] for x in before[1:]]  # excluded, scores unchanged
+    assert np.allclose([x["score"] for x in after], [x["score"] for x in before[1:]])
+
+
+def test_events_create_a_new_user_served_by_fold_in(client: TestClient) -> None:
+    assert client.get("/v1/users/newcomer/recommendations").status_code == 404
+    events = [{"user_id": "newcomer", "item_id": i} for i in (50, 172, 181)]
+    r = client.post("/v1/interactions", json={"events": events}, headers=AUTH)
+    assert r.json()["users_not_in_training"] == 1
+    got = client.get("/v1/users/newcomer/recommendations", params={"k": 5})
+    assert got.json()["strategy"] == "fold-in"
+    adhoc = client.post("/v1/recommendations", json={"history": [{"item_id": i} for i in ("50", 172, 181)], "k": 5})
+    assert top_ids(got) == top_ids(adhoc)
+    assert not {50, 172, 181} & set(top_ids(got))
+
+
+def test_adhoc_history_equals_library_fold_in(client: TestClient, ease_run: Path) -> None:
+    run = load_run(ease_run)
+    history = [1, 50, 100]
+    r = client.post("/v1/recommendations", json={"history": [{"item_id": i} for i in history], "k": 8})
+    body = r.json()
+    assert body["strategy"] == "fold-in" and body["user_id"] is None
+    idx = run.items.indices(history)
+    row = sp.csr_matrix((np.ones(3, np.float32), (np.zeros(3, int), idx)), shape=(1, len(run.items)))
+    items, _ = run.model.recommend(row, np.array([0]), k=8)
+    assert top_ids(r) == run.items.raw(items[0]).tolist()
+    empty = client.post("/v1/recommendations", json={"history": [], "k": 3})
+    assert empty.status_code == 200 and len(empty.json()["items"]) == 3
+
+
+def test_similar_items_and_explanations(client: TestClient, ease_run: Path) -> None:
+    run = load_run(ease_run)
+    r = client.get("/v1/items/50/similar", params={"k": 5})
+    assert r.json()["strategy"] == "model" and len(top_ids(r)) == 5 and 50 not in top_ids(r)
+    weights = run.model.weights_[run.items.index(50)].copy()
+    weights[run.items.index(50)] = -np.inf
+    assert top_ids(r) == run.items.raw(np.argsort(-weights, kind="stable")[:5]).tolist()
+    raw_user = run.users.raw(0)
+    e = client.get(f"/v1/users/{raw_user}/explanations/50", params={"n": 2})
+    assert e.status_code == 200, e.text
+    body = e.json()
+    assert len(body["because"]) == 2
+    expected = run.model.explain(run.history(), 0, run.items.index(50), n=2)
+    assert [c["item_id"] for c in body["because"]] == [run.items.raw(j) for j, _ in expected]
+    assert body["score"] == pytest.approx(float(run.model.score(run.history(), [0])[0, run.items.index(50)]), rel=1e-5)
+
+
+def test_unknown_ids_are_404_with_the_id_named(client: TestClient) -> None:
+    r = client.get("/v1/users/no-such-user/recommendations")
+    assert r.status_code == 404 and "no-such-user" in r.json()["detail"]
+    r = client.get("/v1/items/999999/similar")
+    assert r.status_code == 404 and "999999" in r.json()["detail"]
+    r = client.get("/v1/users/1/explanations/999999")
+    assert r.status_code == 404
+    r = client.post("/v1/recommendations", json={"history": [{"item_id": 1}, {"item_id": "nope"}]})
+    assert r.status_code == 422 and "history[1]" in r.json()["detail"] and "nope" in r.json()["detail"]
+
+
+def test_events_for_unknown_items_are_refused_whole(client: TestClient, store_url: str) -> None:
+    events = [{"user_id": "1", "item_id": 1}, {"user_id": "1", "item_id": "zzz"}]
+    r = client.post("/v1/interactions", json={"events": events}, headers=AUTH)
+    assert r.status_code == 422 and "events[1]" in r.json()["detail"] and "zzz" in r.json()["detail"]
+    with open_store(store_url) as store:
+        assert store.count() == 0
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "kwargs", "status"),
+    [
+        ("get", "/v1/users/1/recommendations?k=0", {}, 422),
+        ("get", "/v1/users/1/recommendations?k=abc", {}, 422),
+        ("get", "/v1/users/1/recommendations?k=100000", {}, 422),
+        ("get", "/v1/users/1/recommendations?exclude_seen=maybe", {}, 422),
+        ("get", "/v1/items/1/similar?k=-1", {}, 422),
+        ("get", "/v1/users/%00/recommendations", {}, 422),
+        (
+            "post",
+            "/v1/recommendations",
+            {"content": b"{not json", "headers": {"content-type": "application/json"}},
+            422,
+        ),
+        ("post", "/v1/recommendations", {"json": {"history": [{"item_id": 1}], "k": 0}}, 422),
+        ("post", "/v1/recommendations", {"json": {"history": [{"item_id": 1, "rating": "high"}]}}, 422),
+        ("post", "/v1/recommendations", {"json": {"history": [{"item_id": True}]}}, 422),
+        ("post", "/v1/recommendations", {"json": {"history": [], "surprise": 1}}, 422),
+        ("post", "/v1/interactions", {"json": {"events": []}, "headers": AUTH}, 422),
+        ("post", "/v1/interactions", {"json": {"events": [{"user_id": "", "item_id": 1}]}, "headers": AUTH}, 422),
+        (
+            "post",
+            "/v1/interactions",
+            {"json": {"events": [{"user_id": "a", "item_id": 1, "timestamp": -5}]}, "headers": AUTH},
+            422,
+        ),
+        (
+            "post",
+            "/v1/interactions",
+            {"json": {"events": [{"user_id": "a", "item_id": 1}] * 101}, "headers": AUTH},
+            413,
+        ),
+        ("post", "/v1/interactions", {"content": b"[" * 300_000, "headers": AUTH}, 413),
+        (
+            "post",
+            "/v1/interactions",
+            {"content": b'{"events": 3}', "headers": {**AUTH, "content-type": "application/json"}},
+            422,
+        ),
+    ],
+)
+def test_bad_input_is_4xx(client: TestClient, method: str, path: str, kwargs: dict, status: int) -> None:
+    r = getattr(client, method)(path, **kwargs)
+    assert r.status_code == status, r.text
+
+
+def test_writes_and_admin_need_a_valid_key(client: TestClient) -> None:
+    body = {"events": [{"user_id": "1", "item_id": 1}]}
+    for headers in ({}, {"Authorization": "Bearer wrong-key-wrong-key"}, {"Authorization": f"Basic {API_KEY}"}):
+        r = client.post("/v1/interactions", json=body, headers=headers)
+        assert r.status_code == 401, (headers, r.text)
+        assert r.headers["www-authenticate"] == "Bearer"
+        assert client.post("/v1/admin/reload", headers=headers).status_code == 401
+    assert client.post("/v1/interactions", json=body, headers=AUTH).status_code == 200
+    assert client.get("/v1/users/1/recommendations").status_code == 200  # reads are open by default
+
+
+def test_without_keys_writes_are_refused_and_reads_can_be_protected(
+    ease_run: Path, store_url: str, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.delenv("ADVREC_API_KEYS", raising=False)
+    with TestClient(create_app(ease_run, store_url=store_url)) as c:
+        r = c.post("/v1/interactions", json={"events": [{"user_id": "1", "item_id": 1}]}, headers=AUTH)
+        assert r.status_code == 401 and "none configured" in r.json()["detail"]
+    with TestClient(create_app(ease_run, store_url=store_url, api_keys=[API_KEY], protect_reads=True)) as c:
+        assert c.get("/v1/users/1/recommendations").status_code == 401
+        assert c.get("/v1/users/1/recommendations", headers=AUTH).status_code == 200
+        assert c.get("/healthz").status_code == 200
+
+
+def test_api_keys_from_env_and_file(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    f = tmp_path / "keys"
+    f.write_text("# operators\nfile-key-0123456789abcdef\n\n")
+    monkeypatch.setenv("ADVREC_API_KEYS", "env-key-0123456789abcdef, env-key2-0123456789abcd")
+    keys = load_api_keys(f)
+    assert keys == ["env-key-0123456789abcdef", "env-key2-0123456789abcd", "file-key-0123456789abcdef"]
+    checker = KeyChecker(keys)
+    assert checker.check("file-key-0123456789abcdef") and not checker.check("file-key-0123456789abcdeX")
+    assert not checker.check("") and not KeyChecker([]).check("anything")
+    with pytest.raises(Exception, match="line 2"):
+        parse_keys("good-key-0123456789abcdef\nshort\n", "keys.txt")
+
+
+def test_reload_swaps_the_model_atomically_and_keeps_it_on_failure(
+    client: TestClient, itemknn_run: Path, tmp_path: Path
+) -> None:
+    v1 = client.get("/v1/model").json()["version"]
+    same = client.post("/v1/admin/reload", headers=AUTH)
+    assert same.status_code == 200 and same.json()["version"] == v1  # same files, same version
+    r = client.post("/v1/admin/reload", json={"run_dir": str(itemknn_run)}, headers=AUTH)
+    assert r.status_code == 200, r.text
+    assert r.json()["model"] == "ItemKNN" and r.json()["version"] != v1
+    rec = client.get("/v1/users/1/recommendations").json()
+    assert rec["model_version"] == r.json()["version"]
+    bad = client.post("/v1/admin/reload", json={"run_dir": str(tmp_path / "missing")}, headers=AUTH)
+    assert bad.status_code == 422 and "missing" in bad.json()["detail"]
+    assert client.get("/v1/model").json()["version"] == r.json()["version"]
+    metrics = client.get("/metrics").text
+    assert f'advrec_model_info{{model="ItemKNN",run="{itemknn_run}",version="{r.json()["version"]}"}} 1.0' in metrics
+    assert "advrec_model_reloads_total 2.0" in metrics
+
+
+def test_operations_endpoints_and_metrics(client: TestClient) -> None:
+    assert client.get("/healthz").json() == {"status": "ok", "model_version": None, "store": None}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["status"] == "ready"
+    client.get("/v1/users/1/recommendations")
+    client.get("/v1/users/nobody/recommendations")
+    client.post("/v1/interactions", json={"events": [{"user_id": "1", "item_id": 1}] * 3}, headers=AUTH)
+    m = client.get("/metrics")
+    assert m.headers["content-type"].startswith("text/plain")
+    text = m.text
+    assert (
+        'advrec_http_requests_total{method="GET",route="/v1/users/{user_id}/recommendations",status="200"} 1.0' in text
+    )
+    assert (
+        'advrec_http_requests_total{method="GET",route="/v1/users/{user_id}/recommendations",status="404"} 1.0' in text
+    )
+    assert (
+        'advrec_http_request_duration_seconds_bucket{le="0.005",method="GET",route="/v1/users/{user_id}/recommendations"}'
+        in text
+    )
+    assert "advrec_events_ingested_total 3.0" in text
+    assert "advrec_model_info{" in text
+
+
+def test_readyz_fails_when_the_store_is_gone(client: TestClient) -> None:
+    client.app.state.serving.store.close()  # type: ignore[attr-defined]
+    r = client.get("/readyz")
+    assert r.status_code == 503 and r.json()["status"] == "store unavailable"
+    r = client.post("/v1/interactions", json={"events": [{"user_id": "1", "item_id": 1}]}, headers=AUTH)
+    assert r.status_code == 503
+
+
+def test_vector_model_falls_back_to_popularity_for_unseen_users(bpr_run: Path, store_url: str) -> None:
+    run = load_run(bpr_run)
+    with TestClient(create_app(bpr_run, store_url=store_url, api_keys=[API_KEY])) as c:
+        known = c.get(f"/v1/users/{run.users.raw(2)}/recommendations", params={"k": 5}).json()
+        assert known["strategy"] == "user-vector"
+        items, _ = run.model.recommend(run.history(), np.array([2]), k=5)
+        assert [x["item_id"] for x in known["items"]] == run.items.raw(items[0]).tolist()
+        adhoc = c.post("/v1/recommendations", json={"history": [{"item_id": 50}], "k": 5}).json()
+        assert adhoc["strategy"] == "popularity"
+        counts = np.asarray(run.history().sum(axis=0)).ravel()
+        counts[run.items.index(50)] = -1
+        assert [x["item_id"] for x in adhoc["items"]] == run.items.raw(np.argsort(-counts, kind="stable")[:5]).tolist()
+        sim = c.get("/v1/items/50/similar", params={"k": 3}).json()
+        assert sim["strategy"] == "co-occurrence" and len(sim["items"]) == 3
+        e = c.get(f"/v1/users/{run.users.raw(2)}/explanations/50")
+        assert e.status_code == 422 and "cannot explain" in e.json()["detail"]
