@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
 import numpy as np
 import scipy.sparse as sp
 import torch
@@ -10,6 +12,11 @@ from torch import nn
 
 from advrec.errors import ConfigError
 from advrec.models.torch_base import TorchRecommender, csr_to_torch
+
+OptimizerFactory = Callable[["MultVAE", Callable[[], torch.optim.Optimizer]], torch.optim.Optimizer]
+"""(model, make_default_optimizer) -> the optimizer to train with (e.g. a DP-SGD wrapper of the default)."""
+BatchIterator = Callable[["MultVAE", np.ndarray, np.random.Generator], Iterable[np.ndarray]]
+"""(model, this epoch's user order, rng) -> batches of user indices (e.g. Poisson-sampled batches)."""
 
 
 class VAE(nn.Module):
@@ -59,7 +66,14 @@ class MultVAE(TorchRecommender):
     Defaults (600-32, dropout 0.8) were chosen on ml-1m validation NDCG@10 (RecBole's protocol); the
     paper's 600-200 with dropout 0.5 overfits there (test NDCG@10 0.233 vs 0.249, seed 2020). Pass
     `latent=200, dropout=0.5` for the paper's setting.
+
+    Training options from the layers above plug in through two instance attributes, both None by default:
+    `optimizer_factory` (an `OptimizerFactory`) and `batch_iterator` (a `BatchIterator`); `advrec.privacy.dp`
+    uses them for DP-SGD. Batches may be empty (Poisson sampling); the epoch loss is the mean over users seen.
     """
+
+    optimizer_factory: OptimizerFactory | None = None
+    batch_iterator: BatchIterator | None = None
 
     def __init__(
         self,
@@ -96,7 +110,7 @@ class MultVAE(TorchRecommender):
     def _train_epoch(self, X: sp.csr_matrix, rng: np.random.Generator) -> float:
         t = self._train
         if not t:
-            t["optimizer"] = torch.optim.Adam(self.network_.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+            t["optimizer"] = self._make_optimizer()
             self.updates_ = 0
         optimizer = t["optimizer"]
         degree = np.diff(X.indptr)
@@ -107,9 +121,9 @@ class MultVAE(TorchRecommender):
             order = rng.permutation(users)
         else:
             raise ConfigError(f"sampling must be 'uniform' or 'activity', not {self.sampling!r}")
-        total = 0.0
-        for start in range(0, len(order), self.batch_size):
-            ub = np.sort(order[start : start + self.batch_size])
+        total, seen = 0.0, 0
+        for batch in self._batches(order, rng):
+            ub = np.sort(batch)
             x = csr_to_torch(X[ub], self.device_)
             logits, mu, logvar = self.network_(x)
             nll = -(F.log_softmax(logits, dim=1) * x).sum(1).mean()
@@ -120,8 +134,21 @@ class MultVAE(TorchRecommender):
             loss.backward()
             optimizer.step()
             self.updates_ += 1
-            total += float(loss.detach()) * len(ub)
-        return total / len(order)
+            if len(ub):
+                total += float(loss.detach()) * len(ub)
+                seen += len(ub)
+        return total / max(seen, 1)
+
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        def default() -> torch.optim.Optimizer:
+            return torch.optim.Adam(self.network_.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+
+        return default() if self.optimizer_factory is None else self.optimizer_factory(self, default)
+
+    def _batches(self, order: np.ndarray, rng: np.random.Generator) -> Iterable[np.ndarray]:
+        if self.batch_iterator is not None:
+            return self.batch_iterator(self, order, rng)
+        return (order[start : start + self.batch_size] for start in range(0, len(order), self.batch_size))
 
     def _score(self, history: sp.csr_matrix, users: np.ndarray) -> np.ndarray:
         h = self._binary_rows(history, users)

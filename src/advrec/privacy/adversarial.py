@@ -1,0 +1,144 @@
+"""Adversarial removal of protected attributes from MultVAE's latent code (Ganhör et al., SIGIR 2022).
+
+Several adversary heads (MLPs of different widths) predict each protected attribute (gender, age group) from the
+latent mean μ(x). Their loss reaches the encoder through a gradient-reversal layer of weight λ: the heads learn to
+predict the attribute, the encoder learns to make μ useless for that prediction, while the decoder keeps the
+recommendation loss. Training plugs into MultVAE through `batch_hooks` (an `AttributeAdversary` is a hook
+(model, batch, loss) -> loss), so the trained model is a plain MultVAE; `adversary_lambda_` and
+`adversary_attributes_` record how it was trained. Protection is judged afterwards by a fresh attacker trained
+on μ (`advrec.privacy.attribute`), not by the heads used in training.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from advrec.data.interactions import Interactions
+from advrec.errors import ConfigError
+from advrec.models import MultVAE
+from advrec.models.torch_base import seed_of
+
+
+class _GradientReversal(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, weight: float) -> torch.Tensor:
+        ctx.weight = weight
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return -ctx.weight * grad, None
+
+
+def reverse_gradient(x: torch.Tensor, weight: float) -> torch.Tensor:
+    """Identity forward; the gradient is multiplied by −weight on the way back."""
+    return _GradientReversal.apply(x, weight)
+
+
+class AttributeAdversary:
+    """A MultVAE batch hook adding λ-weighted, gradient-reversed adversary losses on μ.
+
+    `labels`: attribute name → (n_users,) int labels over the training rows (−1 = unknown, ignored).
+    `n_heads` adversaries per attribute with hidden widths `widths[:n_heads]`; they have their own Adam
+    optimizer, stepped with each batch's gradients at the next batch.
+    """
+
+    def __init__(
+        self,
+        labels: dict[str, np.ndarray],
+        lam: float = 1.0,
+        n_heads: int = 3,
+        widths: tuple[int, ...] = (32, 64, 128, 256),
+        lr: float = 1e-3,
+        random_state: Any = 0,
+    ) -> None:
+        if not labels:
+            raise ConfigError("give at least one protected attribute's labels")
+        if lam < 0 or not 1 <= n_heads <= len(widths):
+            raise ConfigError(f"need λ ≥ 0 and 1 ≤ n_heads ≤ {len(widths)}, got {lam}, {n_heads}")
+        self.labels = {k: torch.from_numpy(np.asarray(v, dtype=np.int64)) for k, v in labels.items()}
+        self.lam = lam
+        self.n_heads = n_heads
+        self.widths = widths
+        self.lr = lr
+        self.random_state = random_state
+        self.heads: nn.ModuleDict | None = None
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.last_loss = float("nan")
+
+    def _build(self, latent: int, device: torch.device) -> None:
+        gen_state = torch.random.get_rng_state()
+        torch.manual_seed(seed_of(self.random_state))
+        heads = nn.ModuleDict()
+        for name, y in self.labels.items():
+            n_classes = int(y.max()) + 1
+            for j in range(self.n_heads):
+                w = self.widths[j]
+                heads[f"{name}_{j}"] = nn.Sequential(nn.Linear(latent, w), nn.ReLU(), nn.Linear(w, n_classes))
+        torch.random.set_rng_state(gen_state)
+        self.heads = heads.to(device)
+        self.optimizer = torch.optim.Adam(self.heads.parameters(), lr=self.lr)
+
+    def __call__(self, model: Any, batch: dict[str, torch.Tensor], loss: torch.Tensor) -> torch.Tensor:
+        if self.heads is None:
+            self._build(model.latent, model.device_)
+        assert self.heads is not None and self.optimizer is not None
+        if any(p.grad is not None for p in self.heads.parameters()):
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        mu, _ = model.network_.encode(batch["x"])
+        reversed_mu = reverse_gradient(mu, self.lam)
+        users = batch["users"].cpu()
+        total = torch.zeros((), device=mu.device)
+        for name, y_all in self.labels.items():
+            y = y_all[users].to(mu.device)
+            known = y >= 0
+            if not bool(known.any()):
+                continue
+            for j in range(self.n_heads):
+                logits = self.heads[f"{name}_{j}"](reversed_mu[known])
+                total = total + F.cross_entropy(logits, y[known]) / self.n_heads
+        self.last_loss = float(total.detach())
+        return loss + total
+
+
+def fit_adversarial(
+    model: MultVAE,
+    X: Interactions | sp.spmatrix,
+    labels: dict[str, np.ndarray],
+    lam: float = 1.0,
+    n_heads: int = 3,
+    valid: Any = None,
+    **adversary_kw: Any,
+) -> MultVAE:
+    """Trains `model` with attribute adversaries (see the module docstring) and returns it."""
+    if not isinstance(model, MultVAE):
+        raise ConfigError(f"adversarial attribute removal supports MultVAE, not {type(model).__name__}")
+    n = X.n_users if isinstance(X, Interactions) else X.shape[0]
+    for name, y in labels.items():
+        if len(y) != n:
+            raise ConfigError(f"labels of {name!r} have {len(y)} entries for {n} training users")
+    adversary = AttributeAdversary(labels, lam=lam, n_heads=n_heads, random_state=model.random_state, **adversary_kw)
+    previous = list(getattr(model, "batch_hooks", []))
+    model.batch_hooks = [*previous, adversary]
+    try:
+        model.fit(X, valid=valid)
+    finally:
+        if previous:
+            model.batch_hooks = previous
+        else:
+            del model.batch_hooks
+    record = {
+        "adversary_lambda_": float(lam),
+        "adversary_heads_": int(n_heads),
+        "adversary_attributes_": sorted(labels),
+    }
+    for name, value in record.items():
+        setattr(model, name, value)
+    return model

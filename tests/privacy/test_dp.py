@@ -1,0 +1,100 @@
+"""User-level DP-SGD: accounting sanity, Opacus's own accountant, unsupported layers, persistence."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from advrec.errors import ConfigError
+from advrec.models import EASE, MultVAE
+from advrec.models.mult_vae import VAE
+from advrec.privacy.dp import (
+    DPConfig,
+    check_privatizable,
+    fit_private,
+    privacy_manifest,
+    private_generator,
+    private_size_sample,
+    rdp_epsilon,
+)
+
+
+def small_vae(**kw) -> MultVAE:
+    return MultVAE(hidden=16, latent=4, epochs=2, batch_size=40, random_state=0, **kw)
+
+
+def test_epsilon_finite_decreasing_with_noise_and_equal_to_opacus_accountant(random_matrix):
+    X = random_matrix(200, 50)
+    eps = []
+    for sigma in (0.8, 1.6):
+        model = fit_private(small_vae(), X, noise_multiplier=sigma, delta=1e-4)
+        assert math.isfinite(model.epsilon_) and model.epsilon_ > 0
+        assert model.noise_multiplier_ == sigma and model.delta_ == 1e-4
+        assert model.sample_rate_ == pytest.approx(40 / 200)
+        assert model.dp_steps_ == 2 * 5  # two epochs of 1/q steps
+        check = rdp_epsilon(sigma, model.sample_rate_, model.dp_steps_, 1e-4)
+        assert model.epsilon_ == pytest.approx(check, rel=1e-9)
+        eps.append(model.epsilon_)
+    assert eps[1] < eps[0]
+    assert np.isfinite(model.score(X, np.arange(5))).all()
+
+
+def test_target_epsilon_is_met_and_recorded(tmp_path, random_matrix):
+    X = random_matrix(200, 50)
+    model = fit_private(small_vae(), X, epsilon=2.0, physical_batch_size=7)
+    assert 1.5 < model.epsilon_ <= 2.0 + 0.02
+    record = privacy_manifest(model)
+    assert record["private"] and record["epsilon"] == model.epsilon_ and record["unit"] == "user"
+    assert privacy_manifest(EASE().fit(X)) == {"epsilon": math.inf, "private": False}
+    model.save(tmp_path / "m")
+    back = MultVAE.load(tmp_path / "m")
+    assert back.epsilon_ == model.epsilon_ and back.accountant_ == "rdp"
+    assert not hasattr(back, "optimizer_factory") or back.optimizer_factory is None
+
+
+class BatchNormVAE(MultVAE):
+    def _build(self, n_users: int, n_items: int) -> nn.Module:
+        net = VAE(n_items, self.hidden, self.latent, self.dropout)
+        net.encoder = nn.Sequential(nn.Linear(n_items, self.hidden), nn.BatchNorm1d(self.hidden))
+        return net
+
+
+def test_unsupported_layers_and_models_raise_config_error(random_matrix):
+    X = random_matrix(100, 30)
+    with pytest.raises(ConfigError, match="BatchNorm"):
+        fit_private(BatchNormVAE(hidden=8, latent=2, epochs=1, batch_size=20), X, noise_multiplier=1.0)
+    with pytest.raises(ConfigError, match="cannot be trained with DP-SGD"):
+        check_privatizable(nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3)))
+    check_privatizable(nn.Sequential(nn.Linear(3, 3), nn.LayerNorm(3)))
+    with pytest.raises(ConfigError, match="MultVAE"):
+        fit_private(EASE(), X, noise_multiplier=1.0)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="exactly one"):
+        fit_private(small_vae(), X)
+    with pytest.raises(ConfigError, match="finite"):
+        DPConfig(epsilon=math.inf).check()
+
+
+def test_private_generator_spends_its_budget_and_samples_new_users(random_matrix):
+    X = random_matrix(200, 50)
+    gen, budget = private_generator(X, epsilon=4.0, vae=small_vae(), random_state=0)
+    assert budget.epsilon <= 4.0 + 0.05 and budget.epsilon_sizes == pytest.approx(0.2)
+    rows = gen.sample(30, random_state=1)
+    assert rows.shape == (30, 50) and (np.diff(rows.indptr) >= 1).all()
+    assert gen._history is None  # the standard prior never touches real rows
+    sizes = private_size_sample(np.full(500, 5), 50, epsilon=10.0, random_state=0)
+    assert np.mean((sizes >= 4) & (sizes <= 6)) > 0.8
+
+
+def test_hooks_leave_plain_multvae_unchanged(random_matrix):
+    X = random_matrix(120, 40)
+    a = MultVAE(hidden=16, latent=4, epochs=2, batch_size=30, random_state=3).fit(X)
+    b = MultVAE(hidden=16, latent=4, epochs=2, batch_size=30, random_state=3)
+    b.batch_iterator = lambda model, order, rng: (order[s : s + 30] for s in range(0, len(order), 30))
+    b.optimizer_factory = lambda model, default: default()
+    b.fit(X)
+    for (k, v), w in zip(a.network_.state_dict().items(), b.network_.state_dict().values(), strict=True):
+        assert torch.equal(v, w), k
