@@ -86,17 +86,30 @@ class BPRMF(TorchRecommender):
             idx = order[start : start + self.batch_size]
             u, i = users_all[idx], items_all[idx]
             j = sample_negatives(u, t["keys"], self.n_items_, rng)
-            ut, it, jt = (torch.from_numpy(a).to(dev) for a in (u, i, j))
-            ue, ie, je = self.network_.user(ut), self.network_.item(it), self.network_.item(jt)
-            diff = (ue * (ie - je)).sum(-1)
-            loss = -torch.nn.functional.logsigmoid(diff).mean()
-            loss = loss + self.reg * (ue.pow(2).sum() + ie.pow(2).sum() + je.pow(2).sum()) / len(idx)
-            loss = self._apply_hooks({"users": ut, "pos": it, "neg": jt}, loss)
+            batch = {"users": torch.from_numpy(u).to(dev), "pos": torch.from_numpy(i).to(dev),
+                     "neg": torch.from_numpy(j).to(dev)}  # fmt: skip
+            loss = self._apply_hooks(batch, self.batch_loss(batch, regularize=True))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             total += float(loss.detach()) * len(idx)
         return total / len(order)
+
+    def embedding_tables(self) -> dict[str, torch.Tensor]:
+        """The learned embedding tables by name (what adversarial perturbation training perturbs)."""
+        return {"user": self.network_.user.weight, "item": self.network_.item.weight}
+
+    def batch_loss(
+        self, batch: dict[str, torch.Tensor], tables: dict[str, torch.Tensor] | None = None, regularize: bool = False
+    ) -> torch.Tensor:
+        """Mean BPR loss of a batch {"users", "pos", "neg"}, computed with `tables` in place of the learned
+        embedding tables when given (e.g. perturbed ones); `regularize` adds the L2 term."""
+        t = tables or self.embedding_tables()
+        ue, ie, je = t["user"][batch["users"]], t["item"][batch["pos"]], t["item"][batch["neg"]]
+        loss = -torch.nn.functional.logsigmoid((ue * (ie - je)).sum(-1)).mean()
+        if regularize:
+            loss = loss + self.reg * (ue.pow(2).sum() + ie.pow(2).sum() + je.pow(2).sum()) / len(ue)
+        return loss
 
     def _score(self, history: sp.csr_matrix, users: np.ndarray) -> np.ndarray:
         with torch.no_grad():

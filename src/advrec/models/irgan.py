@@ -25,6 +25,7 @@ from advrec.data.splits import EvalSet, Split
 from advrec.errors import ConfigError
 from advrec.models.adversarial import AdversarialRecommender
 from advrec.models.bpr import BPRMF, MF
+from advrec.models.torch_base import TorchRecommender
 
 
 class BiasedMF(nn.Module):
@@ -105,14 +106,17 @@ class IRGAN(AdversarialRecommender):
             patience=10, device=self.device, random_state=self.random_state,
         )  # fmt: skip
 
-    def fit(self, X: Interactions | sp.spmatrix, valid: EvalSet | Split | None = None) -> IRGAN:
+    def fit(
+        self, X: Interactions | sp.spmatrix, valid: EvalSet | Split | None = None, init: TorchRecommender | None = None
+    ) -> IRGAN:
+        """Pretrains the generator as BPR-MF on `X`, then trains adversarially (`init` resumes a fitted IRGAN)."""
         if not 0 <= self.mix < 1 or self.temperature <= 0 or self.samples <= 0:
             raise ConfigError(
                 f"need 0 ≤ mix < 1, temperature > 0, samples > 0; got {self.mix}, {self.temperature}, {self.samples}"
             )
-        self._pretrained = self.pretrain_model().fit(X, valid=valid)
+        self._pretrained = self.pretrain_model().fit(X, valid=valid) if init is None else None
         try:
-            return super().fit(X, valid=valid)  # type: ignore[return-value]
+            return super().fit(X, valid=valid, init=init)  # type: ignore[return-value]
         finally:
             del self._pretrained
 
@@ -121,10 +125,11 @@ class IRGAN(AdversarialRecommender):
                               "discriminator": BiasedMF(n_users, n_items, self.factors)})  # fmt: skip
 
     def _init_training(self, X: sp.csr_matrix, rng: np.random.Generator) -> None:
-        bpr = cast(MF, self._pretrained.network_)
-        with torch.no_grad():
-            self._gen.user.weight.copy_(bpr.user.weight)
-            self._gen.item.weight.copy_(bpr.item.weight)
+        if self._pretrained is not None:
+            bpr = cast(MF, self._pretrained.network_)
+            with torch.no_grad():
+                self._gen.user.weight.copy_(bpr.user.weight)
+                self._gen.item.weight.copy_(bpr.item.weight)
         super()._init_training(X, rng)
 
     def _user_items(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

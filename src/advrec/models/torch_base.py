@@ -95,8 +95,14 @@ class TorchRecommender(Recommender):
             loss = hook(self, batch, loss)
         return loss
 
-    def fit(self, X: Interactions | sp.spmatrix, valid: EvalSet | Split | None = None) -> TorchRecommender:
-        """Trains on `X`; with `valid`, early stopping on validation NDCG@10 and the best epoch kept."""
+    def fit(
+        self, X: Interactions | sp.spmatrix, valid: EvalSet | Split | None = None, init: TorchRecommender | None = None
+    ) -> TorchRecommender:
+        """Trains on `X`; with `valid`, early stopping on validation NDCG@10 and the best epoch kept.
+
+        `init`: a fitted model of the same class and shape whose weights training starts from (fine-tuning,
+        e.g. adversarial training after pretraining); the optimizer starts afresh.
+        """
         m = self._check_fit_input(X)
         if self.epochs < 1 or self.batch_size < 1:
             raise ConfigError(f"epochs and batch_size must be ≥ 1, got {self.epochs}, {self.batch_size}")
@@ -108,12 +114,23 @@ class TorchRecommender(Recommender):
         with torch.random.fork_rng(devices=[self.device_] if self.device_.type == "cuda" else []):
             torch.manual_seed(seed)
             self.network_ = self._build(self.n_users_, self.n_items_).to(self.device_)
+            if init is not None:
+                self._warm_start(init)
             self._train: dict[str, Any] = {}  # per-fit scratch (optimizer, samplers), dropped after fit
             try:
                 self._fit_loop(m, es, rng)
             finally:
                 del self._train
         return self
+
+    def _warm_start(self, init: TorchRecommender) -> None:
+        if type(init) is not type(self) or not init.is_fitted:
+            raise ConfigError(f"init must be a fitted {type(self).__name__}, got {type(init).__name__}")
+        if (init.n_users_, init.n_items_) != (self.n_users_, self.n_items_):
+            raise DataError(
+                f"init was fitted on {init.n_users_}×{init.n_items_} but the data is {self.n_users_}×{self.n_items_}"
+            )
+        self.network_.load_state_dict(init.network_.state_dict())
 
     def _fit_loop(self, m: sp.csr_matrix, es: EvalSet | None, rng: np.random.Generator) -> None:
         self.training_log_: list[dict[str, float]] = []
