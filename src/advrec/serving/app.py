@@ -9,6 +9,7 @@ without retraining. Writes and admin calls need `Authorization: Bearer <key>`; r
 `protect_reads` is set.
 """
 
+import json
 import logging
 import os
 import threading
@@ -41,7 +42,6 @@ from advrec.serving.schemas import (
     ModelStatus,
     Recommendations,
     ReloadRequest,
-    ScoredItem,
     SimilarItems,
     check_id_text,
 )
@@ -54,6 +54,7 @@ ENV_RUN_DIR = "ADVREC_SERVE_RUN_DIR"
 ENV_STORE = "ADVREC_SERVE_STORE"
 ENV_KEY_FILE = "ADVREC_SERVE_API_KEY_FILE"
 ENV_PROTECT_READS = "ADVREC_SERVE_PROTECT_READS"
+ENV_TORCH_THREADS = "ADVREC_SERVE_TORCH_THREADS"
 DEFAULT_BODY_BYTES = 4 * 1024 * 1024
 
 
@@ -145,15 +146,15 @@ def create_app(
         if not state.keys.check(creds.credentials):
             raise HTTPException(401, "the API key is not valid", headers={"WWW-Authenticate": "Bearer"})
 
-    def require_writer(creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
+    async def require_writer(creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
         _check_key(creds, "writing")
 
-    def require_reader(creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
+    async def require_reader(creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
         if state.protect_reads:
             _check_key(creds, "reading")
 
     Writer = Depends(require_writer)
-    Reader = Depends(require_reader)
+    read_deps = [Depends(require_reader)] if protect_reads else []  # open reads skip the dependency
     K = Annotated[int, Query(ge=1, le=MAX_K, description="number of items")]
 
     @app.exception_handler(UnknownIdError)
@@ -169,12 +170,16 @@ def create_app(
     async def advrec_error(request: Request, err: AdvrecError) -> JSONResponse:
         return JSONResponse({"detail": str(err)}, status_code=422)
 
-    def items_out(m: ServedModel, items: np.ndarray, scores: np.ndarray) -> list[ScoredItem]:
+    def items_out(m: ServedModel, items: np.ndarray, scores: np.ndarray) -> list[dict[str, Any]]:
         keep = items >= 0
         return [
-            ScoredItem(item_id=m.item_ids[i], title=m.titles[i], score=float(s))
+            {"item_id": m.item_ids[i], "title": m.titles[i], "score": s}
             for i, s in zip(items[keep].tolist(), scores[keep].tolist(), strict=True)
         ]
+
+    def json_response(payload: dict[str, Any]) -> Response:
+        """A JSON answer built from plain values (the hot paths skip re-validating their own output)."""
+        return Response(json.dumps(payload, separators=(",", ":")).encode(), media_type="application/json")
 
     def user_rows(m: ServedModel, user_id: str):  # type: ignore[no-untyped-def]
         """The user's history rows (training + stored events); 404 when neither exists."""
@@ -191,22 +196,24 @@ def create_app(
         return m.histories([u], [idx], [liked])
 
     # ------------------------------------------------------------------ reads
-    @app.get("/v1/users/{user_id}/recommendations", response_model=Recommendations, dependencies=[Reader])
-    def user_recommendations(user_id: str, k: K = 10, exclude_seen: bool = True) -> Recommendations:
+    @app.get("/v1/users/{user_id}/recommendations", response_model=Recommendations, dependencies=read_deps)
+    async def user_recommendations(user_id: str, k: K = 10, exclude_seen: bool = True) -> Response:
         """Top-k items for a user the model trained on or one created by events (history = training + events)."""
         uid = _id_or_422(user_id, "user_id")
         m = state.model
         rows = user_rows(m, uid)
         items, scores, strategy = m.recommend(rows, k=k, exclude_seen=exclude_seen)
-        return Recommendations(
-            user_id=uid,
-            model_version=m.version,
-            strategy=strategy[0],  # type: ignore[arg-type]
-            items=items_out(m, items[0], scores[0]),
+        return json_response(
+            {
+                "user_id": uid,
+                "model_version": m.version,
+                "strategy": strategy[0],
+                "items": items_out(m, items[0], scores[0]),
+            }
         )
 
-    @app.post("/v1/recommendations", response_model=Recommendations, dependencies=[Reader])
-    def adhoc_recommendations(body: AdHocRequest) -> Recommendations:
+    @app.post("/v1/recommendations", response_model=Recommendations, dependencies=read_deps)
+    async def adhoc_recommendations(body: AdHocRequest) -> Response:
         """Top-k items for an ad-hoc history (anonymous or cold user).
 
         History-based models fold the history in (EASE, ItemKNN, MultVAE, text models); models with one vector
@@ -221,28 +228,32 @@ def create_app(
         liked = m.liked_mask([h.rating for h in body.history])
         rows = m.histories([-1], [idx], [liked])
         items, scores, strategy = m.recommend(rows, k=body.k, exclude_seen=body.exclude_seen)
-        return Recommendations(
-            user_id=None,
-            model_version=m.version,
-            strategy=strategy[0],  # type: ignore[arg-type]
-            items=items_out(m, items[0], scores[0]),
+        return json_response(
+            {
+                "user_id": None,
+                "model_version": m.version,
+                "strategy": strategy[0],
+                "items": items_out(m, items[0], scores[0]),
+            }
         )
 
-    @app.get("/v1/items/{item_id}/similar", response_model=SimilarItems, dependencies=[Reader])
-    def similar_items(item_id: str, k: K = 10) -> SimilarItems:
+    @app.get("/v1/items/{item_id}/similar", response_model=SimilarItems, dependencies=read_deps)
+    async def similar_items(item_id: str, k: K = 10) -> Response:
         """Items most like this one (the model's answer to a history of only this item)."""
         iid = _id_or_422(item_id, "item_id")
         m = state.model
         i = m.item_index(iid)
         items, scores, strategy = m.similar(i, k=k)
-        return SimilarItems(
-            item_id=m.item_ids[i],
-            model_version=m.version,
-            strategy=strategy,  # type: ignore[arg-type]
-            items=items_out(m, items, scores),
+        return json_response(
+            {
+                "item_id": m.item_ids[i],
+                "model_version": m.version,
+                "strategy": strategy,
+                "items": items_out(m, items, scores),
+            }
         )
 
-    @app.get("/v1/users/{user_id}/explanations/{item_id}", response_model=Explanation, dependencies=[Reader])
+    @app.get("/v1/users/{user_id}/explanations/{item_id}", response_model=Explanation, dependencies=read_deps)
     def explanation(
         user_id: str, item_id: str, n: Annotated[int, Query(ge=1, le=100, description="history items")] = 3
     ) -> Explanation:
@@ -256,7 +267,7 @@ def create_app(
         because = [Contribution(item_id=m.item_ids[j], title=m.titles[j], contribution=c) for j, c in why]
         return Explanation(user_id=uid, item_id=m.item_ids[i], model_version=m.version, score=score, because=because)
 
-    @app.get("/v1/model", response_model=ModelStatus, dependencies=[Reader])
+    @app.get("/v1/model", response_model=ModelStatus, dependencies=read_deps)
     def model_status() -> ModelStatus:
         """The model being served."""
         m = state.model
@@ -343,6 +354,10 @@ def app_from_env() -> FastAPI:
     run_dir = os.environ.get(ENV_RUN_DIR)
     if not run_dir:
         raise AdvrecError(f"${ENV_RUN_DIR} must name the run directory to serve")
+    import torch
+
+    # one request is one small forward pass: intra-op threads would only contend with the other requests
+    torch.set_num_threads(int(os.environ.get(ENV_TORCH_THREADS, "1")))
     return create_app(
         run_dir,
         store_url=os.environ.get(ENV_STORE) or None,

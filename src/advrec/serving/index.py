@@ -132,33 +132,33 @@ class ServedModel:
     def histories(
         self, train_users: Sequence[int], extra_items: Sequence[np.ndarray], extra_liked: Sequence[np.ndarray]
     ) -> Histories:
-        """One row per user: the training row (when the user has one) plus extra items (events, ad-hoc)."""
+        """One row per user: the training row (when the user has one) plus extra items (events, ad-hoc).
+
+        An item is liked if any of its interactions is (a later low rating does not undo a training positive).
+        """
         tu = np.asarray(train_users, dtype=np.int64)
-        n = len(tu)
-        rows: list[np.ndarray] = []
-        cols: list[np.ndarray] = []
-        liked: list[np.ndarray] = []
-        for r, (u, items, ok) in enumerate(zip(tu, extra_items, extra_liked, strict=True)):
-            if u >= 0:
-                train = self.history.indices[self.history.indptr[u] : self.history.indptr[u + 1]]
-                items = np.concatenate([train, items])
-                ok = np.concatenate([np.ones(len(train), dtype=bool), ok])
-            rows.append(np.full(len(items), r, dtype=np.int64))
-            cols.append(np.asarray(items, dtype=np.int64))
-            liked.append(np.asarray(ok, dtype=bool))
-        row = np.concatenate(rows) if rows else np.zeros(0, np.int64)
-        col = np.concatenate(cols) if cols else np.zeros(0, np.int64)
-        ok_all = np.concatenate(liked) if liked else np.zeros(0, bool)
-        seen = sp.csr_matrix((np.ones(len(row), np.float32), (row, col)), shape=(n, self.n_items))
-        seen.sum_duplicates()
-        seen.data[:] = 1.0
-        # An item is liked if any of its interactions is: a later low rating does not undo a training positive.
-        liked_m = sp.csr_matrix(
-            (np.ones(int(ok_all.sum()), np.float32), (row[ok_all], col[ok_all])), shape=(n, self.n_items)
-        )
-        liked_m.sum_duplicates()
-        liked_m.data[:] = 1.0
-        return Histories(liked_m, seen, tu)
+        empty = np.zeros(0, dtype=np.int32)
+        seen_rows: list[np.ndarray] = []
+        liked_rows: list[np.ndarray] = []
+        for u, items, ok in zip(tu, extra_items, extra_liked, strict=True):
+            train = self.history.indices[self.history.indptr[u] : self.history.indptr[u + 1]] if u >= 0 else empty
+            items = np.asarray(items, dtype=np.int32)
+            if len(items) == 0:  # the common case: the training row as it is (sorted, unique)
+                seen_rows.append(train)
+                liked_rows.append(train)
+                continue
+            seen_rows.append(np.union1d(train, items).astype(np.int32, copy=False))
+            liked_rows.append(np.union1d(train, items[np.asarray(ok, dtype=bool)]).astype(np.int32, copy=False))
+        return Histories(self._csr(liked_rows), self._csr(seen_rows), tu)
+
+    def _csr(self, rows: list[np.ndarray]) -> sp.csr_matrix:
+        """Binary CSR rows from sorted, unique column indices."""
+        indptr = np.zeros(len(rows) + 1, dtype=np.int32)
+        np.cumsum([len(r) for r in rows], out=indptr[1:])
+        indices = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int32)
+        m = sp.csr_matrix((np.ones(len(indices), np.float32), indices, indptr), shape=(len(rows), self.n_items))
+        m.has_sorted_indices = True
+        return m
 
     # ------------------------------------------------------------------ scoring
     def scores(self, rows: Histories) -> tuple[np.ndarray, list[str]]:
@@ -180,7 +180,7 @@ class ServedModel:
     ) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """Top-k item indices and scores per row (item -1 where fewer than k are left), and the strategy."""
         s, strategy = self.scores(rows)
-        s = np.array(s, dtype=np.float32)
+        s = np.nan_to_num(np.array(s, dtype=np.float32), nan=-np.inf)
         if exclude_seen:
             s[entry_positions(rows.seen)] = -np.inf
         items, values = top_k(s, min(k, self.n_items))
