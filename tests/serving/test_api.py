@@ -291,3 +291,17 @@ def test_vector_model_falls_back_to_popularity_for_unseen_users(bpr_run: Path, s
         assert sim["strategy"] == "co-occurrence" and len(sim["items"]) == 3
         e = c.get(f"/v1/users/{run.users.raw(2)}/explanations/50")
         assert e.status_code == 422 and "cannot explain" in e.json()["detail"]
+
+
+def test_reload_of_a_corrupt_run_keeps_the_served_model(client: TestClient, ease_run: Path, tmp_path: Path) -> None:
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(ease_run, broken)
+    for f in (broken / "model").glob("*.safetensors"):
+        f.write_bytes(b"not a safetensors file")
+    before = client.get("/v1/model").json()["version"]
+    r = client.post("/v1/admin/reload", json={"run_dir": str(broken)}, headers=AUTH)
+    assert r.status_code == 422 and "broken" in r.json()["detail"]
+    assert client.get("/v1/model").json()["version"] == before
+    assert client.get("/v1/users/1/recommendations").status_code == 200

@@ -26,7 +26,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST
 
 import advrec
-from advrec.errors import AdvrecError, ModelFileError, UnknownIdError
+from advrec.errors import AdvrecError, UnknownIdError
 from advrec.serving.auth import KeyChecker, load_api_keys
 from advrec.serving.index import ServedModel
 from advrec.serving.metrics import MetricsMiddleware, ServingMetrics
@@ -317,8 +317,9 @@ def create_app(
         with state.reload_lock:
             try:
                 new = ServedModel.from_run_dir(target)
-            except (ModelFileError, FileNotFoundError, NotADirectoryError, PermissionError) as err:
-                raise _bad_request(422, f"cannot load {target}: {err}") from None
+            except Exception as err:  # any failure to load leaves the served model as it was
+                log.warning("reload of %s failed: %s", target, err)
+                raise _bad_request(422, f"cannot load {target}: {type(err).__name__}: {err}") from None
             state.model = new
             state.metrics.set_model(new.version, new.model_name, str(new.path), new.loaded_at)
             state.metrics.model_reloads.inc()
