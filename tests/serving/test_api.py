@@ -305,3 +305,21 @@ def test_reload_of_a_corrupt_run_keeps_the_served_model(client: TestClient, ease
     assert r.status_code == 422 and "broken" in r.json()["detail"]
     assert client.get("/v1/model").json()["version"] == before
     assert client.get("/v1/users/1/recommendations").status_code == 200
+
+
+def test_batch_recommendations_equal_the_single_user_answers(client: TestClient, ease_run: Path) -> None:
+    run = load_run(ease_run)
+    raws = [str(run.users.raw(u)) for u in (0, 5, 9)]
+    client.post("/v1/interactions", json={"events": [{"user_id": "fresh", "item_id": 50}]}, headers=AUTH)
+    client.post("/v1/interactions", json={"events": [{"user_id": raws[1], "item_id": 1}]}, headers=AUTH)
+    r = client.post("/v1/users/recommendations", json={"user_ids": [*raws, "fresh"], "k": 7})
+    assert r.status_code == 200, r.text
+    results = r.json()["results"]
+    assert [x["user_id"] for x in results] == [*raws, "fresh"]
+    for res in results:
+        single = client.get(f"/v1/users/{res['user_id']}/recommendations", params={"k": 7}).json()
+        assert res["items"] == single["items"] and res["strategy"] == single["strategy"]
+    bad = client.post("/v1/users/recommendations", json={"user_ids": [raws[0], "ghost"]})
+    assert bad.status_code == 404 and "ghost" in bad.json()["detail"]
+    assert client.post("/v1/users/recommendations", json={"user_ids": []}).status_code == 422
+    assert client.post("/v1/users/recommendations", json={"user_ids": ["1"] * 1001}).status_code == 422

@@ -53,6 +53,8 @@ def test_append_returns_consecutive_sequence_numbers_and_reads_back(opener: Open
     assert got[1].rating == 1.0 and got[1].timestamp == 1001.0
     assert store.user_events("u2")[0].rating is None
     assert store.user_events("nobody") == []
+    both = store.users_events(["u2", "u1", "nobody", "u1"])
+    assert sorted(both) == ["u1", "u2"] and [e.item_id for e in both["u1"]] == ["i0", "i1", "i2"]
     assert store.count() == 4
     assert [e.seq for e in store.all_events(after_seq=first.last_seq)] == [second.first_seq]
     assert store.ping()

@@ -28,12 +28,13 @@ from prometheus_client import CONTENT_TYPE_LATEST
 import advrec
 from advrec.errors import AdvrecError, UnknownIdError
 from advrec.serving.auth import KeyChecker, load_api_keys
-from advrec.serving.index import ServedModel
+from advrec.serving.index import Histories, ServedModel
 from advrec.serving.metrics import MetricsMiddleware, ServingMetrics
 from advrec.serving.schemas import (
     MAX_BATCH,
     MAX_K,
     AdHocRequest,
+    BatchRecommendations,
     Contribution,
     Explanation,
     Health,
@@ -43,10 +44,11 @@ from advrec.serving.schemas import (
     Recommendations,
     ReloadRequest,
     SimilarItems,
+    UsersRequest,
     check_id_text,
 )
 from advrec.serving.store import Event as StoreEvent
-from advrec.serving.store import EventStore, StoreError, open_store
+from advrec.serving.store import EventStore, StoredEvent, StoreError, open_store
 
 log = logging.getLogger(__name__)
 
@@ -181,19 +183,28 @@ def create_app(
         """A JSON answer built from plain values (the hot paths skip re-validating their own output)."""
         return Response(json.dumps(payload, separators=(",", ":")).encode(), media_type="application/json")
 
-    def user_rows(m: ServedModel, user_id: str):  # type: ignore[no-untyped-def]
-        """The user's history rows (training + stored events); 404 when neither exists."""
+    def unknown_user(m: ServedModel, user_id: str) -> HTTPException:
+        return HTTPException(
+            404,
+            f"unknown user id {user_id!r}: not among the {m.n_users} users model {m.version} trained on, "
+            "and no events recorded for it (POST /v1/interactions creates a user)",
+        )
+
+    def rows_from_events(m: ServedModel, users: list[int], events: list[list[StoredEvent]]) -> Histories:
+        extra, liked = [], []
+        for evs in events:
+            idx, known = m.known_item_mask([e.item_id for e in evs])
+            extra.append(idx)
+            liked.append(m.liked_mask([e.rating for e in evs])[known])
+        return m.histories(users, extra, liked)
+
+    def user_rows(m: ServedModel, user_id: str) -> Histories:
+        """The user's history row (training + stored events); 404 when neither exists."""
         u = m.user_index(user_id)
         events = state.store.user_events(user_id)
         if u < 0 and not events:
-            raise HTTPException(
-                404,
-                f"unknown user id {user_id!r}: not among the {m.n_users} users model {m.version} trained on, "
-                "and no events recorded for it (POST /v1/interactions creates a user)",
-            )
-        idx, known = m.known_item_mask([e.item_id for e in events])
-        liked = m.liked_mask([e.rating for e in events])[known]
-        return m.histories([u], [idx], [liked])
+            raise unknown_user(m, user_id)
+        return rows_from_events(m, [u], [events])
 
     # ------------------------------------------------------------------ reads
     @app.get("/v1/users/{user_id}/recommendations", response_model=Recommendations, dependencies=read_deps)
@@ -211,6 +222,24 @@ def create_app(
                 "items": items_out(m, items[0], scores[0]),
             }
         )
+
+    @app.post("/v1/users/recommendations", response_model=BatchRecommendations, dependencies=read_deps)
+    async def batch_recommendations(body: UsersRequest) -> Response:
+        """Top-k items for many users at once: one store query and one scoring call for the whole batch."""
+        m = state.model
+        uids = [str(u) for u in body.user_ids]
+        train = [m.user_index(u) for u in uids]
+        events = state.store.users_events(uids)
+        for uid, u in zip(uids, train, strict=True):
+            if u < 0 and uid not in events:
+                raise unknown_user(m, uid)
+        rows = rows_from_events(m, train, [events.get(uid, []) for uid in uids])
+        items, scores, strategy = m.recommend(rows, k=body.k, exclude_seen=body.exclude_seen)
+        results = [
+            {"user_id": uid, "strategy": strategy[r], "items": items_out(m, items[r], scores[r])}
+            for r, uid in enumerate(uids)
+        ]
+        return json_response({"model_version": m.version, "results": results})
 
     @app.post("/v1/recommendations", response_model=Recommendations, dependencies=read_deps)
     async def adhoc_recommendations(body: AdHocRequest) -> Response:

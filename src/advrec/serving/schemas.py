@@ -84,6 +84,15 @@ class AdHocRequest(_Strict):
     exclude_seen: bool = True
 
 
+MAX_USERS = 1_000  # users in one batch recommendation request
+
+
+class UsersRequest(_Strict):
+    user_ids: list[RawId] = Field(min_length=1, max_length=MAX_USERS, description="known or event-created users")
+    k: int = Field(default=10, ge=1, le=MAX_K)
+    exclude_seen: bool = True
+
+
 class ScoredItem(BaseModel):
     item_id: int | str
     title: str | None
@@ -102,6 +111,17 @@ class Recommendations(BaseModel):
         "user asked about a user they never saw"
     )
     items: list[ScoredItem]
+
+
+class UserRecommendations(BaseModel):
+    user_id: str
+    strategy: Strategy
+    items: list[ScoredItem]
+
+
+class BatchRecommendations(BaseModel):
+    model_version: str
+    results: list[UserRecommendations] = Field(description="one entry per requested user, in request order")
 
 
 class SimilarItems(BaseModel):

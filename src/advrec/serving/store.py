@@ -78,6 +78,10 @@ class EventStore:
         """The user's events in the order they were stored."""
         raise NotImplementedError
 
+    def users_events(self, user_ids: Sequence[str]) -> dict[str, list[StoredEvent]]:
+        """The events of several users (one query), by user; users without events are left out."""
+        raise NotImplementedError
+
     def all_events(self, after_seq: int = 0) -> list[StoredEvent]:
         """Every event with a sequence number above `after_seq`, in order."""
         raise NotImplementedError
@@ -104,6 +108,13 @@ class EventStore:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url!r})"
+
+
+def _by_user(events: list[StoredEvent]) -> dict[str, list[StoredEvent]]:
+    out: dict[str, list[StoredEvent]] = {}
+    for e in events:
+        out.setdefault(e.user_id, []).append(e)
+    return out
 
 
 def _rows_to_events(rows: Sequence[Sequence[Any]]) -> list[StoredEvent]:
@@ -199,6 +210,16 @@ class SQLiteEventStore(EventStore):
         return self._query(
             "SELECT seq, user_id, item_id, rating, ts FROM events WHERE user_id = ? ORDER BY seq", (user_id,)
         )
+
+    def users_events(self, user_ids: Sequence[str]) -> dict[str, list[StoredEvent]]:
+        unique = list(dict.fromkeys(user_ids))
+        found: list[StoredEvent] = []
+        for start in range(0, len(unique), 500):  # bounded number of SQL variables per query
+            chunk = tuple(unique[start : start + 500])
+            marks = ",".join("?" * len(chunk))
+            sql = f"SELECT seq, user_id, item_id, rating, ts FROM events WHERE user_id IN ({marks}) ORDER BY seq"
+            found += self._query(sql, chunk)
+        return _by_user(sorted(found, key=lambda e: e.seq))
 
     def all_events(self, after_seq: int = 0) -> list[StoredEvent]:
         return self._query(
@@ -319,6 +340,10 @@ class PostgresEventStore(EventStore):
     def user_events(self, user_id: str) -> list[StoredEvent]:
         sql = f"SELECT seq, user_id, item_id, rating, ts FROM {self.table} WHERE user_id = %s ORDER BY seq"
         return _rows_to_events(self._query(sql, (user_id,)))
+
+    def users_events(self, user_ids: Sequence[str]) -> dict[str, list[StoredEvent]]:
+        sql = f"SELECT seq, user_id, item_id, rating, ts FROM {self.table} WHERE user_id = ANY(%s) ORDER BY seq"
+        return _by_user(_rows_to_events(self._query(sql, (list(dict.fromkeys(user_ids)),))))
 
     def all_events(self, after_seq: int = 0) -> list[StoredEvent]:
         sql = f"SELECT seq, user_id, item_id, rating, ts FROM {self.table} WHERE seq > %s ORDER BY seq"
