@@ -105,8 +105,8 @@ def free_port() -> int:
 class Server:
     """`advrec serve RUN_DIR` in a subprocess, on a free loopback port."""
 
-    def __init__(self, run_dir: Path, store: str, log: Path) -> None:
-        self.run_dir, self.store, self.log = run_dir, store, log
+    def __init__(self, run_dir: Path, store: str, log: Path, workers: int = 1) -> None:
+        self.run_dir, self.store, self.log, self.workers = run_dir, store, log, workers
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
@@ -114,7 +114,7 @@ class Server:
     def start(self) -> Server:
         env = {**os.environ, "ADVREC_API_KEYS": API_KEY}
         cmd = [sys.executable, "-m", "advrec.cli", "serve", str(self.run_dir), "--port", str(self.port)]
-        cmd += ["--store", self.store]
+        cmd += ["--store", self.store, "--workers", str(self.workers)]
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 300
@@ -123,6 +123,8 @@ class Server:
                 raise RuntimeError(f"server exited with {self.proc.returncode}; see {self.log}")
             try:
                 if httpx.get(f"{self.base}/readyz", timeout=2).status_code == 200:
+                    if self.workers > 1:  # the first worker answered; give the others time to load
+                        time.sleep(10)
                     return self
             except httpx.HTTPError:
                 pass
@@ -435,6 +437,7 @@ def main() -> None:
     ap.add_argument("--wait-load", type=float, default=None, help="wait for this 1-minute load average first")
     ap.add_argument("--wait-max", type=float, default=600.0)
     ap.add_argument("--skip-ingest", action="store_true")
+    ap.add_argument("--workers", type=int, default=1, help="uvicorn worker processes of the served model")
     ap.add_argument(
         "--client", choices=["raw", "httpx"], default="raw", help="raw asyncio HTTP/1.1 (light) or httpx.AsyncClient"
     )
@@ -455,10 +458,10 @@ def main() -> None:
         "machine": f"{os.cpu_count()} CPUs (shared), Python {sys.version.split()[0]}",
         "protocol": (
             f"Models trained on {args.dataset} (ratings ≥ 3, 10-core, per-user 8:1:1 split, seed 2020); served by "
-            "`advrec serve` (1 uvicorn worker, SQLite store) in one process, loaded by an asyncio/httpx client in "
-            f"another, on loopback. Open loop: {args.duration:.0f} s measured per rate after {args.warmup:.0f} s "
-            "of warm-up; latency from the scheduled send time to the end of the response; users drawn uniformly "
-            "(seed 2020); errors = non-200 answers + transport failures."
+            f"`advrec serve` ({args.workers} uvicorn worker(s), httptools + uvloop, SQLite store), loaded by an "
+            f"asyncio client ({args.client}) in another process, on loopback. Open loop: {args.duration:.0f} s "
+            f"measured per rate after {args.warmup:.0f} s of warm-up; latency from the scheduled send time to the "
+            "end of the response; users drawn uniformly (seed 2020); errors = non-200 answers + transport failures."
         ),
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "runs": {},
@@ -476,7 +479,7 @@ def main() -> None:
                 "n_items": len(run.items),
                 "epochs_run": run.manifest.get("training", {}).get("epochs_run_"),
             }
-            server = Server(run_dir, f"sqlite:///{work / f'{name}.db'}", work / f"{name}.log").start()
+            server = Server(run_dir, f"sqlite:///{work / f'{name}.db'}", work / f"{name}.log", args.workers).start()
             print(f"{name} ({len(run.users)} users × {len(run.items)} items):", flush=True)
             try:
                 payload["latency"][name] = latency_runs(server, users, args.rates, args.duration, args.warmup, args)
