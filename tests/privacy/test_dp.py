@@ -45,7 +45,7 @@ def test_epsilon_finite_decreasing_with_noise_and_equal_to_opacus_accountant(ran
 
 def test_target_epsilon_is_met_and_recorded(tmp_path, random_matrix):
     X = random_matrix(200, 50)
-    model = fit_private(small_vae(), X, epsilon=2.0, physical_batch_size=7)
+    model = fit_private(small_vae(), X, epsilon=2.0, clipping="hooks", physical_batch_size=7)
     assert 1.5 < model.epsilon_ <= 2.0 + 0.02
     record = privacy_manifest(model)
     assert record["private"] and record["epsilon"] == model.epsilon_ and record["unit"] == "user"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -17,6 +18,8 @@ OptimizerFactory = Callable[["MultVAE", Callable[[], torch.optim.Optimizer]], to
 """(model, make_default_optimizer) -> the optimizer to train with (e.g. a DP-SGD wrapper of the default)."""
 BatchIterator = Callable[["MultVAE", np.ndarray, np.random.Generator], Iterable[np.ndarray]]
 """(model, this epoch's user order, rng) -> batches of user indices (e.g. Poisson-sampled batches)."""
+LossReducer = Callable[["MultVAE", torch.Tensor], Any]
+"""(model, per-user losses) -> the object whose .backward() trains the batch (e.g. a ghost-clipping loss)."""
 
 
 class VAE(nn.Module):
@@ -67,13 +70,15 @@ class MultVAE(TorchRecommender):
     paper's 600-200 with dropout 0.5 overfits there (test NDCG@10 0.233 vs 0.249, seed 2020). Pass
     `latent=200, dropout=0.5` for the paper's setting.
 
-    Training options from the layers above plug in through two instance attributes, both None by default:
-    `optimizer_factory` (an `OptimizerFactory`) and `batch_iterator` (a `BatchIterator`); `advrec.privacy.dp`
-    uses them for DP-SGD. Batches may be empty (Poisson sampling); the epoch loss is the mean over users seen.
+    Training options from the layers above plug in through three instance attributes, all None by default:
+    `optimizer_factory` (an `OptimizerFactory`), `batch_iterator` (a `BatchIterator`) and `loss_reducer` (a
+    `LossReducer`, which replaces the batch mean and `batch_hooks`); `advrec.privacy.dp` uses them for DP-SGD.
+    Batches may be empty (Poisson sampling); the epoch loss is the mean over users seen.
     """
 
     optimizer_factory: OptimizerFactory | None = None
     batch_iterator: BatchIterator | None = None
+    loss_reducer: LossReducer | None = None
 
     def __init__(
         self,
@@ -126,10 +131,13 @@ class MultVAE(TorchRecommender):
             ub = np.sort(batch)
             x = csr_to_torch(X[ub], self.device_)
             logits, mu, logvar = self.network_(x)
-            nll = -(F.log_softmax(logits, dim=1) * x).sum(1).mean()
-            kl = 0.5 * (-logvar + logvar.exp() + mu.pow(2) - 1).sum(1).mean()
+            nll = -(F.log_softmax(logits, dim=1) * x).sum(1)
+            kl = 0.5 * (-logvar + logvar.exp() + mu.pow(2) - 1).sum(1)
             beta = min(self.beta_cap, self.updates_ / max(1, self.anneal_steps))
-            loss = self._apply_hooks({"users": torch.from_numpy(ub), "x": x}, nll + beta * kl)
+            if self.loss_reducer is None:
+                loss = self._apply_hooks({"users": torch.from_numpy(ub), "x": x}, nll.mean() + beta * kl.mean())
+            else:
+                loss = self.loss_reducer(self, nll + beta * kl)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -3,14 +3,18 @@
 Several adversary heads (MLPs of different widths) predict each protected attribute (gender, age group) from the
 latent mean μ(x). Their loss reaches the encoder through a gradient-reversal layer of weight λ: the heads learn to
 predict the attribute, the encoder learns to make μ useless for that prediction, while the decoder keeps the
-recommendation loss. Training plugs into MultVAE through `batch_hooks` (an `AttributeAdversary` is a hook
-(model, batch, loss) -> loss), so the trained model is a plain MultVAE; `adversary_lambda_` and
+recommendation loss. The reversed loss of each user is capped at chance level (log of the number of classes):
+plain reversal rewards codes that make the heads confidently wrong, which keeps the attribute readable (a
+fresh attacker just flips the sign); capped, the encoder is pushed only towards codes no head can read.
+Training plugs into MultVAE through `batch_hooks` (an `AttributeAdversary` is a hook (model, batch, loss) ->
+loss), so the trained model is a plain MultVAE; `adversary_lambda_` and
 `adversary_attributes_` record how it was trained. Protection is judged afterwards by a fresh attacker trained
 on μ (`advrec.privacy.attribute`), not by the heads used in training.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -45,8 +49,8 @@ class AttributeAdversary:
     """A MultVAE batch hook adding λ-weighted, gradient-reversed adversary losses on μ.
 
     `labels`: attribute name → (n_users,) int labels over the training rows (−1 = unknown, ignored).
-    `n_heads` adversaries per attribute with hidden widths `widths[:n_heads]`; they have their own Adam
-    optimizer, stepped with each batch's gradients at the next batch.
+    `n_heads` adversaries per attribute with hidden widths `widths[:n_heads]`, with their own Adam optimizer:
+    each batch they take `head_steps` steps on the detached code, then their reversed loss trains the encoder.
     """
 
     def __init__(
@@ -56,6 +60,7 @@ class AttributeAdversary:
         n_heads: int = 3,
         widths: tuple[int, ...] = (32, 64, 128, 256),
         lr: float = 1e-3,
+        head_steps: int = 2,
         random_state: Any = 0,
     ) -> None:
         if not labels:
@@ -67,6 +72,7 @@ class AttributeAdversary:
         self.n_heads = n_heads
         self.widths = widths
         self.lr = lr
+        self.head_steps = head_steps
         self.random_state = random_state
         self.heads: nn.ModuleDict | None = None
         self.optimizer: torch.optim.Optimizer | None = None
@@ -85,16 +91,10 @@ class AttributeAdversary:
         self.heads = heads.to(device)
         self.optimizer = torch.optim.Adam(self.heads.parameters(), lr=self.lr)
 
-    def __call__(self, model: Any, batch: dict[str, torch.Tensor], loss: torch.Tensor) -> torch.Tensor:
-        if self.heads is None:
-            self._build(model.latent, model.device_)
-        assert self.heads is not None and self.optimizer is not None
-        if any(p.grad is not None for p in self.heads.parameters()):
-            self.optimizer.step()
-            self.optimizer.zero_grad(set_to_none=True)
-        mu, _ = model.network_.encode(batch["x"])
-        reversed_mu = reverse_gradient(mu, self.lam)
-        users = batch["users"].cpu()
+    def _losses(self, mu: torch.Tensor, users: torch.Tensor, ceiling: bool = False) -> torch.Tensor:
+        """Mean cross-entropy of every head; with `ceiling`, each user's loss is capped at chance level
+        log(n_classes), so the encoder gains nothing from codes that make the heads confidently wrong."""
+        assert self.heads is not None
         total = torch.zeros((), device=mu.device)
         for name, y_all in self.labels.items():
             y = y_all[users].to(mu.device)
@@ -102,8 +102,32 @@ class AttributeAdversary:
             if not bool(known.any()):
                 continue
             for j in range(self.n_heads):
-                logits = self.heads[f"{name}_{j}"](reversed_mu[known])
-                total = total + F.cross_entropy(logits, y[known]) / self.n_heads
+                logits = self.heads[f"{name}_{j}"](mu[known])
+                ce = F.cross_entropy(logits, y[known], reduction="none")
+                if ceiling:
+                    ce = torch.clamp(ce, max=math.log(logits.shape[1]))
+                total = total + ce.mean() / self.n_heads
+        return total
+
+    def __call__(self, model: Any, batch: dict[str, torch.Tensor], loss: torch.Tensor) -> torch.Tensor:
+        if self.heads is None:
+            self._build(model.latent, model.device_)
+        assert self.heads is not None and self.optimizer is not None
+        net = model.network_
+        users = batch["users"].cpu()
+        net.drop.eval()  # the adversaries see the code of the whole history, as an attacker would
+        try:
+            mu, _ = net.encode(batch["x"])
+        finally:
+            net.drop.train()
+        # the heads first catch up with the current encoder (on a detached code), so that the encoder is
+        # pushed towards codes no head can read rather than towards codes that fool one stale head
+        for _ in range(self.head_steps):
+            self.optimizer.zero_grad(set_to_none=True)
+            self._losses(mu.detach(), users).backward()
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        total = self._losses(reverse_gradient(mu, self.lam), users, ceiling=True)
         self.last_loss = float(total.detach())
         return loss + total
 

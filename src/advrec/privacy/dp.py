@@ -5,8 +5,10 @@ one user). Each step draws users by Poisson sampling (rate q = batch_size / n_us
 gradient to L2 norm `max_grad_norm`, adds Gaussian noise of std `noise_multiplier · max_grad_norm` and
 takes an optimizer step; Opacus's accountant (RDP by default, or PRV / GDP) turns (q, σ, steps) into ε
 at the given δ. Pass a target `epsilon` (the noise is calibrated by `make_private_with_epsilon` for the
-planned `epochs`) or a `noise_multiplier`. Large logical batches are processed in physical chunks of
-`physical_batch_size` users (per-sample gradients of an I×600 layer take I·600 floats per user).
+planned `epochs`) or a `noise_multiplier`. `clipping="ghost"` (default) clips with Opacus's ghost clipping: per-user
+gradient norms come from layer inputs and output gradients and a second backward pass, never materializing
+per-user gradients (an I×600 layer would take I·600 floats per user); `clipping="hooks"` materializes them and
+processes each logical batch in physical chunks of `physical_batch_size` users.
 
 The spent budget is written on the model as learned attributes (`epsilon_`, `delta_`, `noise_multiplier_`,
 `sample_rate_`, `dp_steps_`, `max_grad_norm_`, `accountant_`) and by `privacy_manifest(model)` as a dict for
@@ -40,6 +42,7 @@ from advrec.models.torch_base import seed_of
 log = logging.getLogger(__name__)
 
 ACCOUNTANTS = ("rdp", "prv", "gdp")
+CLIPPING = ("ghost", "hooks")
 PRIVACY_ATTRIBUTES = (
     "epsilon_",
     "delta_",
@@ -61,6 +64,7 @@ class DPConfig:
     noise_multiplier: float | None = None
     max_grad_norm: float = 1.0
     accountant: str = "rdp"
+    clipping: str = "ghost"
     physical_batch_size: int = 64
 
     def check(self) -> None:
@@ -79,6 +83,8 @@ class DPConfig:
             raise ConfigError(f"max_grad_norm must be positive, got {self.max_grad_norm}")
         if self.accountant not in ACCOUNTANTS:
             raise ConfigError(f"accountant must be one of {', '.join(ACCOUNTANTS)}, not {self.accountant!r}")
+        if self.clipping not in CLIPPING:
+            raise ConfigError(f"clipping must be one of {', '.join(CLIPPING)}, not {self.clipping!r}")
         if self.physical_batch_size < 1:
             raise ConfigError(f"physical_batch_size must be ≥ 1, got {self.physical_batch_size}")
 
@@ -140,26 +146,36 @@ class _DPSession:
             wrap_model=False,
             noise_generator=noise_gen,
         )
+        common["grad_sample_mode"] = self.config.clipping
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*[Ss]ecure RNG.*")
             warnings.filterwarnings("ignore", message=".*full_backward_hook.*")
             if self.config.epsilon is not None:
-                hooks, optimizer, dp_loader = self.engine.make_private_with_epsilon(
+                out = self.engine.make_private_with_epsilon(
                     target_epsilon=self.config.epsilon, target_delta=self.delta, epochs=self.epochs, **common
                 )
             else:
-                hooks, optimizer, dp_loader = self.engine.make_private(
-                    noise_multiplier=self.config.noise_multiplier, **common
-                )
+                out = self.engine.make_private(noise_multiplier=self.config.noise_multiplier, **common)
+        # ghost clipping also returns a loss wrapper, which `reduce` builds directly from per-user losses
+        hooks, optimizer, dp_loader = out[0], out[1], out[-1]
         self.hooks, self.optimizer, self.loader = hooks, optimizer, dp_loader
         self.noise_multiplier = float(optimizer.noise_multiplier)
         self.sample_rate = 1.0 / len(dp_loader)
         return optimizer
 
+    def reduce(self, model: MultVAE, per_user: torch.Tensor) -> Any:
+        """The batch loss: under ghost clipping, Opacus's two-pass loss; else the mean."""
+        if self.config.clipping != "ghost":
+            return per_user.mean()
+        from opacus.utils.fast_gradient_clipping_utils import DPTensorFastGradientClipping
+
+        return DPTensorFastGradientClipping(self.hooks, self.optimizer, per_user, "mean")
+
     def batches(self, model: MultVAE, order: np.ndarray, rng: np.random.Generator) -> Iterator[np.ndarray]:
-        """Poisson-sampled logical batches of training users (the epoch's `order` is not used), cut into
-        physical chunks; the optimizer steps (and the accountant counts) once per logical batch."""
-        size = self.config.physical_batch_size
+        """Poisson-sampled logical batches of training users (the epoch's `order` is not used); with
+        clipping="hooks", cut into physical chunks; the optimizer steps (and the accountant counts) once
+        per logical batch."""
+        size = self.config.physical_batch_size if self.config.clipping == "hooks" else np.iinfo(np.int64).max
         for (batch,) in self.loader:
             users = self.active[batch.numpy().astype(np.int64)]
             chunks = [users[s : s + size] for s in range(0, len(users), size)] or [users]
@@ -211,11 +227,15 @@ def fit_private(
         )
     model.optimizer_factory = session.make_optimizer
     model.batch_iterator = session.batches
+    model.loss_reducer = session.reduce
     try:
-        model.fit(X, valid=valid)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*[Ff]ull backward hook.*")
+            model.fit(X, valid=valid)
     finally:
         model.optimizer_factory = None
         model.batch_iterator = None
+        model.loss_reducer = None
         session.close()
     record = {
         "epsilon_": session.epsilon(),
@@ -290,7 +310,7 @@ def private_generator(
     vae: MultVAE | None = None,
     size_share: float = 0.05,
     max_grad_norm: float = 1.0,
-    physical_batch_size: int = 64,
+    clipping: str = "ghost",
     random_state: Any = 0,
 ) -> tuple[ProfileGenerator, GeneratorBudget]:
     """A `ProfileGenerator` (standard-normal prior) whose release is (ε, δ)-DP at the user level; ε = inf
@@ -308,7 +328,7 @@ def private_generator(
     eps_sgd = epsilon - eps_sizes
     fit_private(
         vae, m, DPConfig(epsilon=eps_sgd, delta=delta, max_grad_norm=max_grad_norm,
-                         physical_batch_size=physical_batch_size)
+                         clipping=clipping)
     )  # fmt: skip
     gen = ProfileGenerator(vae, prior="standard")
     gen.fit(m)  # the model is fitted: only records sizes, replaced below by a DP sample

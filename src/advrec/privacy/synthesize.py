@@ -59,18 +59,8 @@ class SyntheticRelease:
         return out
 
 
-def synthesize(
-    X: Interactions,
-    generator: str = "vae",
-    epsilon: float = math.inf,
-    n_users: int | None = None,
-    delta: float | None = None,
-    params: dict[str, Any] | None = None,
-    random_state: Any = 0,
-) -> SyntheticRelease:
-    """Trains a generator on every user of `X` and samples `n_users` synthetic users (default: as many as `X`)."""
-    from advrec.privacy.dp import private_generator
-
+def check_generator(generator: str) -> None:
+    """Raises `ConfigError` for a generator the release does not offer."""
     if generator == "gan":
         raise ConfigError(
             "--generator gan is not available yet: both networks of a GAN touch real data, so DP needs the "
@@ -78,15 +68,47 @@ def synthesize(
         )
     if generator not in GENERATORS:
         raise ConfigError(f"generator must be one of {', '.join(GENERATORS)}, not {generator!r}")
+
+
+def holdout_mask(n_users: int, share: float, seed: int) -> np.ndarray:
+    """Users kept out of the generator's training (True), chosen at random from `seed`; share 0 keeps none."""
+    mask = np.zeros(n_users, dtype=bool)
+    if share > 0:
+        mask[np.random.default_rng(seed).permutation(n_users)[: round(share * n_users)]] = True
+    return mask
+
+
+def synthesize(
+    X: Interactions,
+    generator: str = "vae",
+    epsilon: float = math.inf,
+    n_users: int | None = None,
+    delta: float | None = None,
+    params: dict[str, Any] | None = None,
+    holdout: float = 0.0,
+    source: dict[str, Any] | None = None,
+    random_state: Any = 0,
+) -> SyntheticRelease:
+    """Trains a generator on the users of `X` and samples `n_users` synthetic users (default: as many as `X`).
+
+    `holdout`: a share of real users left out of training, for the DCR audit (`advrec audit` re-derives them from
+    the seed in the manifest; no id is written). `source`: how `X` was loaded (name, min_rating, core), recorded."""
+    from advrec.privacy.dp import private_generator
+
+    check_generator(generator)
     if not epsilon > 0:
         raise ConfigError(f"epsilon must be positive (inf for no DP), got {epsilon}")
+    if not 0 <= holdout < 1:
+        raise ConfigError(f"holdout must lie in [0, 1), got {holdout}")
     n_users = int(n_users if n_users is not None else X.n_users)
     if n_users < 1:
         raise ConfigError(f"n_users must be ≥ 1, got {n_users}")
     seed = seed_of(random_state)
     vae_params = {**VAE_DEFAULTS, **(params or {}), "random_state": seed}
+    held = holdout_mask(X.n_users, holdout, seed)
+    train = X.matrix[~held] if held.any() else X.matrix
     t0 = time.perf_counter()
-    gen, budget = private_generator(X, epsilon, delta=delta, vae=MultVAE(**vae_params), random_state=seed)
+    gen, budget = private_generator(train, epsilon, delta=delta, vae=MultVAE(**vae_params), random_state=seed)
     fit_s = time.perf_counter() - t0
     rows = gen.sample(n_users, random_state=seed + 1)
     width = max(6, len(str(n_users - 1)))
@@ -97,7 +119,14 @@ def synthesize(
     vae = gen.model
     manifest = {
         "kind": "synthetic interactions",
-        "source_dataset": {"name": X.name, "users": X.n_users, "items": X.n_items, "interactions": X.nnz},
+        "source_dataset": {
+            "name": X.name,
+            **(source or {}),
+            "users": X.n_users,
+            "items": X.n_items,
+            "interactions": X.nnz,
+        },
+        "holdout": {"share": holdout, "seed": seed, "users": int(held.sum())},
         "generator": {"name": generator, "class": type(vae).__name__, "params": vae.get_params(), "prior": gen.prior,
                       "temperature": gen.temperature},
         "privacy": {

@@ -1,0 +1,114 @@
+"""Membership inference (shadow models, DCR) and attribute inference on data with known answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from advrec.errors import ConfigError, DataError
+from advrec.models import EASE, MultVAE, Pop
+from advrec.privacy.adversarial import fit_adversarial, reverse_gradient
+from advrec.privacy.attribute import (
+    attribute_inference,
+    audit_attributes,
+    plot_attribute_reports,
+    user_attribute,
+    user_representation,
+)
+from advrec.privacy.dcr import closest_distance, dcr_audit
+from advrec.privacy.membership import (
+    MembershipAttack,
+    centroid_gap,
+    membership_audit,
+    partition_users,
+    popular_lists,
+    sample_rows,
+)
+
+
+def test_centroid_gap_and_helpers_known_answers():
+    h = sp.csr_matrix(np.array([[1, 1, 0, 0], [0, 0, 1, 0]], dtype=np.float32))
+    vectors = np.array([[1.0, 0.0], [3.0, 0.0], [0.0, 2.0], [0.0, 4.0]], dtype=np.float32)
+    recs = np.array([[2, 3], [3, -1]])
+    gap = centroid_gap(h, recs, vectors)
+    np.testing.assert_allclose(gap, [[2.0, -3.0], [0.0, -2.0]])
+    assert popular_lists(np.array([5.0, 4.0, 3.0, 2.0]), h, 2).tolist() == [[2, 3], [0, 1]]
+    q = sample_rows(sp.csr_matrix(np.ones((3, 10), np.float32)), 0.5, np.random.default_rng(0))
+    assert np.diff(q.indptr).tolist() == [5, 5, 5]
+
+
+def test_mia_is_strong_on_an_overfit_model_and_weak_on_popularity(random_matrix):
+    X = random_matrix(400, 300)
+    parts = partition_users(X, random_state=0)
+    attack = MembershipAttack(k=10, item_dim=16, random_state=0)
+    overfit = membership_audit(lambda: EASE(l2=0.5), X, attack=attack, partition=parts)
+    assert overfit.auc >= 0.9
+    blind = membership_audit(Pop, X, attack=MembershipAttack(k=10, item_dim=16, random_state=0), partition=parts)
+    assert 0.35 <= blind.auc <= 0.65  # Pop's lists do not depend on who trained it (beyond counts)
+    assert overfit.as_dict()["members"] == 100
+
+
+def test_mia_popular_protocol_and_plot(tiny_gendered, tmp_path):
+    attack = MembershipAttack(k=10, query="popular", item_dim=8)
+    report = membership_audit(lambda: EASE(l2=10.0), tiny_gendered, attack=attack)
+    assert report.auc > 0.8
+    png = report.plot(tmp_path / "mia.png")
+    assert png.stat().st_size > 1000
+    with pytest.raises(ConfigError):
+        MembershipAttack(query="nope")
+
+
+def test_dcr_copies_versus_fresh_samples(random_matrix):
+    train, holdout = random_matrix(100, 80, seed=1), random_matrix(100, 80, seed=2)
+    assert closest_distance(train[:5], train).tolist() == [0.0] * 5
+    copies = dcr_audit(train[:50], train, holdout)
+    assert copies.attack_auc > 0.7 and copies.share_closer_to_train >= 0.95
+    assert copies.as_dict()["exact_copies"] == 50
+    fresh = dcr_audit(random_matrix(50, 80, seed=3), train, holdout)
+    assert 0.3 < fresh.share_closer_to_train < 0.7 and 0.35 < fresh.attack_auc < 0.65
+    with pytest.raises(DataError):
+        closest_distance(train, random_matrix(5, 10))
+
+
+def test_attribute_inference_finds_a_planted_signal_and_not_noise():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 400)
+    noise = rng.standard_normal((400, 8))
+    planted = noise.copy()
+    planted[:, 0] += 2.0 * y
+    strong = attribute_inference(planted, y, random_state=0)
+    assert strong.balanced_accuracy > 0.78 and strong.auc > 0.86  # Bayes optimum: Φ(1) = 0.84, AUC Φ(√2) = 0.92
+    none = attribute_inference(noise, y, random_state=0)
+    assert 0.4 < none.balanced_accuracy < 0.6 and none.chance == 0.5
+    labels = np.r_[y[:-10], np.full(10, -1)]
+    assert attribute_inference(planted, labels, classifier="mlp").n_users == 390
+
+
+def test_attribute_audit_on_gendered_tastes(tiny_gendered, tmp_path):
+    g, classes = user_attribute(tiny_gendered, "gender")
+    assert classes == ("M", "F") and set(np.unique(g)) == {0, 1}
+    age, age_classes = user_attribute(tiny_gendered, "age")
+    assert set(np.unique(age)) <= set(range(len(age_classes)))
+    model = MultVAE(hidden=32, latent=8, epochs=10, batch_size=50, random_state=0).fit(tiny_gendered)
+    reports = audit_attributes(model, tiny_gendered, attributes=("gender",), k=10, folds=3)
+    by_source = {r.source: r for r in reports}
+    assert by_source["representation"].balanced_accuracy > 0.8
+    assert by_source["top-10 list"].balanced_accuracy > 0.7
+    assert plot_attribute_reports(reports, tmp_path / "attr.png").exists()
+    with pytest.raises(ConfigError, match="no user representation"):
+        user_representation(EASE().fit(tiny_gendered), tiny_gendered, np.arange(3))
+
+
+def test_gradient_reversal_and_adversarial_training(tiny_gendered):
+    x = torch.ones(3, requires_grad=True)
+    reverse_gradient(x, 2.5).sum().backward()
+    assert x.grad.tolist() == [-2.5, -2.5, -2.5]
+    g, _ = user_attribute(tiny_gendered, "gender")
+    model = MultVAE(hidden=32, latent=8, epochs=3, batch_size=50, random_state=0)
+    fit_adversarial(model, tiny_gendered, {"gender": g}, lam=1.0, n_heads=2)
+    assert model.adversary_lambda_ == 1.0 and model.adversary_attributes_ == ["gender"]
+    assert not getattr(model, "batch_hooks", [])
+    with pytest.raises(ConfigError, match="entries"):
+        fit_adversarial(MultVAE(epochs=1), tiny_gendered, {"gender": g[:10]})

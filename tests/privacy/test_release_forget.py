@@ -1,0 +1,85 @@
+"""Synthetic release (no real ids) and forgetting a user (exact for EASE; MIA score falls to non-member level)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from advrec.data.splits import ratio_split
+from advrec.errors import ConfigError, UnknownIdError
+from advrec.models import EASE, Pop
+from advrec.privacy.forget import drop_user, forget_user
+from advrec.privacy.membership import MembershipAttack, partition_users
+from advrec.privacy.synthesize import synthesize
+from advrec.runs import load_run, save_run
+
+SMALL_VAE = {"hidden": 16, "latent": 4, "epochs": 2, "batch_size": 50}
+
+
+@pytest.mark.parametrize("epsilon", [math.inf, 5.0])
+def test_synthetic_release_has_no_real_user_ids(tiny_gendered, tmp_path, epsilon):
+    release = synthesize(tiny_gendered, epsilon=epsilon, n_users=80, params=SMALL_VAE, random_state=0)
+    out = release.save(tmp_path / "release")
+    frame = pd.read_parquet(out / "interactions.parquet")
+    real_ids = set(tiny_gendered.users.ids.astype(str))
+    assert frame["user"].nunique() <= 80 and not set(frame["user"].astype(str)) & real_ids
+    assert set(frame["item"]) <= set(tiny_gendered.items.ids)
+    items = pd.read_parquet(out / "items.parquet")
+    assert len(items) == tiny_gendered.n_items and "title" in items
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["users"] == 80 and manifest["generator"]["params"]["hidden"] == 16
+    if math.isinf(epsilon):
+        assert manifest["privacy"]["epsilon"] is None or math.isinf(manifest["privacy"]["epsilon"])
+    else:
+        assert 0 < manifest["privacy"]["epsilon"] <= 5.05 and 0 < manifest["privacy"]["delta"] < 1 / 200
+    with pytest.raises(ConfigError, match="gan"):
+        synthesize(tiny_gendered, generator="gan")
+
+
+def test_forget_is_exact_for_ease(tiny_gendered, tmp_path):
+    split = ratio_split(tiny_gendered, random_state=0)
+    model = EASE(l2=5.0).fit(split.train)
+    path = save_run(tmp_path / "run", model, tiny_gendered, split, dataset={"name": "tiny"})
+    result = forget_user(path, "user-7")
+    assert result.method == "exact recomputation" and result.interactions_removed == tiny_gendered.matrix[7].nnz
+    run = load_run(path)
+    assert "user-7" not in run.users and len(run.users) == tiny_gendered.n_users - 1
+    without = tiny_gendered.subset(users=np.arange(tiny_gendered.n_users) != 7)
+    expected = EASE(l2=5.0).fit(ratio_split(tiny_gendered, random_state=0).train.subset(users=np.arange(200) != 7))
+    np.testing.assert_array_equal(run.model.weights_, expected.weights_)
+    assert run.split.train.nnz + run.split.test.nnz + run.split.valid.nnz == without.nnz
+    manifest = json.loads((path / "manifest.json").read_text())
+    assert manifest["forgotten"][0]["interactions_removed"] == result.interactions_removed
+    assert "user-7" not in (path / "manifest.json").read_text()
+    with pytest.raises(UnknownIdError, match="user-7"):
+        forget_user(path, "user-7")
+
+
+def test_forget_pop_by_recomputation(tiny_gendered, tmp_path):
+    split = ratio_split(tiny_gendered, random_state=0)
+    path = save_run(tmp_path / "pop", Pop().fit(split.train), tiny_gendered, split, dataset={"name": "tiny"})
+    forget_user(path, "user-0")
+    run = load_run(path)
+    np.testing.assert_array_equal(run.model.item_counts_, Pop().fit(drop_user(split, 0).train).item_counts_)
+
+
+def test_membership_score_of_a_forgotten_user_falls_to_non_member_level(random_matrix):
+    X = random_matrix(400, 300)
+    parts = partition_users(X, random_state=0)
+    attack = MembershipAttack(k=10, item_dim=16, random_state=0)
+    attack.fit(EASE(l2=0.5).fit(parts.shadow_in), parts.shadow_in, parts.shadow_out)
+    target = EASE(l2=0.5).fit(parts.target_in)
+    members = attack.score(target, parts.target_in)
+    non_members = attack.score(target, parts.target_out)
+    forgotten = np.argsort(-members)[:10]  # the ten users the attack is surest about
+    keep = np.ones(parts.target_in.shape[0], dtype=bool)
+    keep[forgotten] = False
+    after = EASE(l2=0.5).fit(parts.target_in[keep])  # what forget computes: EASE without those users
+    scores_after = attack.score(after, parts.target_in[forgotten])
+    assert members[forgotten].min() > 0.9
+    assert scores_after.mean() <= np.quantile(non_members, 0.9)
+    assert abs(scores_after.mean() - non_members.mean()) < 0.2
