@@ -323,3 +323,25 @@ def test_batch_recommendations_equal_the_single_user_answers(client: TestClient,
     assert bad.status_code == 404 and "ghost" in bad.json()["detail"]
     assert client.post("/v1/users/recommendations", json={"user_ids": []}).status_code == 422
     assert client.post("/v1/users/recommendations", json={"user_ids": ["1"] * 1001}).status_code == 422
+
+
+def test_events_in_postgres_change_the_next_recommendation(ease_run: Path) -> None:
+    """The same fold-in through a PostgreSQL store (runs when $ADVREC_TEST_POSTGRES_URL is set)."""
+    import uuid
+
+    from serving_helpers import postgres_url
+
+    url = postgres_url()
+    if url is None:
+        pytest.skip("set $ADVREC_TEST_POSTGRES_URL to a PostgreSQL URL to run the PostgreSQL store tests")
+    user = f"pg-{uuid.uuid4().hex[:10]}"
+    with TestClient(create_app(ease_run, store_url=url, api_keys=[API_KEY])) as c:
+        assert c.get(f"/v1/users/{user}/recommendations").status_code == 404
+        r = c.post(
+            "/v1/interactions", json={"events": [{"user_id": user, "item_id": i} for i in (50, 172)]}, headers=AUTH
+        )
+        assert r.status_code == 200, r.text
+        got = c.get(f"/v1/users/{user}/recommendations", params={"k": 5})
+        adhoc = c.post("/v1/recommendations", json={"history": [{"item_id": 50}, {"item_id": 172}], "k": 5})
+        assert top_ids(got) == top_ids(adhoc)
+        assert "PostgresEventStore" in c.get("/readyz").json()["store"]
