@@ -36,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -157,15 +158,24 @@ class RawHTTP:
         host_port = base.split("://", 1)[1]
         self.host, port = host_port.rsplit(":", 1)
         self.port = int(port)
-        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter, float]] = []
         self.opened: list[asyncio.StreamWriter] = []
 
+    async def _connection(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """The most recently used idle connection, unless the server may have closed it (uvicorn's keep-alive
+        timeout is 5 s: connections idle for 3 s are dropped here, as HTTP clients do)."""
+        now = time.perf_counter()
+        while self.idle:
+            reader, writer, last = self.idle.pop()
+            if now - last < 3.0:
+                return reader, writer
+            writer.close()
+        reader, writer = await asyncio.open_connection(self.host, self.port)
+        self.opened.append(writer)
+        return reader, writer
+
     async def get(self, path: str) -> int:
-        if self.idle:
-            reader, writer = self.idle.pop()
-        else:
-            reader, writer = await asyncio.open_connection(self.host, self.port)
-            self.opened.append(writer)
+        reader, writer = await self._connection()
         try:
             writer.write(f"GET {path} HTTP/1.1\r\nHost: {self.host}\r\n\r\n".encode())
             head = await reader.readuntil(b"\r\n\r\n")
@@ -180,7 +190,7 @@ class RawHTTP:
         except (OSError, asyncio.IncompleteReadError, ValueError):
             writer.close()
             return -1
-        self.idle.append((reader, writer))
+        self.idle.append((reader, writer, time.perf_counter()))
         return status
 
     async def aclose(self) -> None:
@@ -238,6 +248,7 @@ async def open_loop(base: str, paths: list[str], rate: float, warmup_s: float, c
         "p99_ms": round(float(np.percentile(lat_ms, 99)), 2),
         "max_ms": round(float(lat_ms.max()), 2),
         "errors": int((~ok).sum()),
+        "errors_by_status": dict(Counter(str(int(x)) for x in status[measured][~ok])),  # -1: transport failure
     }
 
 
