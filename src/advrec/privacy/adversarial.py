@@ -59,8 +59,8 @@ class AttributeAdversary:
         lam: float = 1.0,
         n_heads: int = 3,
         widths: tuple[int, ...] = (32, 64, 128, 256),
-        lr: float = 1e-3,
-        head_steps: int = 2,
+        lr: float = 1e-2,
+        head_steps: int = 10,
         random_state: Any = 0,
     ) -> None:
         if not labels:

@@ -326,10 +326,7 @@ def private_generator(
     delta = delta if delta is not None else default_delta(n_active)
     eps_sizes = size_share * epsilon
     eps_sgd = epsilon - eps_sizes
-    fit_private(
-        vae, m, DPConfig(epsilon=eps_sgd, delta=delta, max_grad_norm=max_grad_norm,
-                         clipping=clipping)
-    )  # fmt: skip
+    fit_private(vae, m, DPConfig(epsilon=eps_sgd, delta=delta, max_grad_norm=max_grad_norm, clipping=clipping))
     gen = ProfileGenerator(vae, prior="standard")
     gen.fit(m)  # the model is fitted: only records sizes, replaced below by a DP sample
     sizes = np.diff(m.indptr)

@@ -80,8 +80,10 @@ def forget_user(run_dir: str | Path, raw_user: Any) -> ForgetResult:
     split = drop_user(run.split, u)
     model, method = refit(run.model, split)
     manifest = run.manifest
-    history = [*manifest.get("forgotten", []), {"at": datetime.now(UTC).isoformat(timespec="seconds"),
-                                               "method": method, "interactions_removed": removed}]  # fmt: skip
+    history = [
+        *manifest.get("forgotten", []),
+        {"at": datetime.now(UTC).isoformat(timespec="seconds"), "method": method, "interactions_removed": removed},
+    ]
     data = split.train
     if run.titles is not None and (data.item_features is None or "title" not in data.item_features):
         import pandas as pd

@@ -282,9 +282,10 @@ class UserPartition:
 
 
 def partition_users(
-    X: Interactions | sp.spmatrix, shares: tuple[float, float, float, float] = (0.25, 0.25, 0.25, 0.25),
+    X: Interactions | sp.spmatrix,
+    shares: tuple[float, float, float, float] = (0.25, 0.25, 0.25, 0.25),
     random_state: Any = 0,
-) -> UserPartition:  # fmt: skip
+) -> UserPartition:
     """Users with interactions split at random into target-in, target-out, shadow-in, shadow-out."""
     m = binary(X)
     if len(shares) != 4 or min(shares) <= 0 or sum(shares) > 1 + 1e-9:

@@ -114,8 +114,9 @@ def synthesize(
     width = max(6, len(str(n_users - 1)))
     users = IdMap(np.array([f"s{i:0{width}d}" for i in range(n_users)]), "user")
     item_features = X.item_features
-    data = Interactions(sp.csr_matrix(rows, dtype=np.float32), users, X.items, item_features=item_features,
-                        name=f"{X.name}-synthetic")  # fmt: skip
+    data = Interactions(
+        sp.csr_matrix(rows, dtype=np.float32), users, X.items, item_features=item_features, name=f"{X.name}-synthetic"
+    )
     vae = gen.model
     manifest = {
         "kind": "synthetic interactions",
@@ -127,8 +128,13 @@ def synthesize(
             "interactions": X.nnz,
         },
         "holdout": {"share": holdout, "seed": seed, "users": int(held.sum())},
-        "generator": {"name": generator, "class": type(vae).__name__, "params": vae.get_params(), "prior": gen.prior,
-                      "temperature": gen.temperature},
+        "generator": {
+            "name": generator,
+            "class": type(vae).__name__,
+            "params": vae.get_params(),
+            "prior": gen.prior,
+            "temperature": gen.temperature,
+        },
         "privacy": {
             "epsilon": budget.epsilon,
             "delta": budget.delta,
@@ -146,5 +152,5 @@ def synthesize(
         "interactions": int(rows.nnz),
         "seed": seed,
         "wall_seconds": {"fit": fit_s, "total": time.perf_counter() - t0},
-    }  # fmt: skip
+    }
     return SyntheticRelease(data, manifest)

@@ -1,0 +1,335 @@
+"""Privacy and its price on ml-1m: DP-MultVAE, DP synthetic data (TSTR, DCR), membership and attribute inference,
+adversarial attribute removal.
+
+Data: ml-1m, ratings ≥ 3 as implicit feedback, 10-core (6,033 users × 3,123 items). Sections:
+
+- `dp`: user-level DP-SGD MultVAE (Opacus, ghost clipping, RDP accountant, δ = 1/n^1.1) at ε ∈ {1, 3, 8}
+  and the non-private MultVAE (ε = ∞), strong generalization: `holdout_users` with 600 validation and
+  600 test users (fold-in 80% → held-out 20%), full ranking, NDCG@10 on test users; best epoch on the
+  validation users (disjoint from the training users, so the selection costs the training users no budget).
+- `tstr`: each of those MultVAEs is the generator of a synthetic release (standard-normal prior; profile sizes
+  from a Laplace histogram with 5% of ε on top, so the release's ε is the model's plus that share): as many
+  synthetic users as real training users; EASE and MultVAE trained on the synthetic data and evaluated on the
+  real test users, as a ratio of the same model trained on the real training users (TSTR). DCR of each
+  release against 600 training users and the 600 test users (full rows).
+- `mia`: Zhang et al.'s shadow-model attack; users split into four random quarters (target in / out, shadow
+  in / out); targets EASE, MultVAE and DP-MultVAE; queries "popular" (the paper's serving rule: unknown users
+  get the most popular items) and "fold_in" (everyone is served from half of their items); AUC on the
+  target's members vs non-members.
+- `adv`: MultVAE with gradient-reversal adversaries on gender and age group (3 heads each) over a λ grid;
+  attribute inference (logistic regression, 5-fold stratified CV) on the latent means of all users, from
+  their training or fold-in rows, against NDCG@10 on the test users.
+
+Every figure is written with its wall time. Results: benchmarks/results/privacy.json, privacy.md, privacy.png.
+Usage: python benchmarks/privacy.py [--only dp tstr mia adv] [--epsilons 1 3 8] [--lambdas 1 10 30]
+       [--dp-epochs 15] [--epochs 40] [--seed 2020]
+Sections run in separate processes can be merged: each writes its own part file, `--merge` builds the report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+import warnings
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from advrec.data import load_movielens
+from advrec.data.splits import holdout_users
+from advrec.evaluation import evaluate
+from advrec.generative import ProfileGenerator
+from advrec.models import EASE, MultVAE
+from advrec.privacy.attribute import attribute_inference, user_attribute, user_representation
+from advrec.privacy.dcr import dcr_audit
+from advrec.privacy.dp import DPConfig, fit_private, privacy_manifest, private_size_sample, rdp_epsilon
+from advrec.privacy.membership import MembershipAttack, partition_users
+
+RESULTS = Path(__file__).resolve().parent / "results"
+SIZE_SHARE = 0.05
+
+warnings.filterwarnings("ignore", message=".*[Ss]ecure RNG.*")
+warnings.filterwarnings("ignore", message=".*[Ff]ull backward hook.*")
+warnings.filterwarnings("ignore", category=UserWarning, module="sklearn.*")
+
+
+def load() -> Any:
+    return load_movielens("ml-1m", min_rating=3, core=10)
+
+
+def load_avg() -> float:
+    try:
+        return float(Path("/proc/loadavg").read_text().split()[0])
+    except OSError:
+        return float("nan")
+
+
+def stamp(row: dict[str, Any], t0: float) -> dict[str, Any]:
+    row["wall_s"] = round(time.perf_counter() - t0, 1)
+    row["load_avg_1min"] = load_avg()
+    print(json.dumps(row, default=float), flush=True)
+    return row
+
+
+def vae(seed: int, epochs: int, **kw: Any) -> MultVAE:
+    return MultVAE(epochs=epochs, patience=5, random_state=seed, **kw)
+
+
+def dp_vae(seed: int, epochs: int, batch_size: int = 1000) -> MultVAE:
+    # larger batches: the noise is divided by the expected batch size (q = 1000 / 4,833)
+    return MultVAE(epochs=epochs, batch_size=batch_size, patience=epochs, random_state=seed)
+
+
+def section_dp_tstr(args: argparse.Namespace) -> dict[str, Any]:
+    X = load()
+    split = holdout_users(X, n_valid=600, n_test=600, random_state=args.seed)
+    train = split.train.matrix
+    n_train = int((np.diff(train.indptr) > 0).sum())
+    test_full = (split.fold_in.matrix + split.test.matrix).tocsr()[np.flatnonzero(np.diff(split.test.matrix.indptr))]
+    rng = np.random.default_rng(args.seed)
+    train_sample = train[np.sort(rng.choice(np.flatnonzero(np.diff(train.indptr)), 600, replace=False))]
+    t0 = time.perf_counter()
+    ease_real = evaluate(EASE().fit(split.train), split, ks=(10,)).summary["ndcg@10"]
+    base = {"ease_real_ndcg@10": ease_real}
+    dp_rows, tstr_rows = [], []
+    for eps in [math.inf, *args.epsilons]:
+        t0 = time.perf_counter()
+        if math.isinf(eps):
+            model = vae(args.seed, args.epochs).fit(split.train, valid=split)
+        else:
+            config = DPConfig(epsilon=(1 - SIZE_SHARE) * eps, max_grad_norm=args.clip)
+            model = fit_private(dp_vae(args.seed, args.dp_epochs), split.train, config, valid=split)
+        ndcg = evaluate(model, split, ks=(10,)).summary["ndcg@10"]
+        record = privacy_manifest(model)
+        row = {"epsilon_target": eps, "ndcg@10": ndcg, "epochs_run": model.epochs_run_,
+               "best_epoch": getattr(model, "best_epoch_", None), **{k: record.get(k) for k in
+               ("epsilon", "delta", "noise_multiplier", "sample_rate", "dp_steps", "max_grad_norm")}}  # fmt: skip
+        if record.get("private"):
+            row["epsilon_opacus_recomputed"] = rdp_epsilon(
+                record["noise_multiplier"], record["sample_rate"], record["dp_steps"], record["delta"]
+            )
+        dp_rows.append(stamp(row, t0))
+        # the same model as the generator of a release
+        t0 = time.perf_counter()
+        gen = ProfileGenerator(model, prior="standard").fit(train)
+        sizes = np.diff(train.indptr)
+        if not math.isinf(eps):
+            gen.sizes_ = private_size_sample(sizes[sizes > 0], X.n_items, SIZE_SHARE * eps, random_state=args.seed)
+        synth = gen.sample(n_train, random_state=args.seed + 1)
+        synth_ease = evaluate(EASE().fit(synth), split, ks=(10,)).summary["ndcg@10"]
+        synth_vae_model = vae(args.seed, args.tstr_epochs).fit(synth, valid=split)
+        synth_vae = evaluate(synth_vae_model, split, ks=(10,)).summary["ndcg@10"]
+        dcr = dcr_audit(synth[:2000], train_sample, test_full).as_dict()
+        release_eps = (
+            math.inf if math.isinf(eps) else float(record["epsilon"]) + SIZE_SHARE * eps  # basic composition
+        )
+        tstr = {"epsilon_target": eps, "release_epsilon": release_eps, "ease_synth_ndcg@10": synth_ease,
+                "ease_tstr_ratio": synth_ease / ease_real, "multvae_synth_ndcg@10": synth_vae,
+                "multvae_tstr_ratio": synth_vae / dp_rows[0]["ndcg@10"], "synthetic_users": n_train,
+                "synthetic_interactions": int(synth.nnz), **dcr}  # fmt: skip
+        tstr_rows.append(stamp(tstr, t0))
+    return {"dp": dp_rows, "tstr": tstr_rows, "tstr_baseline": base}
+
+
+def section_mia(args: argparse.Namespace) -> dict[str, Any]:
+    X = load()
+    parts = partition_users(X, random_state=args.seed)
+    rows = []
+
+    def targets() -> list[tuple[str, Any]]:
+        out: list[tuple[str, Any]] = [("EASE", lambda m: EASE().fit(m)),
+                                      ("MultVAE", lambda m: vae(args.seed, args.mia_epochs).fit(m))]  # fmt: skip
+        for eps in args.mia_epsilons:
+            out.append((f"DP-MultVAE ε={eps:g}", lambda m, e=eps: fit_private(
+                dp_vae(args.seed, args.dp_epochs, 300), m, DPConfig(epsilon=e, max_grad_norm=args.clip))))  # fmt: skip
+        return out
+
+    for name, fit in targets():
+        t0 = time.perf_counter()
+        target, shadow = fit(parts.target_in), fit(parts.shadow_in)
+        fit_s = time.perf_counter() - t0
+        for query in ("popular", "fold_in"):
+            t1 = time.perf_counter()
+            attack = MembershipAttack(query=query, random_state=args.seed)
+            attack.fit(shadow, parts.shadow_in, parts.shadow_out)
+            rep = attack.audit(target, parts.target_in, parts.target_out)
+            if name == "MultVAE" and query == "popular":
+                rep.plot(RESULTS / "privacy.mia.png", title="MIA on MultVAE, ml-1m (popular serving rule)")
+            row = {"target": name, "query": query, "auc": rep.auc, "accuracy": rep.accuracy,
+                   "shadow_train_auc": rep.shadow_auc, "fit_s": round(fit_s, 1),
+                   "epsilon": privacy_manifest(target).get("epsilon")}  # fmt: skip
+            rows.append(stamp(row, t1))
+    return {"mia": rows, "mia_protocol": {"users_per_quarter": int(parts.target_in.shape[0]), "k": 100}}
+
+
+def section_adv(args: argparse.Namespace) -> dict[str, Any]:
+    from advrec.privacy.adversarial import fit_adversarial
+
+    X = load()
+    split = holdout_users(X, n_valid=600, n_test=600, random_state=args.seed)
+    history = split.history()
+    users = np.flatnonzero(np.diff(history.indptr) > 0)
+    gender, _ = user_attribute(X, "gender")
+    age, _ = user_attribute(X, "age")
+    train_rows = np.diff(split.train.matrix.indptr) > 0
+    labels = {"gender": np.where(train_rows, gender, -1), "age": np.where(train_rows, age, -1)}
+    rows = []
+    for lam in [0.0, *args.lambdas]:
+        t0 = time.perf_counter()
+        model = vae(args.seed, args.epochs)
+        if lam == 0:
+            model.fit(split.train, valid=split)
+        else:
+            fit_adversarial(model, split.train, labels, lam=lam, n_heads=3, valid=split)
+        ndcg = evaluate(model, split, ks=(10,)).summary["ndcg@10"]
+        codes = user_representation(model, history, users)
+        row: dict[str, Any] = {"lambda": lam, "ndcg@10": ndcg, "epochs_run": model.epochs_run_}
+        for name, y in (("gender", gender), ("age", age)):
+            rep = attribute_inference(codes, y[users], name, "latent mean", random_state=args.seed)
+            row[f"{name}_bacc"] = rep.balanced_accuracy
+            row[f"{name}_auc"] = rep.auc
+            if name == "gender":
+                mlp = attribute_inference(codes, y[users], name, "latent mean", classifier="mlp",
+                                          random_state=args.seed)  # fmt: skip
+                row["gender_bacc_mlp"] = mlp.balanced_accuracy
+        rows.append(stamp(row, t0))
+    base = rows[0]["ndcg@10"]
+    for r in rows:
+        r["ndcg_cost"] = 1 - r["ndcg@10"] / base
+    return {"adversarial": rows}
+
+
+SECTIONS = {"dp": section_dp_tstr, "mia": section_mia, "adv": section_adv}
+
+
+def fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return "∞" if math.isinf(v) else f"{v:.4f}" if abs(v) < 100 else f"{v:.1f}"
+    return "" if v is None else str(v)
+
+
+def table(rows: list[dict[str, Any]], cols: list[str]) -> str:
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(fmt(r.get(c)) for c in cols) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    if result.get("dp"):
+        eps = [r["epsilon_target"] for r in result["dp"]]
+        xs = [20 if math.isinf(e) else e for e in eps]
+        axes[0].plot(xs, [r["ndcg@10"] for r in result["dp"]], "o-", label="DP-MultVAE")
+        if result.get("tstr"):
+            axes[0].plot(xs, [r["ease_synth_ndcg@10"] for r in result["tstr"]], "s--", label="EASE on synthetic")
+            axes[0].plot(xs, [r["multvae_synth_ndcg@10"] for r in result["tstr"]], "^--", label="MultVAE on synthetic")
+        axes[0].set_xscale("log")
+        axes[0].set_xticks(xs, [("∞" if math.isinf(e) else f"{e:g}") for e in eps])
+        axes[0].set_xlabel("ε")
+        axes[0].set_ylabel("NDCG@10 (real test users)")
+        axes[0].legend()
+        axes[0].set_title("Privacy–utility, ml-1m")
+    if result.get("mia"):
+        names = sorted({r["target"] for r in result["mia"]}, key=[r["target"] for r in result["mia"]].index)
+        for j, query in enumerate(("popular", "fold_in")):
+            vals = [next((r["auc"] for r in result["mia"] if r["target"] == n and r["query"] == query), np.nan)
+                    for n in names]  # fmt: skip
+            axes[1].bar(np.arange(len(names)) + 0.4 * j, vals, width=0.4, label=query)
+        axes[1].set_xticks(np.arange(len(names)) + 0.2, names, rotation=20, fontsize=8)
+        axes[1].axhline(0.5, color="k", ls=":")
+        axes[1].set_ylabel("MIA AUC")
+        axes[1].legend()
+        axes[1].set_title("Membership inference")
+    if result.get("adversarial"):
+        rows = result["adversarial"]
+        axes[2].plot([r["ndcg@10"] for r in rows], [r["gender_bacc"] for r in rows], "o-", label="gender")
+        for r in rows:
+            axes[2].annotate(f"λ={r['lambda']:g}", (r["ndcg@10"], r["gender_bacc"]), fontsize=8)
+        axes[2].axhline(0.5, color="k", ls=":")
+        axes[2].set_xlabel("NDCG@10")
+        axes[2].set_ylabel("gender balanced accuracy (attacker on μ)")
+        axes[2].set_title("Adversarial attribute removal")
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def report(result: dict[str, Any]) -> str:
+    out = ["# Privacy on ml-1m", "", __doc__.split("Every figure")[0].strip(), ""]
+    if result.get("dp"):
+        out += ["## DP-MultVAE (user-level DP-SGD)", "",
+                table(result["dp"], ["epsilon_target", "epsilon", "epsilon_opacus_recomputed", "delta",
+                                     "noise_multiplier", "dp_steps", "ndcg@10", "best_epoch", "wall_s",
+                                     "load_avg_1min"]), ""]  # fmt: skip
+    if result.get("tstr"):
+        out += ["## Synthetic data: train on synthetic, test on real", "",
+                f"EASE trained on the real training users: NDCG@10 {result['tstr_baseline']['ease_real_ndcg@10']:.4f}; "
+                "MultVAE: the ε = ∞ row above.", "",
+                table(result["tstr"], ["epsilon_target", "release_epsilon", "ease_synth_ndcg@10", "ease_tstr_ratio",
+                                       "multvae_synth_ndcg@10", "multvae_tstr_ratio", "median_dcr_synth_to_train",
+                                       "median_dcr_synth_to_holdout", "share_closer_to_train", "dcr_attack_auc",
+                                       "wall_s"]), ""]  # fmt: skip
+    if result.get("mia"):
+        cols = ["target", "epsilon", "query", "auc", "accuracy", "shadow_train_auc", "fit_s", "wall_s", "load_avg_1min"]
+        out += ["## Membership inference (Zhang et al., CCS 2021)", "", table(result["mia"], cols), "",
+                "![MIA scores](privacy.mia.png)", ""]  # fmt: skip
+    if result.get("adversarial"):
+        cols = ["lambda", "ndcg@10", "ndcg_cost", "gender_bacc", "gender_bacc_mlp", "gender_auc", "age_bacc", "age_auc",
+                "epochs_run", "wall_s", "load_avg_1min"]  # fmt: skip
+        out += ["## Adversarial attribute removal (gradient reversal, 3 heads per attribute)", "",
+                table(result["adversarial"], cols), ""]  # fmt: skip
+    out += ["![Privacy–utility](privacy.png)", "", f"Written {datetime.now(UTC).isoformat(timespec='seconds')}.", ""]
+    return "\n".join(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", nargs="+", choices=sorted(SECTIONS), default=sorted(SECTIONS))
+    parser.add_argument("--epsilons", nargs="+", type=float, default=[8.0, 3.0, 1.0])
+    parser.add_argument("--mia-epsilons", nargs="+", type=float, default=[8.0, 1.0])
+    parser.add_argument("--lambdas", nargs="+", type=float, default=[1.0, 10.0, 30.0])
+    parser.add_argument("--epochs", type=int, default=40, help="non-private MultVAE epochs (early stopping)")
+    parser.add_argument("--dp-epochs", type=int, default=15)
+    parser.add_argument("--tstr-epochs", type=int, default=20)
+    parser.add_argument("--mia-epochs", type=int, default=30)
+    parser.add_argument("--clip", type=float, default=1.0, help="DP-SGD max per-user gradient norm")
+    parser.add_argument("--seed", type=int, default=2020)
+    parser.add_argument("--merge", action="store_true", help="only merge the part files into the report")
+    args = parser.parse_args()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    if not args.merge:
+        for name in args.only:
+            t0 = time.perf_counter()
+            part = SECTIONS[name](args)
+            part[f"{name}_section_wall_s"] = round(time.perf_counter() - t0, 1)
+            part[f"{name}_args"] = vars(args)
+            tmp = RESULTS / f".privacy.part-{name}.json.tmp"
+            tmp.write_text(json.dumps(part, indent=2, default=float))
+            tmp.replace(RESULTS / f"privacy.part-{name}.json")
+    result: dict[str, Any] = {}
+    for name in SECTIONS:
+        f = RESULTS / f"privacy.part-{name}.json"
+        if f.exists():
+            result.update(json.loads(f.read_text()))
+    tmp = RESULTS / ".privacy.json.tmp"
+    tmp.write_text(json.dumps(result, indent=2, default=float))
+    tmp.replace(RESULTS / "privacy.json")
+    plot(result, RESULTS / "privacy.png")
+    tmp = RESULTS / ".privacy.md.tmp"
+    tmp.write_text(report(result))
+    tmp.replace(RESULTS / "privacy.md")
+
+
+if __name__ == "__main__":
+    main()
