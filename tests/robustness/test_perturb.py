@@ -1,0 +1,95 @@
+"""APR training and embedding attacks on tiny data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from advrec.data.splits import ratio_split
+from advrec.errors import ConfigError
+from advrec.models import BPRMF, EASE
+from advrec.robustness import adversarial_fit, apr_hook, attack_embeddings, robustness_curve
+from advrec.robustness.perturb import _loss_gradient, _training_triples, fast_gradient, project
+from advrec.testing import community_accuracy, two_communities
+
+
+@pytest.fixture(scope="module")
+def data():  # type: ignore[no-untyped-def]
+    return two_communities(n_users=60, n_items=30, random_state=0)
+
+
+@pytest.fixture(scope="module")
+def bpr(data):  # type: ignore[no-untyped-def]
+    return BPRMF(factors=8, epochs=30, batch_size=64, lr=0.05, random_state=0).fit(data)
+
+
+def test_fast_gradient_and_projection_bound_rows() -> None:
+    g = {"user": torch.tensor([[3.0, 4.0], [0.0, 0.0]])}
+    d = fast_gradient(g, 0.5)["user"]
+    assert torch.allclose(d[0], torch.tensor([0.3, 0.4]))
+    assert torch.equal(d[1], torch.zeros(2))  # no gradient, no perturbation
+    p = project({"user": torch.tensor([[6.0, 8.0], [0.1, 0.0]])}, 1.0)["user"]
+    assert torch.allclose(p, torch.tensor([[0.6, 0.8], [0.1, 0.0]]))
+
+
+def test_apr_trains_from_the_pretrained_start(data, bpr) -> None:  # type: ignore[no-untyped-def]
+    apr = adversarial_fit(BPRMF(factors=8, epochs=10, batch_size=64, lr=0.05, random_state=0), data,
+                          eps=0.5, adv_reg=1.0, pretrained=bpr)  # fmt: skip
+    assert apr.adversarial_ == {"method": "APR", "eps": 0.5, "adv_reg": 1.0, "pretrain_epochs": 30}
+    assert not hasattr(apr, "batch_hooks")
+    assert not np.allclose(apr.embeddings()[0], bpr.embeddings()[0])
+    assert community_accuracy(apr, data) >= 0.9
+    again = adversarial_fit(BPRMF(factors=8, epochs=10, batch_size=64, lr=0.05, random_state=0), data, pretrained=bpr)
+    np.testing.assert_array_equal(apr.embeddings()[1], again.embeddings()[1])
+
+
+def test_apr_hook_adds_the_adversarial_loss(data, bpr) -> None:  # type: ignore[no-untyped-def]
+    batch = {"users": torch.tensor([0, 1]), "pos": torch.tensor([0, 1]), "neg": torch.tensor([29, 28])}
+    loss = bpr.batch_loss(batch)
+    base = float(loss.detach())
+    assert float(apr_hook(0.0, 1.0)(bpr, batch, loss).detach()) == pytest.approx(2 * base, rel=1e-6)
+    assert float(apr_hook(1.0, 1.0)(bpr, batch, loss).detach()) > 2 * base  # the worst case is worse
+    with pytest.raises(ConfigError, match="eps"):
+        apr_hook(-1.0, 1.0)
+
+
+def test_perturbation_needs_an_embedding_model(data) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ConfigError, match="embedding"):
+        adversarial_fit(EASE(), data)
+
+
+def _train_loss(model, data) -> float:  # type: ignore[no-untyped-def]
+    triples = _training_triples(data.matrix, np.random.default_rng(0), model.device_)
+    with torch.no_grad():
+        return float(model.batch_loss({"users": triples[0], "pos": triples[1], "neg": triples[2]}))
+
+
+@pytest.mark.parametrize("method", ["fgsm", "pgd"])
+def test_attacks_respect_eps_and_raise_the_loss(data, bpr, method) -> None:  # type: ignore[no-untyped-def]
+    attacked = attack_embeddings(bpr, data, eps=0.5, method=method, steps=5, random_state=0)
+    for clean, adv in zip(bpr.embeddings(), attacked.embeddings(), strict=True):
+        norms = np.linalg.norm(adv - clean, axis=1)
+        assert norms.max() <= 0.5 + 1e-5
+    assert _train_loss(attacked, data) > _train_loss(bpr, data)
+    assert np.allclose(bpr.embeddings()[0], attack_embeddings(bpr, data, eps=0.0).embeddings()[0])
+    with pytest.raises(ConfigError, match="method"):
+        attack_embeddings(bpr, data, eps=0.5, method="bim")
+
+
+def test_loss_gradient_matches_autograd_on_one_batch(data, bpr) -> None:  # type: ignore[no-untyped-def]
+    triples = _training_triples(data.matrix, np.random.default_rng(0), bpr.device_)
+    tables = {n: t.detach() for n, t in bpr.embedding_tables().items()}
+    small = _loss_gradient(bpr, tables, triples, batch_size=7)
+    full = _loss_gradient(bpr, tables, triples, batch_size=10**6)
+    for name in tables:
+        assert torch.allclose(small[name], full[name], atol=1e-5)
+
+
+def test_robustness_curve_rows(data, bpr) -> None:  # type: ignore[no-untyped-def]
+    split = ratio_split(data, (0.8, 0.0, 0.2), random_state=0)
+    model = BPRMF(factors=8, epochs=20, batch_size=64, lr=0.05, random_state=0).fit(split.train)
+    df = robustness_curve(model, split, eps=(0.5, 2.0), methods=("fgsm",))
+    assert list(df["method"]) == ["clean", "fgsm", "fgsm"]
+    assert df["share"].iloc[0] == 1.0
+    assert df["ndcg@10"].iloc[2] <= df["ndcg@10"].iloc[0]
