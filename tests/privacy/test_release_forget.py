@@ -83,3 +83,12 @@ def test_membership_score_of_a_forgotten_user_falls_to_non_member_level(random_m
     assert members[forgotten].min() > 0.9
     assert scores_after.mean() <= np.quantile(non_members, 0.9)
     assert abs(scores_after.mean() - non_members.mean()) < 0.2
+
+
+def test_membership_audit_of_a_run_needs_held_out_users(tiny_gendered, tmp_path):
+    from advrec.privacy.audit import audit_run
+
+    split = ratio_split(tiny_gendered, random_state=0)
+    path = save_run(tmp_path / "run", EASE().fit(split.train), tiny_gendered, split, dataset={"name": "tiny"})
+    with pytest.raises(ConfigError, match="holdout_users"):
+        audit_run(path, attributes=False)
