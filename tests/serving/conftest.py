@@ -40,7 +40,7 @@ def itemknn_run(runs_root: Path, data_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def bpr_run(runs_root: Path, data_dir: Path) -> Path:
     """BPR-MF (one vector per user), one epoch: only its serving fallbacks are tested."""
-    return train_run(runs_root, data_dir, "BPRMF", epochs=1, batch_size=8192, device="cpu")
+    return train_run(runs_root, data_dir, "BPRMF", epochs=1, batch_size=8192, factors=8, device="cpu")
 
 
 @pytest.fixture
