@@ -151,3 +151,18 @@ def test_detector_finds_average_and_bandwagon_fakes_on_ml100k(ml100k) -> None:  
     model, dropped = robust_fit(EASE(l2=100.0), poisoned, detector)
     assert len(set(fake) - set(dropped)) <= len(fake) // 10  # at most a tenth of the fakes kept
     assert model.is_fitted
+
+
+def test_gan_attack_samples_profiles_from_a_generator() -> None:
+    from advrec.generative import ProfileGenerator
+    from advrec.models import MultVAE
+
+    X = rated()
+    gen = ProfileGenerator(MultVAE(hidden=16, latent=4, epochs=3, random_state=0)).fit(X)
+    fake = fake_profiles(X, ShillingAttack("gan", [3], size=0.1, generator=gen), random_state=0)
+    assert fake.shape == (5, X.n_items) and (fake[:, 3].toarray() == 5).all()
+    sizes = np.diff(fake.indptr) - 1  # without the target
+    assert set(sizes) <= set(X.user_counts()) | set(X.user_counts() - 1)  # real profile sizes
+    np.testing.assert_array_equal(
+        fake.toarray(), fake_profiles(X, ShillingAttack("gan", [3], size=0.1, generator=gen), 0).toarray()
+    )
