@@ -305,6 +305,7 @@ def post_batches(
 def ingest_throughput(
     run_dir: Path, workdir: Path, events: list[dict], batch: int, store: str | None = None
 ) -> dict[str, Any]:
+    workdir.mkdir(parents=True, exist_ok=True)
     store = store or f"sqlite:///{workdir / 'ingest.db'}"
     server = Server(run_dir, store, workdir / "ingest.log").start()
     batches = [events[i : i + batch] for i in range(0, len(events), batch)]
@@ -396,6 +397,14 @@ def markdown(payload: dict[str, Any]) -> str:
         "",
         payload["protocol"],
         "",
+        "Models: "
+        + "; ".join(
+            f"{name}: {r['n_users']:,} users × {r['n_items']:,} items, test NDCG@10 {r['ndcg@10']:.4f}"
+            + (f", {r['epochs_run']} epochs" if r.get("epochs_run") else "")
+            for name, r in payload["runs"].items()
+        )
+        + ".",
+        "",
         "## Latency of `GET /v1/users/{id}/recommendations?k=10` (open loop)",
         "",
         "| model | target req/s | achieved req/s | p50 ms | p95 ms | p99 ms | max ms | errors | load before → after |",
@@ -445,6 +454,8 @@ def main() -> None:
     ap.add_argument("--warmup", type=float, default=3.0, help="discarded seconds before each window")
     ap.add_argument("--events", type=int, default=100_000)
     ap.add_argument("--batch", type=int, default=1000, help="events per ingest request")
+    ap.add_argument("--small-batch", type=int, default=10, help="events per request of the small-batch ingest")
+    ap.add_argument("--small-events", type=int, default=20_000, help="events of the small-batch ingest")
     ap.add_argument("--vae-epochs", type=int, default=30)
     ap.add_argument("--runs-dir", type=Path, default=Path("runs/serving-bench"))
     ap.add_argument("--reuse", action="store_true", help="reuse run directories already in --runs-dir")
@@ -505,6 +516,8 @@ def main() -> None:
             items = [str(i) for i in load_run(first).items.ids.tolist()]
             events = make_events(args.events, items, users=5000, seed=1)
             payload["ingest"] = [ingest_throughput(first, work, events, args.batch)]
+            small = events[: args.small_events]  # many small commits: one fsync per request
+            payload["ingest"].append(ingest_throughput(first, work / "small", small, args.small_batch))
             if args.postgres_url:  # an empty database: the events table is created and counted there
                 payload["ingest"].append(ingest_throughput(first, work, events, args.batch, args.postgres_url))
             for row in payload["ingest"]:
