@@ -26,7 +26,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST
 
 import advrec
-from advrec.errors import AdvrecError, UnknownIdError
+from advrec.errors import AdvrecError, ConfigError, UnknownIdError
 from advrec.serving.auth import KeyChecker, load_api_keys
 from advrec.serving.index import Histories, ServedModel
 from advrec.serving.metrics import MetricsMiddleware, ServingMetrics
@@ -103,7 +103,7 @@ def create_app(
     write and admin calls are refused (and reads too when `protect_reads`).
     """
     if not 1 <= max_batch <= MAX_BATCH:
-        raise AdvrecError(f"max_batch must lie in 1..{MAX_BATCH}, got {max_batch}")
+        raise ConfigError(f"max_batch must lie in 1..{MAX_BATCH}, got {max_batch}")
     keys = list(api_keys) if api_keys is not None else load_api_keys(None)
     if api_key_file is not None:
         keys += load_api_keys(api_key_file, env=None)
