@@ -257,19 +257,21 @@ def latency_runs(
 ) -> list[dict[str, Any]]:
     rng = np.random.default_rng(2020)
     rows = []
-    for rate in rates:
-        n = int(rate * (duration + warmup))
-        picks = rng.integers(0, len(users), size=n)
-        paths = [f"/v1/users/{users[u]}/recommendations?k=10" for u in picks]
-        load_before = wait_for_load(args.wait_load, args.wait_max)
-        row = asyncio.run(open_loop(server.base, paths, rate, warmup, args.client))
-        row.update(load_before=load_before, load_after=load_average(), uptime_after=uptime())
-        rows.append(row)
-        print(
-            f"  {rate:>5.0f} req/s: {row['throughput_rps']} req/s, p50 {row['p50_ms']} ms, p95 {row['p95_ms']} ms, "
-            f"p99 {row['p99_ms']} ms, errors {row['errors']} (load {load_before:.2f} → {row['load_after']:.2f})",
-            flush=True,
-        )
+    for client in args.clients:
+        for rate in rates:
+            n = int(rate * (duration + warmup))
+            picks = rng.integers(0, len(users), size=n)
+            paths = [f"/v1/users/{users[u]}/recommendations?k=10" for u in picks]
+            load_before = wait_for_load(args.wait_load, args.wait_max)
+            row = asyncio.run(open_loop(server.base, paths, rate, warmup, client))
+            row.update(load_before=load_before, load_after=load_average(), uptime_after=uptime())
+            rows.append(row)
+            print(
+                f"  {client} {rate:>5.0f} req/s: {row['throughput_rps']} req/s, p50 {row['p50_ms']} ms, "
+                f"p95 {row['p95_ms']} ms, p99 {row['p99_ms']} ms, errors {row['errors']} "
+                f"(load {load_before:.2f} → {row['load_after']:.2f})",
+                flush=True,
+            )
     return rows
 
 
@@ -407,14 +409,16 @@ def markdown(payload: dict[str, Any]) -> str:
         "",
         "## Latency of `GET /v1/users/{id}/recommendations?k=10` (open loop)",
         "",
-        "| model | target req/s | achieved req/s | p50 ms | p95 ms | p99 ms | max ms | errors | load before → after |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| model | client | target req/s | achieved req/s | p50 ms | p95 ms | p99 ms | max ms | errors "
+        "| load before → after |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for model, rows in payload["latency"].items():
         for r in rows:
             lines.append(
-                f"| {model} | {r['rate_target']:.0f} | {r['throughput_rps']} | {r['p50_ms']} | {r['p95_ms']} | "
-                f"{r['p99_ms']} | {r['max_ms']} | {r['errors']} | {r['load_before']:.2f} → {r['load_after']:.2f} |"
+                f"| {model} | {r['client']} | {r['rate_target']:.0f} | {r['throughput_rps']} | {r['p50_ms']} | "
+                f"{r['p95_ms']} | {r['p99_ms']} | {r['max_ms']} | {r['errors']} | "
+                f"{r['load_before']:.2f} → {r['load_after']:.2f} |"
             )
     ing = payload.get("ingest")
     if ing:
@@ -465,7 +469,11 @@ def main() -> None:
     ap.add_argument("--postgres-url", default=None, help="also ingest into this (empty) PostgreSQL database")
     ap.add_argument("--workers", type=int, default=1, help="uvicorn worker processes of the served model")
     ap.add_argument(
-        "--client", choices=["raw", "httpx"], default="raw", help="raw asyncio HTTP/1.1 (light) or httpx.AsyncClient"
+        "--clients",
+        nargs="+",
+        choices=["raw", "httpx"],
+        default=["raw"],
+        help="raw asyncio HTTP/1.1 (light on the shared CPU) and/or httpx.AsyncClient",
     )
     ap.add_argument("--quick", action="store_true", help="smoke run: ml-100k, 5 s per rate, 10k events")
     ap.add_argument("--out", type=Path, default=RESULTS / "serving")
@@ -485,8 +493,9 @@ def main() -> None:
         "protocol": (
             f"Models trained on {args.dataset} (ratings ≥ 3, 10-core, per-user 8:1:1 split, seed 2020); served by "
             f"`advrec serve` ({args.workers} uvicorn worker(s), httptools + uvloop, SQLite store), loaded by an "
-            f"asyncio client ({args.client}) in another process, on loopback. Open loop: {args.duration:.0f} s "
-            f"measured per rate after {args.warmup:.0f} s of warm-up; latency from the scheduled send time to the "
+            f"asyncio client ({' and '.join(args.clients)}) in another process, on loopback. Open loop: "
+            f"{args.duration:.0f} s measured per rate after {args.warmup:.0f} s of warm-up; latency from the "
+            "scheduled send time to the "
             "end of the response; users drawn uniformly (seed 2020); errors = non-200 answers + transport failures."
         ),
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
