@@ -96,12 +96,15 @@ def section_dp_tstr(args: argparse.Namespace) -> dict[str, Any]:
     ease_real = evaluate(EASE().fit(split.train), split, ks=(10,)).summary["ndcg@10"]
     base = {"ease_real_ndcg@10": ease_real}
     dp_rows, tstr_rows = [], []
-    for eps in [math.inf, *args.epsilons]:
+    pop = args.popularity_share
+    # the variant reuses the non-private rows of the main run (same split and seed); ratios are set at merge
+    for eps in ([] if pop > 0 else [math.inf]) + list(args.epsilons):
         t0 = time.perf_counter()
         if math.isinf(eps):
             model = vae(args.seed, args.epochs).fit(split.train, valid=split)
         else:
-            config = DPConfig(epsilon=(1 - SIZE_SHARE) * eps, max_grad_norm=args.clip)
+            sgd = (1 - SIZE_SHARE - pop) * eps
+            config = DPConfig(epsilon=sgd, max_grad_norm=args.clip, popularity_epsilon=pop * eps)
             model = fit_private(dp_vae(args.seed, args.dp_epochs), split.train, config, valid=split)
         ndcg = evaluate(model, split, ks=(10,)).summary["ndcg@10"]
         record = privacy_manifest(model)
@@ -109,9 +112,10 @@ def section_dp_tstr(args: argparse.Namespace) -> dict[str, Any]:
                "best_epoch": getattr(model, "best_epoch_", None), **{k: record.get(k) for k in
                ("epsilon", "delta", "noise_multiplier", "sample_rate", "dp_steps", "max_grad_norm")}}  # fmt: skip
         if record.get("private"):
-            row["epsilon_opacus_recomputed"] = rdp_epsilon(
+            row["epsilon_opacus_recomputed"] = record["epsilon_popularity"] + rdp_epsilon(
                 record["noise_multiplier"], record["sample_rate"], record["dp_steps"], record["delta"]
             )
+            row["epsilon_popularity"] = record["epsilon_popularity"]
         dp_rows.append(stamp(row, t0))
         # the same model as the generator of a release
         t0 = time.perf_counter()
@@ -129,9 +133,12 @@ def section_dp_tstr(args: argparse.Namespace) -> dict[str, Any]:
         )
         tstr = {"epsilon_target": eps, "release_epsilon": release_eps, "ease_synth_ndcg@10": synth_ease,
                 "ease_tstr_ratio": synth_ease / ease_real, "multvae_synth_ndcg@10": synth_vae,
-                "multvae_tstr_ratio": synth_vae / dp_rows[0]["ndcg@10"], "synthetic_users": n_train,
+                "multvae_tstr_ratio": synth_vae / dp_rows[0]["ndcg@10"] if pop == 0 else math.nan,
+                "synthetic_users": n_train,
                 "synthetic_interactions": int(synth.nnz), **dcr}  # fmt: skip
         tstr_rows.append(stamp(tstr, t0))
+    if pop > 0:  # a variant: DP-SGD from a DP popularity prior
+        return {"dp_pop": dp_rows, "tstr_pop": tstr_rows}
     return {"dp": dp_rows, "tstr": tstr_rows, "tstr_baseline": base}
 
 
@@ -301,6 +308,37 @@ def report(result: dict[str, Any]) -> str:
                 table(result["dp"], ["epsilon_target", "epsilon", "epsilon_opacus_recomputed", "delta",
                                      "noise_multiplier", "dp_steps", "ndcg@10", "best_epoch", "wall_s",
                                      "load_avg_1min"]), ""]  # fmt: skip
+    for key, title in (
+        ("dp_pop", "DP-MultVAE from a DP popularity prior"),
+        ("tstr_pop", "Synthetic data from DP-MultVAE with a DP popularity prior"),
+    ):
+        if result.get(key):
+            cols = (
+                [
+                    "epsilon_target",
+                    "epsilon",
+                    "epsilon_popularity",
+                    "epsilon_opacus_recomputed",
+                    "noise_multiplier",
+                    "dp_steps",
+                    "ndcg@10",
+                    "wall_s",
+                    "load_avg_1min",
+                ]
+                if key == "dp_pop"
+                else [
+                    "epsilon_target",
+                    "release_epsilon",
+                    "ease_synth_ndcg@10",
+                    "ease_tstr_ratio",
+                    "multvae_synth_ndcg@10",
+                    "multvae_tstr_ratio",
+                    "share_closer_to_train",
+                    "dcr_attack_auc",
+                    "wall_s",
+                ]
+            )
+            out += [f"### {title} (`--popularity-share`)", "", table(result[key], cols), ""]
     if result.get("dp_grid"):
         out += [
             "### DP-MultVAE at ε = 8: other batch sizes and learning rates (chosen on validation NDCG@10)",
@@ -354,6 +392,12 @@ def main() -> None:
     parser.add_argument("--dp-epochs", type=int, default=15)
     parser.add_argument("--tstr-epochs", type=int, default=20)
     parser.add_argument("--mia-epochs", type=int, default=30)
+    parser.add_argument(
+        "--popularity-share",
+        type=float,
+        default=0.0,
+        help="share of ε on a DP popularity prior of the decoder bias (writes dp_pop / tstr_pop)",
+    )
     parser.add_argument("--clip", type=float, default=1.0, help="DP-SGD max per-user gradient norm")
     parser.add_argument("--seed", type=int, default=2020)
     parser.add_argument("--merge", action="store_true", help="only merge the part files into the report")
@@ -365,14 +409,18 @@ def main() -> None:
             part = SECTIONS[name](args)
             part[f"{name}_section_wall_s"] = round(time.perf_counter() - t0, 1)
             part[f"{name}_args"] = vars(args)
-            tmp = RESULTS / f".privacy.part-{name}.json.tmp"
+            tag = f"{name}-pop" if name == "dp" and args.popularity_share > 0 else name
+            tmp = RESULTS / f".privacy.part-{tag}.json.tmp"
             tmp.write_text(json.dumps(part, indent=2, default=float))
-            tmp.replace(RESULTS / f"privacy.part-{name}.json")
+            tmp.replace(RESULTS / f"privacy.part-{tag}.json")
     result: dict[str, Any] = {}
-    for name in SECTIONS:
+    for name in [*SECTIONS, "dp-pop"]:
         f = RESULTS / f"privacy.part-{name}.json"
         if f.exists():
             result.update(json.loads(f.read_text()))
+    if result.get("tstr_pop") and result.get("dp"):
+        for row in result["tstr_pop"]:
+            row["multvae_tstr_ratio"] = row["multvae_synth_ndcg@10"] / result["dp"][0]["ndcg@10"]
     tmp = RESULTS / ".privacy.json.tmp"
     tmp.write_text(json.dumps(result, indent=2, default=float))
     tmp.replace(RESULTS / "privacy.json")

@@ -45,6 +45,8 @@ ACCOUNTANTS = ("rdp", "prv", "gdp")
 CLIPPING = ("ghost", "hooks")
 PRIVACY_ATTRIBUTES = (
     "epsilon_",
+    "epsilon_sgd_",
+    "epsilon_popularity_",
     "delta_",
     "noise_multiplier_",
     "max_grad_norm_",
@@ -57,7 +59,9 @@ PRIVACY_ATTRIBUTES = (
 @dataclass
 class DPConfig:
     """DP-SGD settings. Exactly one of `epsilon` (a target) and `noise_multiplier` is set; `delta` defaults to
-    1 / n_users^1.1 (below 1/n, as the usual guidance asks)."""
+    1 / n_users^1.1 (below 1/n, as the usual guidance asks). `popularity_epsilon` > 0 spends that much more ε
+    (Laplace mechanism, basic composition) on item popularity that initialises the decoder's output bias: each
+    user adds their L1-normalised row (sensitivity 1), the bias is the log of the noisy shares."""
 
     epsilon: float | None = None
     delta: float | None = None
@@ -66,6 +70,7 @@ class DPConfig:
     accountant: str = "rdp"
     clipping: str = "ghost"
     physical_batch_size: int = 64
+    popularity_epsilon: float = 0.0
 
     def check(self) -> None:
         if (self.epsilon is None) == (self.noise_multiplier is None):
@@ -85,6 +90,8 @@ class DPConfig:
             raise ConfigError(f"accountant must be one of {', '.join(ACCOUNTANTS)}, not {self.accountant!r}")
         if self.clipping not in CLIPPING:
             raise ConfigError(f"clipping must be one of {', '.join(CLIPPING)}, not {self.clipping!r}")
+        if not 0 <= self.popularity_epsilon < math.inf:
+            raise ConfigError(f"popularity_epsilon must be ≥ 0 and finite, got {self.popularity_epsilon}")
         if self.physical_batch_size < 1:
             raise ConfigError(f"physical_batch_size must be ≥ 1, got {self.physical_batch_size}")
 
@@ -110,11 +117,12 @@ def check_privatizable(module: torch.nn.Module, where: str = "model") -> None:
 class _DPSession:
     """Opacus objects of one private fit: installed through MultVAE's `optimizer_factory` / `batch_iterator`."""
 
-    def __init__(self, config: DPConfig, active: np.ndarray, epochs: int, seed: int) -> None:
+    def __init__(self, config: DPConfig, active: np.ndarray, epochs: int, seed: int, X: sp.csr_matrix) -> None:
         from opacus import PrivacyEngine
 
         self.config = config
         self.active = active  # the examples: row indices of users with at least one interaction
+        self.X = X
         self.n_users = len(active)
         self.epochs = epochs
         self.seed = seed
@@ -131,6 +139,8 @@ class _DPSession:
 
         network = model.network_
         check_privatizable(network, type(model).__name__)
+        if self.config.popularity_epsilon > 0:
+            self._init_bias(network)
         users = torch.arange(self.n_users)
         generator = torch.Generator().manual_seed(self.seed)
         loader = DataLoader(
@@ -162,6 +172,19 @@ class _DPSession:
         self.noise_multiplier = float(optimizer.noise_multiplier)
         self.sample_rate = 1.0 / len(dp_loader)
         return optimizer
+
+    def _init_bias(self, network: torch.nn.Module) -> None:
+        decoder = getattr(network, "decoder", None)
+        if not isinstance(decoder, torch.nn.Linear):
+            raise ConfigError("popularity_epsilon needs a network whose output layer is a Linear `decoder`")
+        rows = self.X[self.active]
+        rows = sp.diags(1.0 / np.maximum(np.asarray(rows.sum(1)).ravel(), 1e-12)) @ rows
+        counts = np.asarray(rows.sum(0)).ravel()
+        rng = np.random.default_rng(self.seed + 2)
+        noisy = np.clip(counts + rng.laplace(scale=1.0 / self.config.popularity_epsilon, size=counts.shape), 0, None)
+        share = (noisy + 0.5) / (noisy.sum() + 0.5 * len(noisy))
+        with torch.no_grad():
+            decoder.bias.copy_(torch.from_numpy(np.log(share).astype(np.float32)))
 
     def reduce(self, model: MultVAE, per_user: torch.Tensor) -> Any:
         """The batch loss: under ghost clipping, Opacus's two-pass loss; else the mean."""
@@ -220,7 +243,7 @@ def fit_private(
     m = as_csr(X, "training data")
     active = np.flatnonzero(np.diff(m.indptr) > 0)
     seed = seed_of(model.random_state)
-    session = _DPSession(config, active, model.epochs, seed)
+    session = _DPSession(config, active, model.epochs, seed, m)
     if model.sampling != "uniform":
         raise ConfigError(
             f"DP training samples users by Poisson sampling; set sampling='uniform', not {model.sampling!r}"
@@ -237,8 +260,11 @@ def fit_private(
         model.batch_iterator = None
         model.loss_reducer = None
         session.close()
+    eps_sgd = session.epsilon()
     record = {
-        "epsilon_": session.epsilon(),
+        "epsilon_": eps_sgd + config.popularity_epsilon,
+        "epsilon_sgd_": eps_sgd,
+        "epsilon_popularity_": float(config.popularity_epsilon),
         "delta_": float(session.delta),
         "noise_multiplier_": session.noise_multiplier,
         "max_grad_norm_": float(config.max_grad_norm),

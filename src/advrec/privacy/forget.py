@@ -60,6 +60,7 @@ def refit(model: Recommender, split: Split) -> tuple[Recommender, str]:
             delta=float(getattr(model, "delta_")),  # noqa: B009
             max_grad_norm=float(getattr(model, "max_grad_norm_")),  # noqa: B009
             accountant=str(getattr(model, "accountant_")),  # noqa: B009
+            popularity_epsilon=float(getattr(model, "epsilon_popularity_", 0.0)),
         )
         if not isinstance(fresh, MultVAE):
             raise ConfigError(f"{type(model).__name__} records a DP budget but DP training supports MultVAE only")
