@@ -14,7 +14,7 @@ Jobs (`--only`):
   data poisoned with simulated attacks of random targets and sizes), flagged users are dropped and the
   model retrained. The gan attack samples fake profiles from a MultVAE generator (aggregate posterior).
 
-Usage: python benchmarks/robustness.py [--only apr curves shilling] [--seeds 1 2 3]
+Usage: python benchmarks/robustness.py [--only apr curves shilling] [--seeds 1 2 3] [--dataset ml-1m]
        [--models EASE BPRMF MultVAE] [--attacks random average ...] [--sizes 0.01 0.03 0.05]
 """
 
@@ -58,8 +58,8 @@ def timed(fn, *args, **kw):  # type: ignore[no-untyped-def]
     return out, time.perf_counter() - t0
 
 
-def apr_job(seeds: list[int]) -> tuple[list[dict], dict[int, tuple[Any, Any, Any]]]:
-    X = load_movielens("ml-1m")
+def apr_job(seeds: list[int], dataset: str) -> tuple[list[dict], dict[int, tuple[Any, Any, Any]]]:
+    X = load_movielens(dataset)
     rows, fitted = [], {}
     for seed in seeds:
         split = leave_one_out(X, random_state=seed)
@@ -68,7 +68,7 @@ def apr_job(seeds: list[int]) -> tuple[list[dict], dict[int, tuple[Any, Any, Any
                            pretrained=bpr, **APR)  # fmt: skip
         for name, model, secs in (("BPRMF", bpr, bpr_s), ("APR", apr, apr_s)):
             s = evaluate(model, split, ks=(10, 50, 100), metrics=("hit", "ndcg")).summary
-            rows.append({"seed": seed, "model": name, "epochs": model.epochs_run_, "fit_s": secs,
+            rows.append({"dataset": dataset, "seed": seed, "model": name, "epochs": model.epochs_run_, "fit_s": secs,
                          "s_per_epoch": model.epoch_seconds_,
                          **{k: s[k] for k in ("hit@50", "ndcg@50", "hit@100", "ndcg@100", "ndcg@10")}})  # fmt: skip
             print(rows[-1], flush=True)
@@ -174,12 +174,13 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=["EASE", "BPRMF", "MultVAE"])
     ap.add_argument("--attacks", nargs="+", default=["random", "average", "bandwagon", "popular", "segment", "gan"])
     ap.add_argument("--sizes", type=float, nargs="+", default=[0.01, 0.03, 0.05])
+    ap.add_argument("--dataset", default="ml-1m", help="dataset of the apr and curves jobs")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
     path = args.out / "robustness.json"
     saved = json.loads(path.read_text()) if path.exists() else {}
     if "apr" in args.only or "curves" in args.only:
-        rows, fitted = apr_job(args.seeds if "apr" in args.only else args.seeds[:1])
+        rows, fitted = apr_job(args.seeds if "apr" in args.only else args.seeds[:1], args.dataset)
         if "apr" in args.only:
             saved["apr"] = rows
         if "curves" in args.only:
