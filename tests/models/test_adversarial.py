@@ -54,7 +54,7 @@ def test_wgan_gp_loss_clipping_and_decay_run():
         small_cfgan(loss="hinge").fit(X)
 
 
-class Collapsed(CFGAN):
+class Collapsed(CFGAN, register=False):
     """A generator that ignores its condition: every user gets the same profile."""
 
     def _generated(self, X, rows):
@@ -93,7 +93,7 @@ def test_d_warmup_runs_extra_discriminator_passes():
     X = two_communities()
     calls = []
 
-    class Counting(CFGAN):
+    class Counting(CFGAN, register=False):
         def _d_batch(self, X, rows, rng):
             calls.append(1)
             return super()._d_batch(X, rows, rng)

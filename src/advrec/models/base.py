@@ -29,9 +29,11 @@ class Recommender:
 
     uses_history: ClassVar[bool] = True
 
-    def __init_subclass__(cls, **kw: Any) -> None:
+    def __init_subclass__(cls, register: bool = True, **kw: Any) -> None:
+        """Subclasses are known by name to `load` and `model_class`, unless declared with `register=False`."""
         super().__init_subclass__(**kw)
-        _REGISTRY[cls.__name__] = cls
+        if register:
+            _REGISTRY[cls.__name__] = cls
 
     # ------------------------------------------------------------------ parameters
     @classmethod
