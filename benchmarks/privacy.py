@@ -242,7 +242,11 @@ def section_dpgrid(args: argparse.Namespace) -> dict[str, Any]:
 SECTIONS = {"dp": section_dp_tstr, "mia": section_mia, "adv": section_adv, "dpgrid": section_dpgrid}
 
 
-def fmt(v: Any) -> str:
+def fmt(v: Any, col: str = "") -> str:
+    if isinstance(v, float) and col in ("wall_s", "fit_s", "load_avg_1min"):
+        return f"{v:.1f}"
+    if isinstance(v, float) and col == "delta":
+        return f"{v:.2e}"
     if isinstance(v, float):
         return "∞" if math.isinf(v) else f"{v:.4f}" if abs(v) < 100 else f"{v:.1f}"
     return "" if v is None else str(v)
@@ -250,7 +254,7 @@ def fmt(v: Any) -> str:
 
 def table(rows: list[dict[str, Any]], cols: list[str]) -> str:
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(fmt(r.get(c)) for c in cols) + " |" for r in rows]
+    lines += ["| " + " | ".join(fmt(r.get(c), c) for c in cols) + " |" for r in rows]
     return "\n".join(lines)
 
 
@@ -372,6 +376,9 @@ def report(result: dict[str, Any]) -> str:
     if result.get("mia"):
         cols = ["target", "epsilon", "query", "auc", "accuracy", "shadow_train_auc", "fit_s", "wall_s", "load_avg_1min"]
         out += ["## Membership inference (Zhang et al., CCS 2021)", "", table(result["mia"], cols), "",
+                "Under `popular` the system serves members from the model and non-members from the popularity "
+                "list, so the attack separates two serving rules and DP on the model cannot lower its AUC; "
+                "`fold_in` serves everyone from the model and isolates what the model memorized.", "",
                 "![MIA scores](privacy.mia.png)", ""]  # fmt: skip
     if result.get("adversarial"):
         cols = ["lambda", "ndcg@10", "ndcg_cost", "gender_bacc", "gender_bacc_mlp", "gender_auc", "age_bacc", "age_auc",

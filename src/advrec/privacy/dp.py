@@ -16,8 +16,8 @@ the run manifest. Early stopping on validation data selects an epoch with data t
 charge: use validation users disjoint from the training users (`holdout_users`) or no validation.
 
 `private_generator` trains a `ProfileGenerator` whose every output is post-processing of DP quantities:
-the VAE decoder (DP-SGD) with the standard-normal prior, and a profile-size distribution released by the
-Laplace mechanism with a share `size_share` of ε (basic composition: ε_total = ε_SGD + ε_sizes).
+the VAE decoder (DP-SGD, started from a DP popularity prior) with the standard-normal prior, and a profile-size
+distribution released by the Laplace mechanism (basic composition: ε = ε_SGD + ε_popularity + ε_sizes).
 """
 
 from __future__ import annotations
@@ -322,7 +322,7 @@ class GeneratorBudget:
 
     epsilon: float
     delta: float
-    epsilon_sgd: float
+    epsilon_model: float
     epsilon_sizes: float
 
     def as_dict(self) -> dict[str, float]:
@@ -335,27 +335,38 @@ def private_generator(
     delta: float | None = None,
     vae: MultVAE | None = None,
     size_share: float = 0.05,
+    popularity_share: float = 0.05,
     max_grad_norm: float = 1.0,
     clipping: str = "ghost",
     random_state: Any = 0,
 ) -> tuple[ProfileGenerator, GeneratorBudget]:
     """A `ProfileGenerator` (standard-normal prior) whose release is (ε, δ)-DP at the user level; ε = inf
-    trains without DP and keeps the real profile sizes. `vae` sets the generator's hyperparameters."""
+    trains without DP and keeps the real profile sizes. `vae` sets the generator's hyperparameters. ε is split
+    (basic composition) into the profile sizes (`size_share`), the decoder's popularity prior
+    (`popularity_share`; on ml-1m at ε = 8 it lifts EASE trained on the synthetic data from 6% to 36% of
+    train-on-real NDCG@10) and DP-SGD (the rest)."""
     m = as_csr(X, "training data")
     vae = vae or MultVAE(random_state=seed_of(random_state))
     if math.isinf(epsilon):
         gen = ProfileGenerator(vae, prior="standard").fit(m)
         return gen, GeneratorBudget(math.inf, 0.0, math.inf, math.inf)
-    if not 0 < size_share < 1:
-        raise ConfigError(f"size_share must lie in (0, 1), got {size_share}")
+    if not 0 < size_share < 1 or not 0 <= popularity_share < 1 or size_share + popularity_share >= 1:
+        raise ConfigError(f"need 0 < size_share, 0 ≤ popularity_share, sum < 1; got {size_share}, {popularity_share}")
     n_active = int((np.diff(m.indptr) > 0).sum())
     delta = delta if delta is not None else default_delta(n_active)
     eps_sizes = size_share * epsilon
-    eps_sgd = epsilon - eps_sizes
-    fit_private(vae, m, DPConfig(epsilon=eps_sgd, delta=delta, max_grad_norm=max_grad_norm, clipping=clipping))
+    eps_sgd = epsilon - eps_sizes - popularity_share * epsilon
+    config = DPConfig(
+        epsilon=eps_sgd,
+        delta=delta,
+        max_grad_norm=max_grad_norm,
+        clipping=clipping,
+        popularity_epsilon=popularity_share * epsilon,
+    )
+    fit_private(vae, m, config)
     gen = ProfileGenerator(vae, prior="standard")
     gen.fit(m)  # the model is fitted: only records sizes, replaced below by a DP sample
     sizes = np.diff(m.indptr)
     gen.sizes_ = private_size_sample(sizes[sizes > 0], m.shape[1], eps_sizes, random_state=random_state)
-    eps_sgd_spent = float(getattr(vae, "epsilon_"))  # noqa: B009  (set by fit_private)
-    return gen, GeneratorBudget(eps_sgd_spent + eps_sizes, float(delta), eps_sgd_spent, eps_sizes)
+    eps_model = float(getattr(vae, "epsilon_"))  # noqa: B009  (set by fit_private: SGD + popularity)
+    return gen, GeneratorBudget(eps_model + eps_sizes, float(delta), eps_model, eps_sizes)

@@ -2,8 +2,9 @@
 the same item catalogue, written as Parquet with a manifest.
 
 The release holds synthetic user ids ("s000000", ...) only: no real user id, no real row. With a finite ε the
-generator is the DP-SGD-trained MultVAE decoder with the standard-normal prior and a DP profile-size
-distribution (`advrec.privacy.dp.private_generator`), so the whole release is (ε, δ)-DP at the user level.
+generator is the DP-SGD-trained MultVAE decoder (from a DP popularity prior) with the standard-normal prior
+and a DP profile-size distribution (`advrec.privacy.dp.private_generator`), so the whole release is (ε, δ)-DP
+at the user level.
 """
 
 from __future__ import annotations
@@ -139,14 +140,15 @@ def synthesize(
             "epsilon": budget.epsilon,
             "delta": budget.delta,
             "unit": "user (add/remove one user's whole history)",
-            "epsilon_sgd": budget.epsilon_sgd,
+            "epsilon_sgd": getattr(vae, "epsilon_sgd_", None),
+            "epsilon_popularity": getattr(vae, "epsilon_popularity_", None),
             "epsilon_profile_sizes": budget.epsilon_sizes,
             "noise_multiplier": getattr(vae, "noise_multiplier_", None),
             "max_grad_norm": getattr(vae, "max_grad_norm_", None),
             "sample_rate": getattr(vae, "sample_rate_", None),
             "steps": getattr(vae, "dp_steps_", None),
             "accountant": getattr(vae, "accountant_", None),
-            "composition": "basic: ε = ε_SGD + ε_sizes",
+            "composition": "basic: ε = ε_SGD + ε_popularity + ε_profile_sizes",
         },
         "users": n_users,
         "interactions": int(rows.nnz),
