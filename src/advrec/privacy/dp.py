@@ -61,7 +61,8 @@ class DPConfig:
     """DP-SGD settings. Exactly one of `epsilon` (a target) and `noise_multiplier` is set; `delta` defaults to
     1 / n_users^1.1 (below 1/n, as the usual guidance asks). `popularity_epsilon` > 0 spends that much more ε
     (Laplace mechanism, basic composition) on item popularity that initialises the decoder's output bias: each
-    user adds their L1-normalised row (sensitivity 1), the bias is the log of the noisy shares."""
+    user adds their L1-normalised row (sensitivity 1), the bias is the log of the noisy shares smoothed by the
+    noise scale 1/ε (a weak budget gives a near-uniform prior rather than a random one)."""
 
     epsilon: float | None = None
     delta: float | None = None
@@ -181,8 +182,10 @@ class _DPSession:
         rows = sp.diags(1.0 / np.maximum(np.asarray(rows.sum(1)).ravel(), 1e-12)) @ rows
         counts = np.asarray(rows.sum(0)).ravel()
         rng = np.random.default_rng(self.seed + 2)
-        noisy = np.clip(counts + rng.laplace(scale=1.0 / self.config.popularity_epsilon, size=counts.shape), 0, None)
-        share = (noisy + 0.5) / (noisy.sum() + 0.5 * len(noisy))
+        scale = 1.0 / self.config.popularity_epsilon
+        noisy = np.clip(counts + rng.laplace(scale=scale, size=counts.shape), 0, None)
+        # smoothing at the noise scale: where noise dominates the counts, the prior stays near uniform
+        share = (noisy + scale) / (noisy.sum() + scale * len(noisy))
         with torch.no_grad():
             decoder.bias.copy_(torch.from_numpy(np.log(share).astype(np.float32)))
 
