@@ -325,6 +325,9 @@ def synthesize(
     delta: Annotated[float | None, typer.Option(help="δ (default 1/n^1.1)")] = None,
     holdout: Annotated[float, typer.Option(help="share of real users kept out of training, for the DCR audit")] = 0.0,
     epochs: Annotated[int | None, typer.Option(help="generator training epochs")] = None,
+    popularity_share: Annotated[
+        float, typer.Option(help="share of ε on a DP popularity prior (try 0.05 at ε ≥ 8)")
+    ] = 0.0,
     sets: Annotated[list[str] | None, typer.Option("--set", help="generator (MultVAE) parameter key=value")] = None,
     min_rating: float | None = 3.0,
     core: int | None = None,
@@ -356,6 +359,7 @@ def synthesize(
                 params=params,
                 holdout=holdout,
                 source={"name": dataset, "min_rating": min_rating, "core": core},
+                popularity_share=popularity_share,
                 random_state=seed,
             )
         path = release.save(out)

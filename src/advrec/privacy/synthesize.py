@@ -2,7 +2,7 @@
 the same item catalogue, written as Parquet with a manifest.
 
 The release holds synthetic user ids ("s000000", ...) only: no real user id, no real row. With a finite ε the
-generator is the DP-SGD-trained MultVAE decoder (from a DP popularity prior) with the standard-normal prior
+generator is the DP-SGD-trained MultVAE decoder (optionally from a DP popularity prior) with the standard-normal prior
 and a DP profile-size distribution (`advrec.privacy.dp.private_generator`), so the whole release is (ε, δ)-DP
 at the user level.
 """
@@ -88,12 +88,14 @@ def synthesize(
     params: dict[str, Any] | None = None,
     holdout: float = 0.0,
     source: dict[str, Any] | None = None,
+    popularity_share: float = 0.0,
     random_state: Any = 0,
 ) -> SyntheticRelease:
     """Trains a generator on the users of `X` and samples `n_users` synthetic users (default: as many as `X`).
 
     `holdout`: a share of real users left out of training, for the DCR audit (`advrec audit` re-derives them from
-    the seed in the manifest; no id is written). `source`: how `X` was loaded (name, min_rating, core), recorded."""
+    the seed in the manifest; no id is written). `source`: how `X` was loaded (name, min_rating, core), recorded.
+    `popularity_share`: share of ε for the generator's DP popularity prior (helps at ε = 8, hurts at ε = 1)."""
     from advrec.privacy.dp import private_generator
 
     check_generator(generator)
@@ -109,7 +111,9 @@ def synthesize(
     held = holdout_mask(X.n_users, holdout, seed)
     train = X.matrix[~held] if held.any() else X.matrix
     t0 = time.perf_counter()
-    gen, budget = private_generator(train, epsilon, delta=delta, vae=MultVAE(**vae_params), random_state=seed)
+    gen, budget = private_generator(
+        train, epsilon, delta=delta, vae=MultVAE(**vae_params), popularity_share=popularity_share, random_state=seed
+    )
     fit_s = time.perf_counter() - t0
     rows = gen.sample(n_users, random_state=seed + 1)
     width = max(6, len(str(n_users - 1)))
