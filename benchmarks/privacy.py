@@ -393,6 +393,17 @@ def report(result: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def plain_json(value: Any) -> Any:
+    """Standard JSON: ε = ∞ as the string "inf", NaN as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, dict):
+        return {k: plain_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [plain_json(v) for v in value]
+    return value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", nargs="+", choices=sorted(SECTIONS), default=sorted(SECTIONS))
@@ -437,7 +448,7 @@ def main() -> None:
         for row in result["tstr_pop"]:
             row["multvae_tstr_ratio"] = row["multvae_synth_ndcg@10"] / result["dp"][0]["ndcg@10"]
     tmp = RESULTS / ".privacy.json.tmp"
-    tmp.write_text(json.dumps(result, indent=2, default=float))
+    tmp.write_text(json.dumps(plain_json(result), indent=2, default=float))
     tmp.replace(RESULTS / "privacy.json")
     plot(result, RESULTS / "privacy.png")
     tmp = RESULTS / ".privacy.md.tmp"
