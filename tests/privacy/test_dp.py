@@ -56,7 +56,7 @@ def test_target_epsilon_is_met_and_recorded(tmp_path, random_matrix):
     assert not hasattr(back, "optimizer_factory") or back.optimizer_factory is None
 
 
-class BatchNormVAE(MultVAE):
+class BatchNormVAE(MultVAE, register=False):
     def _build(self, n_users: int, n_items: int) -> nn.Module:
         net = VAE(n_items, self.hidden, self.latent, self.dropout)
         net.encoder = nn.Sequential(nn.Linear(n_items, self.hidden), nn.BatchNorm1d(self.hidden))
