@@ -92,3 +92,18 @@ def test_membership_audit_of_a_run_needs_held_out_users(tiny_gendered, tmp_path)
     path = save_run(tmp_path / "run", EASE().fit(split.train), tiny_gendered, split, dataset={"name": "tiny"})
     with pytest.raises(ConfigError, match="holdout_users"):
         audit_run(path, attributes=False)
+
+
+def test_forget_retrains_a_dp_model_with_its_noise(tiny_gendered, tmp_path):
+    from advrec.models import MultVAE
+    from advrec.privacy.dp import fit_private, privacy_manifest
+
+    split = ratio_split(tiny_gendered, random_state=0)
+    model = fit_private(MultVAE(hidden=16, latent=4, epochs=2, batch_size=50), split.train, noise_multiplier=1.5)
+    path = save_run(tmp_path / "dp", model, tiny_gendered, split, dataset={"name": "tiny"},
+                    extra={"privacy": privacy_manifest(model)})  # fmt: skip
+    result = forget_user(path, "user-3")
+    assert result.method.startswith("retraining (DP-SGD")
+    manifest = json.loads((path / "manifest.json").read_text())
+    assert manifest["privacy"]["noise_multiplier"] == 1.5 and manifest["privacy"]["epsilon"] > 0
+    assert load_run(path).model.noise_multiplier_ == 1.5
