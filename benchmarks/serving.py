@@ -132,6 +132,13 @@ class Server:
             time.sleep(0.2)
         raise RuntimeError(f"server not ready after 300 s; see {self.log}")
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) of the server process and the workers it waited for, from /proc."""
+        assert self.proc is not None
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks = sum(int(x) for x in fields[11:15])  # utime, stime, cutime, cstime
+        return ticks / os.sysconf("SC_CLK_TCK")
+
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
@@ -263,7 +270,12 @@ def latency_runs(
             picks = rng.integers(0, len(users), size=n)
             paths = [f"/v1/users/{users[u]}/recommendations?k=10" for u in picks]
             load_before = wait_for_load(args.wait_load, args.wait_max)
+            server_cpu, client_cpu = server.cpu_seconds(), time.process_time()
             row = asyncio.run(open_loop(server.base, paths, rate, warmup, client))
+            row.update(  # CPU per request over the whole schedule (warm-up included), server and client process
+                server_cpu_ms_per_request=round((server.cpu_seconds() - server_cpu) * 1000 / n, 2),
+                client_cpu_ms_per_request=round((time.process_time() - client_cpu) * 1000 / n, 2),
+            )
             row.update(load_before=load_before, load_after=load_average(), uptime_after=uptime())
             rows.append(row)
             print(
@@ -410,15 +422,16 @@ def markdown(payload: dict[str, Any]) -> str:
         "## Latency of `GET /v1/users/{id}/recommendations?k=10` (open loop)",
         "",
         "| model | client | target req/s | achieved req/s | p50 ms | p95 ms | p99 ms | max ms | errors "
-        "| load before → after |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| load before → after | CPU ms/req server, client |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for model, rows in payload["latency"].items():
         for r in rows:
             lines.append(
                 f"| {model} | {r['client']} | {r['rate_target']:.0f} | {r['throughput_rps']} | {r['p50_ms']} | "
                 f"{r['p95_ms']} | {r['p99_ms']} | {r['max_ms']} | {r['errors']} | "
-                f"{r['load_before']:.2f} → {r['load_after']:.2f} |"
+                f"{r['load_before']:.2f} → {r['load_after']:.2f} | "
+                f"{r.get('server_cpu_ms_per_request', '–')}, {r.get('client_cpu_ms_per_request', '–')} |"
             )
     ing = payload.get("ingest")
     if ing:
