@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -26,13 +27,30 @@ def markdown_table(df: pd.DataFrame, digits: int = 4, index_name: str = "model")
     return "\n".join(lines)
 
 
-def bar_chart(df: pd.DataFrame, metrics: Sequence[str], path: str | Path, title: str = "") -> Path:
-    """Grouped bar chart of `metrics` per model, written as PNG."""
+def pyplot() -> Any:
+    """matplotlib.pyplot on the non-interactive Agg backend (imported on first use)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def save_figure(fig: Any, path: str | Path, dpi: int = 120) -> Path:
+    """Writes `fig` as PNG to `path` (parent folders created; temporary file, then rename) and closes it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=dpi)
+    pyplot().close(fig)
+    tmp.replace(path)
+    return path
+
+
+def bar_chart(df: pd.DataFrame, metrics: Sequence[str], path: str | Path, title: str = "") -> Path:
+    """Grouped bar chart of `metrics` per model, written as PNG."""
+    plt = pyplot()
     cols = [m for m in metrics if m in df.columns]
     fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(df), 3.6))
     df[cols].plot.bar(ax=ax, rot=0, width=0.75)
@@ -45,10 +63,7 @@ def bar_chart(df: pd.DataFrame, metrics: Sequence[str], path: str | Path, title:
         ax.bar_label(container, fmt="%.3f", fontsize=7, padding=1)  # type: ignore[arg-type]
     ax.legend(frameon=False, fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 CURVE_PANELS = (
@@ -62,11 +77,7 @@ CURVE_PANELS = (
 def training_curves(log: Sequence[dict[str, float]], path: str | Path, title: str = "") -> Path:
     """Per-epoch training curves as PNG: losses, D accuracy, diversity of generated profiles, validation
     NDCG@10 — one panel for each group the log has; epochs with a mode-collapse alarm are shaded."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     df = pd.DataFrame(list(log))
     if df.empty:
         raise ValueError("the training log is empty")
@@ -89,7 +100,4 @@ def training_curves(log: Sequence[dict[str, float]], path: str | Path, title: st
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

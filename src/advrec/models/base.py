@@ -53,6 +53,10 @@ class Recommender:
             setattr(self, key, value)
         return self
 
+    def clone(self: R) -> R:
+        """A new, unfitted model of the same class with the same parameters."""
+        return type(self)(**self.get_params())
+
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
         return f"{type(self).__name__}({args})"

@@ -19,6 +19,7 @@ import torch
 
 from advrec.data.interactions import Interactions, as_csr
 from advrec.errors import ConfigError, DataError
+from advrec.evaluation.report import pyplot, save_figure
 from advrec.models.base import Recommender
 from advrec.models.torch_base import csr_to_torch, seed_of
 
@@ -179,13 +180,7 @@ def plot_attribute_reports(
     reports: list[AttributeReport], path: str | Path, title: str = "Attribute inference"
 ) -> Path:
     """Bar chart of balanced accuracy (± fold std) per report, with each attribute's chance level."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(reports)), 4))
     names = [f"{r.attribute}\n{r.source}" for r in reports]
     values = [r.balanced_accuracy for r in reports]
@@ -197,11 +192,7 @@ def plot_attribute_reports(
     ax.set_ylim(0, 1)
     ax.set_title(title)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return save_figure(fig, path)
 
 
 def audit_attributes(

@@ -22,11 +22,6 @@ from advrec.data.interactions import Interactions
 from advrec.data.movielens import load_movielens
 from advrec.errors import ConfigError, DataError, ModelFileError
 from advrec.io import atomic_write_text, to_jsonable
-from advrec.models.base import Recommender
-
-
-def _fresh(model: Recommender) -> Recommender:
-    return type(model)(**model.get_params())
 
 
 def _markdown(title: str, sections: dict[str, dict[str, Any] | list[dict[str, Any]]]) -> str:
@@ -92,7 +87,7 @@ def audit_run(
         train_users = np.flatnonzero(np.diff(split.train.matrix.indptr) > 0)
         shadow = rng.permutation(valid_users)
         shadow_in, shadow_out = full[np.sort(shadow[: len(shadow) // 2])], full[np.sort(shadow[len(shadow) // 2 :])]
-        shadow_model = _fresh(run.model).fit(shadow_in)
+        shadow_model = run.model.clone().fit(shadow_in)
         attack = MembershipAttack(query=query, random_state=random_state).fit(shadow_model, shadow_in, shadow_out)
         members = np.sort(rng.choice(train_users, size=min(len(train_users), len(test_users)), replace=False))
         if not run.model.uses_history:

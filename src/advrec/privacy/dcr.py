@@ -19,6 +19,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from advrec.errors import DataError
+from advrec.evaluation.report import pyplot, save_figure
 from advrec.privacy.membership import _auc, binary
 
 
@@ -74,13 +75,7 @@ class DCRReport:
         }
 
     def plot(self, path: str | Path, title: str = "Distance to closest record") -> Path:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        plt = pyplot()
         fig, ax = plt.subplots(figsize=(6, 4))
         bins = np.linspace(0, 1, 41).tolist()
         ax.hist(self.synth_to_train, bins=bins, alpha=0.6, density=True, label="synthetic → train")
@@ -90,11 +85,7 @@ class DCRReport:
         ax.set_title(f"{title} (attack AUC {self.attack_auc:.3f})")
         ax.legend()
         fig.tight_layout()
-        tmp = path.with_name(f".{path.name}.tmp.png")
-        fig.savefig(tmp, dpi=120)
-        plt.close(fig)
-        tmp.replace(path)
-        return path
+        return save_figure(fig, path)
 
 
 def dcr_audit(synthetic: sp.spmatrix, train: sp.spmatrix, holdout: sp.spmatrix) -> DCRReport:

@@ -50,7 +50,7 @@ def drop_user(split: Split, user: int) -> Split:
 
 def refit(model: Recommender, split: Split) -> tuple[Recommender, str]:
     """A fresh model of the same class and parameters trained on `split` (as the run trained it)."""
-    fresh = type(model)(**model.get_params())
+    fresh = model.clone()
     valid = split if split.valid is not None else None
     if hasattr(model, "epsilon_"):
         from advrec.privacy.dp import DPConfig, fit_private

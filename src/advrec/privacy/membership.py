@@ -33,6 +33,7 @@ import scipy.sparse as sp
 
 from advrec.data.interactions import Interactions, as_csr
 from advrec.errors import ConfigError, DataError, NotFittedError
+from advrec.evaluation.report import pyplot, save_figure
 from advrec.models.base import Recommender
 from advrec.models.torch_base import seed_of
 
@@ -122,13 +123,7 @@ class MembershipReport:
 
     def plot(self, path: str | Path, title: str = "Membership inference") -> Path:
         """Histograms of the attack's membership scores for members and non-members."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        plt = pyplot()
         fig, ax = plt.subplots(figsize=(6, 4))
         bins = np.linspace(0, 1, 31).tolist()
         ax.hist(self.member_scores, bins=bins, alpha=0.6, label="members", density=True)
@@ -138,11 +133,7 @@ class MembershipReport:
         ax.set_title(f"{title} (AUC {self.auc:.3f})")
         ax.legend()
         fig.tight_layout()
-        tmp = path.with_name(f".{path.name}.tmp.png")
-        fig.savefig(tmp, dpi=120)
-        plt.close(fig)
-        tmp.replace(path)
-        return path
+        return save_figure(fig, path)
 
 
 class MembershipAttack:

@@ -86,11 +86,6 @@ def apr_hook(eps: float, adv_reg: float) -> BatchHook:
     return hook
 
 
-def clone(model: TorchRecommender) -> TorchRecommender:
-    """An unfitted model with the same parameters."""
-    return type(model)(**model.get_params())
-
-
 def adversarial_fit(
     model: TorchRecommender,
     X: Interactions | sp.spmatrix,
@@ -106,8 +101,8 @@ def adversarial_fit(
     `valid` when given). Returns a new fitted model of `model`'s class; its `adversarial_` records the setting.
     """
     _check_model(model)
-    start = pretrained if pretrained is not None else clone(model).fit(X, valid=valid)
-    adv = clone(model)
+    start = pretrained if pretrained is not None else model.clone().fit(X, valid=valid)
+    adv = model.clone()
     adv.batch_hooks = [apr_hook(eps, adv_reg)]
     try:
         adv.fit(X, valid=valid, init=start)

@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 
 from advrec.errors import ConfigError
-from advrec.evaluation.report import markdown_table
+from advrec.evaluation.report import markdown_table, pyplot, save_figure
 from advrec.io import atomic_write_text, to_jsonable
 from advrec.models.base import Recommender
 from advrec.models.torch_base import TorchRecommender
@@ -23,7 +23,7 @@ from advrec.runs import Run, load_run
 
 
 def _refit(model: Recommender, X: Any, run: Run) -> Recommender:
-    fresh = type(model)(**model.get_params())
+    fresh = model.clone()
     valid = run.split if isinstance(model, TorchRecommender) and run.split.valid is not None else None
     return fresh.fit(X, valid=valid)
 
@@ -59,7 +59,7 @@ def run_attack(
         detector = ShillingDetector(random_state=random_state).fit(train)
         flagged = detector.detect(poisoned)
         result["detection"] = detection_scores(flagged, fake, poisoned.n_users)
-        defended, _ = robust_fit(type(run.model)(**run.model.get_params()), poisoned, detector)
+        defended, _ = robust_fit(run.model.clone(), poisoned, detector)
         result["defended"] = attack_effect(run.model, defended, run.split, tidx)
     path = Path(out) if out is not None else Path(run_dir) / "attacks" / f"{kind}-{size:g}"
     path.mkdir(parents=True, exist_ok=True)
@@ -104,11 +104,7 @@ def attack_markdown(result: dict[str, Any]) -> str:
 
 def curve_plot(df: pd.DataFrame, path: str | Path, metric: str = "ndcg@10", title: str = "") -> Path:
     """`metric` against eps, one line per attack method (and model, when a `model` column is present)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.4))
     groups = df.groupby("model") if "model" in df else [("", df)]
     for name, part in groups:
@@ -123,9 +119,7 @@ def curve_plot(df: pd.DataFrame, path: str | Path, metric: str = "ndcg@10", titl
     if title:
         ax.set_title(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)
 
 
 def run_robustness(
@@ -153,4 +147,4 @@ def run_robustness(
             f"the training loss; PGD takes {steps} steps of eps/4.\n\n{markdown_table(table, index_name='attack')}\n\n"
             "![robustness](robustness.png)\n")  # fmt: skip
     atomic_write_text(path / "robustness.md", text)
-    return df.assign(path=str(path)) if not df.empty else df
+    return df.assign(path=str(path))
