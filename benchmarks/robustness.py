@@ -44,6 +44,12 @@ from advrec.robustness.report import curve_plot
 
 RESULTS = Path(__file__).resolve().parent / "results"
 APR = {"eps": 0.5, "adv_reg": 1.0}
+DETECTORS = {
+    "classic": "Detector trained on simulated random, average, bandwagon, popular and segment attacks.",
+    "generator": "Detector trained on the same simulations plus simulated attacks whose profiles the defender "
+    "samples from its own MultVAE generator (fitted on the clean training data, another seed than the "
+    "attacker's).",
+}
 MODELS = {
     "EASE": lambda seed: EASE(l2=500.0),
     "BPRMF": lambda seed: BPRMF(random_state=seed, eval_every=2),
@@ -85,12 +91,15 @@ def curves_job(split: Any, bpr: Any, apr: Any) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def shilling_job(seed: int, models: list[str], attacks: list[str], sizes: list[float]) -> list[dict]:
+def shilling_job(
+    seed: int, models: list[str], attacks: list[str], sizes: list[float], detector_kind: str
+) -> list[dict]:
     X = load_movielens("ml-1m")
     split = ratio_split(X, (0.8, 0.1, 0.1), random_state=seed)
     train = split.train
     targets = [int(t) for t in pick_targets(train, 5, random_state=seed)]
-    detector, det_s = timed(ShillingDetector(random_state=seed).fit, train)
+    gen_aware = "auto" if detector_kind == "generator" else None  # the defender fits its own generator
+    detector, det_s = timed(ShillingDetector(generator=gen_aware, random_state=seed).fit, train)
     print(f"detector trained in {det_s:.0f}s on {detector.training_rows_} profiles", flush=True)
     generator = None
     if "gan" in attacks:
@@ -109,7 +118,8 @@ def shilling_job(seed: int, models: list[str], attacks: list[str], sizes: list[f
                 det = detection_scores(flagged, fake, poisoned.n_users)
                 defended, _ = robust_fit(MODELS[name](seed), poisoned, detector, valid=valid)
                 dfd = attack_effect(clean, defended, split, targets)
-                row = {"seed": seed, "model": name, "attack": kind, "size": size, "fake_users": len(fake),
+                row = {"seed": seed, "model": name, "attack": kind, "size": size, "detector": detector_kind,
+                       "fake_users": len(fake),
                        "hr@10_clean": und["hr@10_before"], "hr@10_attacked": und["hr@10_after"],
                        "hr@10_defended": dfd["hr@10_after"], "hr@50_clean": und["hr@50_before"],
                        "hr@50_attacked": und["hr@50_after"], "hr@50_defended": dfd["hr@50_after"],
@@ -156,12 +166,14 @@ def write(saved: dict, out: Path) -> None:
         parts.append(f"{head}\n\n{table}\n\n![curves](robustness_curves.png)\n")
     if saved.get("shilling"):
         df = pd.DataFrame(saved["shilling"])
+        df["detector"] = df["detector"].fillna("classic") if "detector" in df else "classic"
         cols = ["hr@10_clean", "hr@10_attacked", "hr@10_defended", "hr@50_attacked", "hr@50_defended",
                 "ndcg@10_attacked", "precision", "recall", "f1"]  # fmt: skip
-        g = df.groupby(["model", "attack", "size"], sort=False)[cols].mean()
-        g.index = [f"{a} {b} {c:.0%}" for a, b, c in g.index]
-        parts.append("## Shilling attacks (5 targets pushed together; mean over seeds)\n\n"
-                     f"{markdown_table(g, index_name='model attack size')}\n")  # fmt: skip
+        for det, part in df.groupby("detector", sort=False):
+            g = part.groupby(["model", "attack", "size"], sort=False)[cols].mean()
+            g.index = [f"{a} {b} {c:.0%}" for a, b, c in g.index]
+            parts.append(f"## Shilling attacks, {det} detector (5 targets pushed together; mean over seeds)\n\n"
+                         f"{DETECTORS[det]}\n\n{markdown_table(g, index_name='model attack size')}\n")  # fmt: skip
     text = "\n".join(parts)
     (out / "robustness.md").write_text(text)
     print(text)
@@ -175,6 +187,7 @@ def main() -> None:
     ap.add_argument("--attacks", nargs="+", default=["random", "average", "bandwagon", "popular", "segment", "gan"])
     ap.add_argument("--sizes", type=float, nargs="+", default=[0.01, 0.03, 0.05])
     ap.add_argument("--dataset", default="ml-1m", help="dataset of the apr and curves jobs")
+    ap.add_argument("--detector", choices=sorted(DETECTORS), default="classic", help="detector of the shilling job")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
     path = args.out / "robustness.json"
@@ -187,10 +200,10 @@ def main() -> None:
             saved["curves"] = curves_job(*fitted[args.seeds[0]]).to_dict("records")
         write(saved, args.out)
     if "shilling" in args.only:
-        new = [r for s in args.seeds for r in shilling_job(s, args.models, args.attacks, args.sizes)]
+        new = [r for s in args.seeds for r in shilling_job(s, args.models, args.attacks, args.sizes, args.detector)]
         keep = [r for r in saved.get("shilling", [])
                 if not (r["seed"] in args.seeds and r["model"] in args.models and r["attack"] in args.attacks
-                        and r["size"] in args.sizes)]  # fmt: skip
+                        and r["size"] in args.sizes and r.get("detector", "classic") == args.detector)]  # fmt: skip
         saved["shilling"] = keep + new
         write(saved, args.out)
 

@@ -507,12 +507,15 @@ def demo(
 @app.command()
 def attack(
     run_dir: Annotated[Path, typer.Argument(help="a run directory")],
-    kind: Annotated[str, typer.Option(help="random | average | bandwagon | popular | segment")] = "average",
+    kind: Annotated[str, typer.Option(help="random | average | bandwagon | popular | segment | gan")] = "average",
     size: Annotated[float, typer.Option(help="fake users as a share of the genuine users")] = 0.03,
     targets: Annotated[str | None, typer.Option(help="raw item ids, comma-separated (default: 5 tail items)")] = None,
     filler: Annotated[float | None, typer.Option(help="filler items: a count, or a share of the items if < 1")] = None,
     intent: Annotated[str, typer.Option(help="push or nuke")] = "push",
     defend: Annotated[bool, typer.Option(help="also detect fake profiles and retrain without them")] = False,
+    detector: Annotated[
+        str, typer.Option(help="classic (classic attack kinds) or generator (also its own generator's profiles)")
+    ] = "classic",
     seed: int = 0,
 ) -> None:
     """Poisons a run's training data with fake profiles, retrains, and reports the target hit ratios."""
@@ -520,7 +523,7 @@ def attack(
 
     try:
         raw = [t.strip() for t in targets.split(",") if t.strip()] if targets else None
-        result = run_attack(run_dir, kind, size, raw, filler, intent, defend, seed)
+        result = run_attack(run_dir, kind, size, raw, filler, intent, defend, seed, detector)
     except AdvrecError as err:
         _fail(err)
     console.print(f"{kind} attack, {result['fake_users']} fake users, targets {result['target_ids']}")

@@ -166,3 +166,26 @@ def test_gan_attack_samples_profiles_from_a_generator() -> None:
     np.testing.assert_array_equal(
         fake.toarray(), fake_profiles(X, ShillingAttack("gan", [3], size=0.1, generator=gen), 0).toarray()
     )
+
+
+def test_detector_needs_a_generator_for_gan_simulations() -> None:
+    X = rated()
+    with pytest.raises(ConfigError, match="generator"):
+        ShillingDetector(kinds=("average", "gan")).fit(X)
+    with pytest.raises(ConfigError, match="generator must be"):
+        ShillingDetector(generator="vae").fit(X)
+
+
+@pytest.mark.integration
+def test_generator_aware_detector_finds_gan_fakes_on_ml100k(ml100k) -> None:  # type: ignore[no-untyped-def]
+    from advrec.generative import ProfileGenerator
+    from advrec.models import MultVAE
+
+    split, targets = ml100k
+    attacker = ProfileGenerator(MultVAE(epochs=30, random_state=1), prior="posterior").fit(split.train)
+    defender = ProfileGenerator(MultVAE(epochs=30, random_state=2), prior="posterior").fit(split.train)
+    poisoned, fake = inject(split.train, ShillingAttack("gan", targets, size=0.03, generator=attacker), random_state=5)
+    classic = ShillingDetector(simulations=3, random_state=0).fit(split.train)
+    aware = ShillingDetector(simulations=3, generator=defender, random_state=0).fit(split.train)
+    assert detection_scores(classic.detect(poisoned), fake, poisoned.n_users)["f1"] < 0.5  # blind to them
+    assert detection_scores(aware.detect(poisoned), fake, poisoned.n_users)["f1"] >= 0.9

@@ -33,6 +33,8 @@ def test_attack_command_writes_a_report(tmp_path, data_dir) -> None:  # type: ig
     assert res.exit_code != 0 and "attack kind" in res.output
     res = runner.invoke(app, ["attack", str(run), "--targets", "no-such-item"])
     assert res.exit_code != 0 and "no-such-item" in res.output
+    res = runner.invoke(app, ["attack", str(run), "--defend", "--detector", "oracle"])
+    assert res.exit_code != 0 and "detector must be" in res.output
 
 
 def test_robustness_command_needs_embeddings_and_draws_the_curve(tmp_path, data_dir) -> None:  # type: ignore[no-untyped-def]

@@ -13,6 +13,12 @@ include the fakes, as they would in deployment) and trains a random forest on fa
 was chosen over gradient boosting and logistic regression: on ml-100k it generalises best from the
 simulated attacks to an unseen one (F1 ≥ 0.94 on random, average, bandwagon and segment attacks at 1–5%).
 The attacker's actual targets and parameters are never seen.
+
+Against generated fake profiles (the "gan" attack: realistic item sets sampled from a generative model),
+the classic kinds teach the forest nothing. With `generator` set, the simulations also include attacks
+whose profiles are sampled from that generator — "auto" fits the defender's own MultVAE generator
+(aggregate-posterior prior) on the clean data — so the forest learns what generated profiles look like:
+it is the discriminator of a generator it trains against, on the profile features.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from advrec.data.interactions import Interactions, as_csr
 from advrec.data.splits import as_generator
 from advrec.errors import ConfigError, DataError, NotFittedError
 from advrec.models.base import Recommender
-from advrec.robustness.attacks import ShillingAttack, inject
+from advrec.robustness.attacks import KINDS, ShillingAttack, inject
 
 CLASSIC_KINDS = ("random", "average", "bandwagon", "popular", "segment")
 
@@ -130,9 +136,11 @@ class ShillingDetector:
         n_targets: tuple[int, int] = (1, 5),
         neighbours: int = 25,
         threshold: float = 0.5,
+        generator: Any = None,
         random_state: int | None = 0,
     ) -> None:
         self.kinds = tuple(kinds)
+        self.generator = generator
         self.simulations = simulations
         self.sizes = sizes
         self.filler_shares = filler_shares
@@ -144,14 +152,14 @@ class ShillingDetector:
     def _simulated(self, X: Interactions, rng: np.random.Generator) -> tuple[pd.DataFrame, np.ndarray]:
         feats, labels = [], []
         counts = X.item_counts()
-        for kind in self.kinds:
+        for kind in self.kinds_:
             for _ in range(self.simulations):
                 n_t = int(rng.integers(self.n_targets[0], self.n_targets[1] + 1))
                 pool = np.flatnonzero(counts > 0)
                 targets = np.sort(rng.choice(pool, size=min(n_t, len(pool)), replace=False)).tolist()
                 filler = None if rng.random() < 0.3 else float(rng.uniform(*self.filler_shares))
                 attack = ShillingAttack(kind, targets, size=float(rng.uniform(*self.sizes)), filler=filler,
-                                        selected=int(rng.integers(3, 15)))  # fmt: skip
+                                        selected=int(rng.integers(3, 15)), generator=self.generator_)  # fmt: skip
                 poisoned, fake = inject(X, attack, rng)
                 feats.append(profile_features(poisoned, self.neighbours))
                 y = np.zeros(poisoned.n_users, dtype=np.int64)
@@ -165,11 +173,15 @@ class ShillingDetector:
 
         if not isinstance(X, Interactions):
             raise DataError("ShillingDetector.fit needs Interactions (ratings and item features)")
-        bad = [k for k in self.kinds if k not in CLASSIC_KINDS]
+        bad = [k for k in self.kinds if k not in KINDS]
         if bad or not self.kinds:
-            raise ConfigError(f"kinds must be among {', '.join(CLASSIC_KINDS)}, got {list(self.kinds)}")
+            raise ConfigError(f"kinds must be among {', '.join(KINDS)}, got {list(self.kinds)}")
         if not 0 < self.threshold < 1:
             raise ConfigError(f"threshold must be in (0, 1), got {self.threshold}")
+        self.generator_ = self._fit_generator(X)
+        self.kinds_ = tuple(k for k in self.kinds if k != "gan") + (("gan",) if self.generator_ is not None else ())
+        if "gan" in self.kinds and self.generator_ is None:
+            raise ConfigError("kind 'gan' needs generator=<a fitted ProfileGenerator> or generator='auto'")
         rng = as_generator(self.random_state)
         feats, y = self._simulated(X, rng)
         self.feature_names_ = list(feats.columns)
@@ -179,6 +191,17 @@ class ShillingDetector:
         self.classifier_.fit(feats.to_numpy(), y)
         self.training_rows_ = len(y)
         return self
+
+    def _fit_generator(self, X: Interactions) -> Any:
+        if self.generator is None or hasattr(self.generator, "sample"):
+            return self.generator
+        if self.generator != "auto":
+            raise ConfigError(f"generator must be None, 'auto' or a fitted ProfileGenerator, got {self.generator!r}")
+        from advrec.generative import ProfileGenerator
+        from advrec.models import MultVAE
+
+        seed = None if self.random_state is None else self.random_state + 1  # apart from the forest's seed
+        return ProfileGenerator(MultVAE(random_state=seed), prior="posterior").fit(X)
 
     def predict_proba(self, X: Interactions | sp.spmatrix) -> np.ndarray:
         """The probability that each user's profile is fake."""

@@ -37,10 +37,13 @@ def run_attack(
     intent: str = "push",
     defend: bool = False,
     random_state: int = 0,
+    detector: str = "classic",
     out: str | Path | None = None,
 ) -> dict[str, Any]:
     """Poisons a run's training data, retrains its model class and measures the attack (and, with `defend`, the
-    detector and the defended model). `targets` are raw item ids (default: 5 long-tail items). Writes
+    detector and the defended model). `targets` are raw item ids (default: 5 long-tail items). A "gan" attack
+    samples its profiles from a MultVAE generator fitted on the training data. `detector` is "classic"
+    (trained on the classic attack kinds) or "generator" (also on profiles of its own generator). Writes
     `attack.json` and `report.md` to `out` (default RUN_DIR/attacks/<kind>-<size>) and returns the result."""
     run = load_run(run_dir)
     train = run.split.train
@@ -48,7 +51,15 @@ def run_attack(
         tidx = [int(i) for i in run.items.indices(list(targets))]
     else:
         tidx = [int(i) for i in pick_targets(train, 5, random_state=random_state)]
-    attack = ShillingAttack(kind, tidx, size=size, filler=filler, intent=intent)
+    if detector not in ("classic", "generator"):
+        raise ConfigError(f"detector must be 'classic' or 'generator', not {detector!r}")
+    generator = None
+    if kind == "gan":
+        from advrec.generative import ProfileGenerator
+        from advrec.models import MultVAE
+
+        generator = ProfileGenerator(MultVAE(random_state=random_state), prior="posterior").fit(train)
+    attack = ShillingAttack(kind, tidx, size=size, filler=filler, intent=intent, generator=generator)
     poisoned, fake = inject(train, attack, random_state=random_state)
     result: dict[str, Any] = {
         "model": type(run.model).__name__, "attack": attack.describe(),
@@ -56,10 +67,11 @@ def run_attack(
         "undefended": attack_effect(run.model, _refit(run.model, poisoned, run), run.split, tidx),
     }  # fmt: skip
     if defend:
-        detector = ShillingDetector(random_state=random_state).fit(train)
-        flagged = detector.detect(poisoned)
-        result["detection"] = detection_scores(flagged, fake, poisoned.n_users)
-        defended, _ = robust_fit(run.model.clone(), poisoned, detector)
+        det = ShillingDetector(generator="auto" if detector == "generator" else None, random_state=random_state)
+        det.fit(train)
+        flagged = det.detect(poisoned)
+        result["detection"] = {"detector": detector, **detection_scores(flagged, fake, poisoned.n_users)}
+        defended, _ = robust_fit(run.model.clone(), poisoned, det)
         result["defended"] = attack_effect(run.model, defended, run.split, tidx)
     path = Path(out) if out is not None else Path(run_dir) / "attacks" / f"{kind}-{size:g}"
     path.mkdir(parents=True, exist_ok=True)
@@ -97,8 +109,8 @@ def attack_markdown(result: dict[str, Any]) -> str:
     ]
     if "detection" in result:
         d = result["detection"]
-        lines += ["", f"Detector: precision {d['precision']:.3f}, recall {d['recall']:.3f}, F1 {d['f1']:.3f} "
-                  f"({d['flagged']} flagged, {d['fake']} fake)."]  # fmt: skip
+        lines += ["", f"Detector ({d['detector']}): precision {d['precision']:.3f}, recall {d['recall']:.3f}, "
+                  f"F1 {d['f1']:.3f} ({d['flagged']} flagged, {d['fake']} fake)."]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
