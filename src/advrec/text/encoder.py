@@ -193,16 +193,27 @@ class SentenceEncoder:
             atomic_write_text(meta, json.dumps({"model": self.model or DEFAULT_MODEL, "identity": self.identity}))
 
     # ------------------------------------------------------------------ encoding
-    def _token_lengths(self, texts: list[str]) -> np.ndarray:
-        """Number of tokens of each text after truncation to the model's maximum length."""
+    def _tokenize(self, texts: list[str]) -> tuple[np.ndarray, dict[str, np.ndarray] | None]:
+        """Token count of each text after truncation, and, with a fast BERT-style tokenizer, the padded token
+        arrays of all texts (so batches are cut from them instead of tokenizing twice); else None."""
         st = self._load()
         backend = getattr(st.tokenizer, "backend_tokenizer", None)  # the Rust tokenizer: no per-text Python work
-        if backend is not None:
-            # count attention-mask ones: the backend may be configured to pad
-            lengths = np.fromiter((sum(e.attention_mask) for e in backend.encode_batch(texts)), np.int64, len(texts))
-        else:
+        if backend is None:
             lengths = np.fromiter(map(len, st.tokenizer(texts)["input_ids"]), np.int64, len(texts))
-        return np.minimum(lengths, st.max_seq_length)
+            return np.minimum(lengths, st.max_seq_length), None
+        # truncate where the model does (st.preprocess sets the same on each call); pad to the longest text
+        backend.enable_truncation(max_length=st.max_seq_length)
+        backend.enable_padding(pad_id=st.tokenizer.pad_token_id or 0, pad_token=st.tokenizer.pad_token or "[PAD]")
+        encodings = backend.encode_batch(texts)
+        mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
+        lengths = mask.sum(axis=1)
+        names = set(getattr(st.tokenizer, "model_input_names", ()))
+        if not names or not names <= {"input_ids", "token_type_ids", "attention_mask"}:
+            return lengths, None
+        arrays = {"input_ids": np.array([e.ids for e in encodings], dtype=np.int64), "attention_mask": mask}
+        if "token_type_ids" in names:
+            arrays["token_type_ids"] = np.array([e.type_ids for e in encodings], dtype=np.int64)
+        return lengths, arrays
 
     def _batches(self, lengths: np.ndarray) -> list[np.ndarray]:
         """Row batches in order of decreasing token length, each with at most `batch_size` texts and at most
@@ -223,10 +234,17 @@ class SentenceEncoder:
 
         st = self._load()
         out = np.empty((len(texts), st.get_embedding_dimension()), dtype=np.float32)
-        batches = self._batches(self._token_lengths(texts))
+        lengths, arrays = self._tokenize(texts)
+        batches = self._batches(lengths)
+        # non-tensor entries st.preprocess adds (e.g. the modality), kept when batches come from `arrays`
+        extra = {k: v for k, v in st.preprocess(texts[:1]).items() if not hasattr(v, "to")}
         with torch.inference_mode():
             for rows in progress_bar(batches, desc="encoding texts", disable=not self.progress):
-                features = st.preprocess([texts[i] for i in rows])
+                if arrays is None:
+                    features = st.preprocess([texts[i] for i in rows])
+                else:
+                    width = int(lengths[rows].max())
+                    features = {k: torch.from_numpy(a[rows, :width]) for k, a in arrays.items()} | extra
                 features = {k: v.to(st.device) if hasattr(v, "to") else v for k, v in features.items()}
                 emb = st(features)["sentence_embedding"].float()
                 out[rows] = torch.nn.functional.normalize(emb, dim=-1).cpu().numpy()
