@@ -20,7 +20,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q "torch==2.13.0"
-	$(BIN)/python -m pip install -q -e ".[dev,text,privacy,serve]"
+	$(BIN)/python -m pip install -q -e ".[dev,text,privacy,serve,ann]"
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -283,16 +283,42 @@ def serve(
     ] = None,
     protect_reads: Annotated[bool, typer.Option(help="reads need an API key too")] = False,
     access_log: Annotated[bool, typer.Option(help="log every request")] = False,
+    ann: Annotated[
+        str,
+        typer.Option(
+            help="approximate top-k: none (score every item) or faiss (HNSW graph over item vectors; BPRMF, IRGAN; "
+            "needs the ann extra)"
+        ),
+    ] = "none",
+    ann_m: Annotated[int, typer.Option(help="faiss HNSW links per item (memory, build time, recall)")] = 32,
+    ann_ef_search: Annotated[int, typer.Option(help="faiss HNSW candidates per search (latency, recall)")] = 64,
 ) -> None:
     """Serves a run's model over HTTP: recommendations, fold-in, similar items, events, reload (docs at /docs)."""
     import os
 
     import uvicorn
 
-    from advrec.serving.app import ENV_KEY_FILE, ENV_PROTECT_READS, ENV_RUN_DIR, ENV_STORE, create_app
+    from advrec.serving.app import (
+        ENV_ANN,
+        ENV_ANN_EF_SEARCH,
+        ENV_ANN_M,
+        ENV_KEY_FILE,
+        ENV_PROTECT_READS,
+        ENV_RUN_DIR,
+        ENV_STORE,
+        create_app,
+    )
 
-    try:  # load once here, so that a bad run directory, store or key file fails before the server starts
-        probe = create_app(run_dir, store_url=store, api_key_file=api_key_file, protect_reads=protect_reads)
+    try:  # load once here, so that a bad run directory, store, key file or ann option fails before the server starts
+        probe = create_app(
+            run_dir,
+            store_url=store,
+            api_key_file=api_key_file,
+            protect_reads=protect_reads,
+            ann=ann,
+            ann_m=ann_m,
+            ann_ef_search=ann_ef_search,
+        )
         probe.state.serving.store.close()
     except (AdvrecError, OSError) as err:
         _fail(err)
@@ -300,6 +326,7 @@ def serve(
     os.environ[ENV_STORE] = store or ""
     os.environ[ENV_KEY_FILE] = str(api_key_file.resolve()) if api_key_file else ""
     os.environ[ENV_PROTECT_READS] = "1" if protect_reads else ""
+    os.environ[ENV_ANN], os.environ[ENV_ANN_M], os.environ[ENV_ANN_EF_SEARCH] = ann, str(ann_m), str(ann_ef_search)
     if not probe.state.serving.keys:
         console.print("[yellow]no API key configured: writes and admin calls will be refused[/yellow]")
     console.print(f"serving {probe.state.serving.model.version} on http://{host}:{port} (docs: /docs)")

@@ -1,6 +1,6 @@
 """The HTTP API (FastAPI): recommendations, fold-in, similar items, explanations, event ingestion, reload.
 
-`create_app(run_dir, store_url=..., api_keys=...)` builds the app; `advrec serve RUN_DIR` runs it under
+`create_app(run_dir, store_url=..., api_keys=..., ann="none")` builds the app; `advrec serve RUN_DIR` runs it under
 uvicorn (through `app_from_env`, so that `--workers N` starts N processes with the same settings).
 
 Raw ids are translated to indices here and nowhere else. A known user's history is their row of the run's
@@ -27,6 +27,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 import advrec
 from advrec.errors import AdvrecError, ConfigError, UnknownIdError
+from advrec.serving.ann import DEFAULT_EF_SEARCH, DEFAULT_M, AnnOptions
 from advrec.serving.auth import KeyChecker, load_api_keys
 from advrec.serving.index import Histories, ServedModel
 from advrec.serving.metrics import MetricsMiddleware, ServingMetrics
@@ -57,6 +58,9 @@ ENV_STORE = "ADVREC_SERVE_STORE"
 ENV_KEY_FILE = "ADVREC_SERVE_API_KEY_FILE"
 ENV_PROTECT_READS = "ADVREC_SERVE_PROTECT_READS"
 ENV_TORCH_THREADS = "ADVREC_SERVE_TORCH_THREADS"
+ENV_ANN = "ADVREC_SERVE_ANN"
+ENV_ANN_M = "ADVREC_SERVE_ANN_M"
+ENV_ANN_EF_SEARCH = "ADVREC_SERVE_ANN_EF_SEARCH"
 DEFAULT_BODY_BYTES = 4 * 1024 * 1024
 
 
@@ -70,6 +74,7 @@ class ServingState:
     metrics: ServingMetrics
     protect_reads: bool
     max_batch: int
+    ann: AnnOptions = field(default_factory=AnnOptions)
     reload_lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -96,23 +101,29 @@ def create_app(
     protect_reads: bool = False,
     max_batch: int = MAX_BATCH,
     max_body_bytes: int = DEFAULT_BODY_BYTES,
+    ann: str = "none",
+    ann_m: int = DEFAULT_M,
+    ann_ef_search: int = DEFAULT_EF_SEARCH,
 ) -> FastAPI:
     """The API serving the model of `run_dir`, with events in `store_url` (default: `run_dir/events.db`).
 
     API keys: `api_keys` if given, else `$ADVREC_API_KEYS`; plus those of `api_key_file`. Without any key,
-    write and admin calls are refused (and reads too when `protect_reads`).
+    write and admin calls are refused (and reads too when `protect_reads`). `ann="faiss"` answers known users'
+    top-k and similar items from an HNSW graph over the item vectors (`ann_m` links per item, `ann_ef_search`
+    candidates per search); only for models whose score is ⟨user vector, item vector⟩ (BPRMF, IRGAN).
     """
+    ann_options = AnnOptions(ann, m=ann_m, ef_search=ann_ef_search)
     if not 1 <= max_batch <= MAX_BATCH:
         raise ConfigError(f"max_batch must lie in 1..{MAX_BATCH}, got {max_batch}")
     keys = list(api_keys) if api_keys is not None else load_api_keys(None)
     if api_key_file is not None:
         keys += load_api_keys(api_key_file, env=None)
-    model = ServedModel.from_run_dir(run_dir)
+    model = ServedModel.from_run_dir(run_dir, ann=ann_options)
     store_url = store_url or default_store_url(run_dir)
     store = open_store(store_url)
     metrics = ServingMetrics()
     metrics.set_model(model.version, model.model_name, str(model.path), model.loaded_at)
-    state = ServingState(model, store, KeyChecker(keys), metrics, protect_reads, max_batch)
+    state = ServingState(model, store, KeyChecker(keys), metrics, protect_reads, max_batch, ann_options)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]
@@ -308,6 +319,7 @@ def create_app(
             n_users=m.n_users,
             n_items=m.n_items,
             uses_history=m.uses_history,
+            ann=m.ann.describe(),
         )
 
     # ------------------------------------------------------------------ writes
@@ -345,7 +357,7 @@ def create_app(
         target = Path(body.run_dir) if body and body.run_dir else state.model.path
         with state.reload_lock:
             try:
-                new = ServedModel.from_run_dir(target)
+                new = ServedModel.from_run_dir(target, ann=state.ann)
             except Exception as err:  # any failure to load leaves the served model as it was
                 log.warning("reload of %s failed: %s", target, err)
                 raise _bad_request(422, f"cannot load {target}: {type(err).__name__}: {err}") from None
@@ -393,4 +405,7 @@ def app_from_env() -> FastAPI:
         store_url=os.environ.get(ENV_STORE) or None,
         api_key_file=os.environ.get(ENV_KEY_FILE) or None,
         protect_reads=os.environ.get(ENV_PROTECT_READS, "") == "1",
+        ann=os.environ.get(ENV_ANN) or "none",
+        ann_m=int(os.environ.get(ENV_ANN_M) or DEFAULT_M),
+        ann_ef_search=int(os.environ.get(ENV_ANN_EF_SEARCH) or DEFAULT_EF_SEARCH),
     )

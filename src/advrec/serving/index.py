@@ -3,7 +3,9 @@
 Everything the request path needs is built here, so a request does only its own work: id lookups are
 dict look-ups, the training history is one CSR matrix, popularity (the fallback ranking) and the
 column-normalised co-occurrence matrix (similar items for models that keep one vector per user) are
-ready, and raw ids and titles are plain Python lists for the JSON answer.
+ready, and raw ids and titles are plain Python lists for the JSON answer. With `AnnOptions(method="faiss")`
+a model whose score is ⟨user vector, item vector⟩ (BPRMF, IRGAN) also gets an HNSW graph over its item
+vectors, and known users' top-k and similar items come from it (`advrec.serving.ann`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import scipy.sparse as sp
 from advrec.errors import ConfigError, UnknownIdError
 from advrec.evaluation.ranking import entry_positions, top_k
 from advrec.runs import Run, load_run
+from advrec.serving.ann import AnnOptions, Factors, HNSWIndex, factors_of, first_kept, rank, seen_mask
 
 
 def model_version(run_dir: Path) -> str:
@@ -46,7 +49,7 @@ class Histories:
 class ServedModel:
     """A run's model, id maps, titles and training history, ready to answer requests."""
 
-    def __init__(self, run: Run) -> None:
+    def __init__(self, run: Run, ann: AnnOptions | None = None) -> None:
         self.run = run
         self.path = Path(run.path)
         self.model = run.model
@@ -66,6 +69,12 @@ class ServedModel:
                 f"{self.path}: the run's data has {self.n_items} items but its model was fitted on "
                 f"{self.model.n_items_}"
             )
+        self.ann = ann or AnnOptions()
+        self.factors: Factors | None = None
+        self.ann_index: HNSWIndex | None = None
+        if self.ann.enabled:
+            self.factors = factors_of(self.model, self.history)
+            self.ann_index = HNSWIndex(self.factors.item, self.ann)
         self.item_ids: list[int | str] = run.items.ids.tolist()
         self.user_lookup = {str(u): i for i, u in enumerate(run.users.ids.tolist())}
         self.item_lookup = {str(x): i for i, x in enumerate(self.item_ids)}
@@ -82,8 +91,8 @@ class ServedModel:
         self.warm_up()
 
     @classmethod
-    def from_run_dir(cls, run_dir: str | Path) -> ServedModel:
-        return cls(load_run(run_dir))
+    def from_run_dir(cls, run_dir: str | Path, ann: AnnOptions | None = None) -> ServedModel:
+        return cls(load_run(run_dir), ann=ann)
 
     def warm_up(self) -> None:
         """One scoring call, so the first request does not pay for lazy initialisation."""
@@ -179,6 +188,11 @@ class ServedModel:
         self, rows: Histories, k: int = 10, exclude_seen: bool = True
     ) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """Top-k item indices and scores per row (item -1 where fewer than k are left), and the strategy."""
+        if self.ann_index is not None:
+            return self._recommend_ann(rows, min(k, self.n_items), exclude_seen)
+        return self._recommend_exact(rows, k, exclude_seen)
+
+    def _recommend_exact(self, rows: Histories, k: int, exclude_seen: bool) -> tuple[np.ndarray, np.ndarray, list[str]]:
         s, strategy = self.scores(rows)
         s = np.nan_to_num(np.array(s, dtype=np.float32), nan=-np.inf)
         if exclude_seen:
@@ -187,8 +201,46 @@ class ServedModel:
         items = np.where(np.isfinite(values), items, -1)
         return items, values, strategy
 
+    def _recommend_ann(self, rows: Histories, k: int, exclude_seen: bool) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """Known users through the HNSW graph: search k + (seen items), drop the seen, rank by exact score.
+
+        Rows left with fewer than k items, and rows whose search would cover over half the catalogue (where
+        the graph is slower than scoring every item), are scored exactly. Searches are batched by width
+        (powers of two).
+        """
+        assert self.factors is not None and self.ann_index is not None
+        n, tu = len(rows.train_users), rows.train_users
+        items = np.full((n, k), -1, dtype=np.int64)
+        values = np.full((n, k), -np.inf, dtype=np.float32)
+        width = k + (np.diff(rows.seen.indptr) if exclude_seen else np.zeros(n, dtype=np.int64))
+        use = (tu >= 0) & (tu < len(self.factors.user)) & (width <= self.n_items // 2)
+        bucket = np.minimum(2 ** np.ceil(np.log2(np.maximum(width, 1))).astype(np.int64), self.n_items)
+        done = np.zeros(n, dtype=bool)
+        for w in np.unique(bucket[use]):
+            r = np.flatnonzero(use & (bucket == w))
+            labels = self.ann_index.search(self.factors.user[tu[r]], int(w))
+            keep = labels >= 0
+            if exclude_seen:
+                keep &= ~seen_mask(rows.seen[r], labels)
+            cand, enough = first_kept(labels, keep, k)
+            r, cand = r[enough], cand[enough]
+            scores = np.einsum("nd,nkd->nk", self.factors.user[tu[r]], self.factors.item[cand])
+            items[r], values[r] = rank(cand, scores)
+            done[r] = True
+        strategy = ["user-vector"] * n
+        rest = np.flatnonzero(~done)
+        if rest.size:
+            sub = Histories(rows.liked[rest], rows.seen[rest], tu[rest])
+            items[rest], values[rest], exact = self._recommend_exact(sub, k, exclude_seen)
+            for row, how in zip(rest.tolist(), exact, strict=True):
+                strategy[row] = how
+        return items, values, strategy
+
     def similar(self, item: int, k: int = 10) -> tuple[np.ndarray, np.ndarray, str]:
-        """Items most like `item`: the model's scores for a one-item history, or co-occurrence cosine."""
+        """Items most like `item`: the model's scores for a one-item history, the inner product of item vectors
+        (with approximate search), or co-occurrence cosine."""
+        if self.factors is not None and self.ann_index is not None:
+            return self._similar_vectors(item, k)
         if self.uses_history:
             one = sp.csr_matrix((np.ones(1, np.float32), ([0], [item])), shape=(1, self.n_items))
             s = np.array(self.model.score(one, np.arange(1)), dtype=np.float32)
@@ -200,6 +252,22 @@ class ServedModel:
         items, values = top_k(s, min(k, self.n_items))
         items = np.where(np.isfinite(values), items, -1)
         return items[0], values[0], strategy
+
+    def _similar_vectors(self, item: int, k: int) -> tuple[np.ndarray, np.ndarray, str]:
+        """The items of largest ⟨query vector of `item`, item vector⟩: from the graph, exactly when it finds too few."""
+        assert self.factors is not None and self.ann_index is not None
+        q = self.factors.query[item]
+        if k + 1 <= self.n_items // 2:
+            labels = self.ann_index.search(q[None], k + 1)
+            cand, enough = first_kept(labels, (labels >= 0) & (labels != item), k)
+            if enough[0]:
+                items, values = rank(cand, (self.factors.item[cand[0]] @ q)[None])
+                return items[0], values[0], "item-vector"
+        s = (self.factors.item @ q)[None]
+        s[0, item] = -np.inf
+        items, values = top_k(s, min(k, self.n_items))
+        items = np.where(np.isfinite(values), items, -1)
+        return items[0], values[0], "item-vector"
 
     def explain(self, rows: Histories, item: int, n: int = 3) -> tuple[float, list[tuple[int, float]]]:
         """The score of `item` for the one row, and the history items that add most to it."""

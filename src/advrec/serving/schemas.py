@@ -99,7 +99,7 @@ class ScoredItem(BaseModel):
     score: float
 
 
-Strategy = Literal["history", "fold-in", "user-vector", "popularity", "model", "co-occurrence"]
+Strategy = Literal["history", "fold-in", "user-vector", "popularity", "model", "co-occurrence", "item-vector"]
 
 
 class Recommendations(BaseModel):
@@ -129,7 +129,8 @@ class SimilarItems(BaseModel):
     model_version: str
     strategy: Strategy = Field(
         description="model: the model's scores for a history of this one item; co-occurrence: cosine of "
-        "training columns, for models with one vector per user"
+        "training columns, for models with one vector per user; item-vector: inner product of the model's item "
+        "vectors, for models with one vector per user served with approximate search"
     )
     items: list[ScoredItem]
 
@@ -160,6 +161,10 @@ class ModelStatus(BaseModel):
     n_users: int
     n_items: int
     uses_history: bool
+    ann: str = Field(
+        default="none",
+        description="approximate search: none (every item is scored), or the index, e.g. faiss-hnsw(M=32,efSearch=64)",
+    )
 
 
 class Health(BaseModel):
