@@ -1,4 +1,4 @@
-"""User-level differentially private training (DP-SGD with Opacus) of MultVAE and of the VAE generator.
+"""User-level differentially private training (DP-SGD with Opacus) of MultVAE, BPRMF and the VAE generator.
 
 One example is one user's whole interaction row, so the guarantee covers everything a user did (add/remove
 one user). Each step draws users by Poisson sampling (rate q = batch_size / n_users), clips each user's
@@ -15,6 +15,9 @@ The spent budget is written on the model as learned attributes (`epsilon_`, `del
 the run manifest. Early stopping on validation data selects an epoch with data the accountant does not
 charge: use validation users disjoint from the training users (`holdout_users`) or no validation.
 
+`fit_private(BPRMF(...), X, ...)` trains BPR-MF as a billboard model (`advrec.privacy.dp_bpr`): DP-SGD on the
+item-side parameters only, each user's vector folded in from their own row.
+
 `private_generator` trains a `ProfileGenerator` whose every output is post-processing of DP quantities:
 the VAE decoder (DP-SGD, optionally started from a DP popularity prior) with the standard-normal prior, and a
 profile-size distribution released by the Laplace mechanism (basic composition: ε = ε_SGD + ε_popularity + ε_sizes).
@@ -27,7 +30,7 @@ import math
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -36,8 +39,8 @@ import torch
 from advrec.data.interactions import Interactions, as_csr
 from advrec.errors import ConfigError
 from advrec.generative.profiles import ProfileGenerator
-from advrec.models import MultVAE, Recommender
-from advrec.models.torch_base import seed_of
+from advrec.models import BPRMF, MultVAE, Recommender
+from advrec.models.torch_base import TorchRecommender, seed_of
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +56,9 @@ PRIVACY_ATTRIBUTES = (
     "sample_rate_",
     "dp_steps_",
     "accountant_",
+    "dp_scope_",
 )
+M = TypeVar("M", bound=TorchRecommender)
 
 
 @dataclass
@@ -116,7 +121,8 @@ def check_privatizable(module: torch.nn.Module, where: str = "model") -> None:
 
 
 class _DPSession:
-    """Opacus objects of one private fit: installed through MultVAE's `optimizer_factory` / `batch_iterator`."""
+    """Opacus objects of one private fit: the optimizer, the Poisson-sampled batches and the batch loss of a
+    torch model's training loop (MultVAE's `optimizer_factory` / `batch_iterator` / `loss_reducer`)."""
 
     def __init__(self, config: DPConfig, active: np.ndarray, epochs: int, seed: int, X: sp.csr_matrix) -> None:
         from opacus import PrivacyEngine
@@ -135,7 +141,9 @@ class _DPSession:
         self.noise_multiplier = math.nan
         self.sample_rate = math.nan
 
-    def make_optimizer(self, model: MultVAE, default: Callable[[], torch.optim.Optimizer]) -> torch.optim.Optimizer:
+    def make_optimizer(
+        self, model: TorchRecommender, default: Callable[[], torch.optim.Optimizer]
+    ) -> torch.optim.Optimizer:
         from torch.utils.data import DataLoader, TensorDataset
 
         network = model.network_
@@ -189,7 +197,7 @@ class _DPSession:
         with torch.no_grad():
             decoder.bias.copy_(torch.from_numpy(np.log(share).astype(np.float32)))
 
-    def reduce(self, model: MultVAE, per_user: torch.Tensor) -> Any:
+    def reduce(self, model: TorchRecommender, per_user: torch.Tensor) -> Any:
         """The batch loss: under ghost clipping, Opacus's two-pass loss; else the mean."""
         if self.config.clipping != "ghost":
             return per_user.mean()
@@ -197,7 +205,7 @@ class _DPSession:
 
         return DPTensorFastGradientClipping(self.hooks, self.optimizer, per_user, "mean")
 
-    def batches(self, model: MultVAE, order: np.ndarray, rng: np.random.Generator) -> Iterator[np.ndarray]:
+    def batches(self, model: TorchRecommender, order: np.ndarray, rng: np.random.Generator) -> Iterator[np.ndarray]:
         """Poisson-sampled logical batches of training users (the epoch's `order` is not used); with
         clipping="hooks", cut into physical chunks; the optimizer steps (and the accountant counts) once
         per logical batch."""
@@ -225,44 +233,39 @@ class _DPSession:
 
 
 def fit_private(
-    model: MultVAE,
+    model: M,
     X: Interactions | sp.spmatrix,
     config: DPConfig | None = None,
     valid: Any = None,
     **config_kw: Any,
-) -> MultVAE:
-    """Trains `model` (a MultVAE) with user-level DP-SGD and records the budget spent on it; returns it.
+) -> M:
+    """Trains `model` (a MultVAE or a BPRMF) with user-level DP-SGD and records the budget spent on it; returns it.
 
     `config_kw` builds a `DPConfig` when `config` is not given (`epsilon=8`, `noise_multiplier=1.1`, …).
-    Users without interactions are not examples.
+    Users without interactions are not examples. A BPRMF is trained as a billboard model
+    (`advrec.privacy.dp_bpr`): `batch_size` then counts users, and `popularity_epsilon` is not supported.
     """
-    if not isinstance(model, MultVAE):
-        raise ConfigError(
-            f"DP training supports MultVAE (and its subclasses), not {type(model).__name__}; "
-            "BPRMF keeps a per-user embedding and needs its own user-level treatment"
-        )
+    if not isinstance(model, MultVAE | BPRMF):
+        raise ConfigError(f"DP training supports MultVAE (and its subclasses) and BPRMF, not {type(model).__name__}")
     config = config or DPConfig(**config_kw)
     config.check()
     m = as_csr(X, "training data")
     active = np.flatnonzero(np.diff(m.indptr) > 0)
     seed = seed_of(model.random_state)
     session = _DPSession(config, active, model.epochs, seed, m)
-    if model.sampling != "uniform":
-        raise ConfigError(
-            f"DP training samples users by Poisson sampling; set sampling='uniform', not {model.sampling!r}"
-        )
-    model.optimizer_factory = session.make_optimizer
-    model.batch_iterator = session.batches
-    model.loss_reducer = session.reduce
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*[Ff]ull backward hook.*")
-            model.fit(X, valid=valid)
-    finally:
-        model.optimizer_factory = None
-        model.batch_iterator = None
-        model.loss_reducer = None
-        session.close()
+    if isinstance(model, BPRMF):
+        if config.popularity_epsilon > 0:
+            raise ConfigError("popularity_epsilon needs an output bias; BPRMF's scores have none, set it to 0")
+        from advrec.privacy.dp_bpr import fit_billboard
+
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*[Ff]ull backward hook.*")
+                fit_billboard(model, X, valid=valid, session=session)
+        finally:
+            session.close()
+    else:
+        _fit_vae(model, X, session, valid)
     eps_sgd = session.epsilon()
     record = {
         "epsilon_": eps_sgd + config.popularity_epsilon,
@@ -281,12 +284,32 @@ def fit_private(
     return model
 
 
+def _fit_vae(model: MultVAE, X: Interactions | sp.spmatrix, session: _DPSession, valid: Any) -> None:
+    if model.sampling != "uniform":
+        raise ConfigError(
+            f"DP training samples users by Poisson sampling; set sampling='uniform', not {model.sampling!r}"
+        )
+    model.optimizer_factory = session.make_optimizer
+    model.batch_iterator = session.batches
+    model.loss_reducer = session.reduce
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*[Ff]ull backward hook.*")
+            model.fit(X, valid=valid)
+    finally:
+        model.optimizer_factory = None
+        model.batch_iterator = None
+        model.loss_reducer = None
+        session.close()
+
+
 def privacy_manifest(model: Recommender) -> dict[str, Any]:
     """The privacy budget a model was trained under, for a run manifest ({} for a non-private model)."""
     if not hasattr(model, "epsilon_"):
         return {"epsilon": math.inf, "private": False}
     out = {k.rstrip("_"): getattr(model, k) for k in PRIVACY_ATTRIBUTES if hasattr(model, k)}
-    return {"private": True, "unit": "user", "mechanism": "DP-SGD (Opacus), Poisson sampling", **out}
+    mechanism = "DP-SGD (Opacus), Poisson sampling" + (", billboard model" if "dp_scope" in out else "")
+    return {"private": True, "unit": "user", "mechanism": mechanism, **out}
 
 
 def rdp_epsilon(
