@@ -94,12 +94,14 @@ def test_membership_audit_of_a_run_needs_held_out_users(tiny_gendered, tmp_path)
         audit_run(path, attributes=False)
 
 
-def test_forget_retrains_a_dp_model_with_its_noise(tiny_gendered, tmp_path):
-    from advrec.models import MultVAE
+@pytest.mark.parametrize("name", ["MultVAE", "BPRMF"])
+def test_forget_retrains_a_dp_model_with_its_noise(tiny_gendered, tmp_path, name):
+    from advrec.models import BPRMF, MultVAE
     from advrec.privacy.dp import fit_private, privacy_manifest
 
     split = ratio_split(tiny_gendered, random_state=0)
-    model = fit_private(MultVAE(hidden=16, latent=4, epochs=2, batch_size=50), split.train, noise_multiplier=1.5)
+    fresh = MultVAE(hidden=16, latent=4, epochs=2, batch_size=50) if name == "MultVAE" else BPRMF(factors=8, epochs=2)
+    model = fit_private(fresh, split.train, noise_multiplier=1.5)
     path = save_run(tmp_path / "dp", model, tiny_gendered, split, dataset={"name": "tiny"},
                     extra={"privacy": privacy_manifest(model)})  # fmt: skip
     result = forget_user(path, "user-3")

@@ -22,7 +22,7 @@ import numpy as np
 from advrec.data.interactions import Interactions
 from advrec.data.splits import PARTS, Split
 from advrec.errors import ConfigError, UnknownIdError
-from advrec.models import MultVAE
+from advrec.models import BPRMF, MultVAE
 from advrec.models.base import Recommender
 from advrec.runs import MANIFEST, load_run, save_run
 
@@ -62,8 +62,10 @@ def refit(model: Recommender, split: Split) -> tuple[Recommender, str]:
             accountant=str(getattr(model, "accountant_")),  # noqa: B009
             popularity_epsilon=float(getattr(model, "epsilon_popularity_", 0.0)),
         )
-        if not isinstance(fresh, MultVAE):
-            raise ConfigError(f"{type(model).__name__} records a DP budget but DP training supports MultVAE only")
+        if not isinstance(fresh, MultVAE | BPRMF):
+            raise ConfigError(
+                f"{type(model).__name__} records a DP budget but DP training supports MultVAE and BPRMF only"
+            )
         return fit_private(fresh, split.train, config, valid=valid), "retraining (DP-SGD, same noise multiplier)"
     fresh.fit(split.train, valid=valid)
     name = type(model).__name__
