@@ -345,7 +345,7 @@ def serve(
 @app.command()
 def synthesize(
     dataset: Annotated[str, typer.Option(help="dataset name")] = "ml-1m",
-    generator: Annotated[str, typer.Option(help="vae (gan: not yet)")] = "vae",
+    generator: Annotated[str, typer.Option(help="vae, or gan (user-based CFGAN; ε = inf only)")] = "vae",
     epsilon: Annotated[str, typer.Option(help="privacy budget ε at the user level, or inf for no DP")] = "inf",
     users: Annotated[int | None, typer.Option(help="synthetic users to write (default: as many as real)")] = None,
     out: Annotated[Path, typer.Option(help="folder of the release")] = Path("synthetic"),
@@ -355,7 +355,7 @@ def synthesize(
     popularity_share: Annotated[
         float, typer.Option(help="share of ε on a DP popularity prior (try 0.05 at ε ≥ 8)")
     ] = 0.0,
-    sets: Annotated[list[str] | None, typer.Option("--set", help="generator (MultVAE) parameter key=value")] = None,
+    sets: Annotated[list[str] | None, typer.Option("--set", help="generator parameter key=value")] = None,
     min_rating: float | None = 3.0,
     core: int | None = None,
     seed: int = 2020,
@@ -370,8 +370,8 @@ def synthesize(
     from advrec.privacy.synthesize import synthesize as make_release
 
     try:
-        check_generator(generator)
         eps = math.inf if epsilon.strip().lower() in ("inf", "infinity", "none") else float(epsilon)
+        check_generator(generator, eps)
         X = load_movielens(dataset, data_dir=data_dir, min_rating=min_rating, core=core)
         params = parse_assignments(sets or [])
         if epochs is not None:

@@ -36,8 +36,21 @@ def test_synthetic_release_has_no_real_user_ids(tiny_gendered, tmp_path, epsilon
         assert manifest["privacy"]["epsilon"] is None or math.isinf(manifest["privacy"]["epsilon"])
     else:
         assert 0 < manifest["privacy"]["epsilon"] <= 5.05 and 0 < manifest["privacy"]["delta"] < 1 / 200
-    with pytest.raises(ConfigError, match="gan"):
-        synthesize(tiny_gendered, generator="gan")
+    with pytest.raises(ConfigError, match="no DP version"):
+        synthesize(tiny_gendered, generator="gan", epsilon=8.0)
+    with pytest.raises(ConfigError, match="generator must be"):
+        synthesize(tiny_gendered, generator="diffusion")
+
+
+def test_gan_release_samples_a_user_based_cfgan(tiny_gendered, tmp_path):
+    params = {"g_hidden": (16,), "d_hidden": (16,), "epochs": 3, "batch_size": 50}
+    release = synthesize(tiny_gendered, generator="gan", n_users=60, params=params, random_state=0)
+    manifest = json.loads((release.save(tmp_path / "gan") / "manifest.json").read_text())
+    assert manifest["generator"]["class"] == "CFGAN" and manifest["generator"]["params"]["mode"] == "user"
+    assert manifest["privacy"]["epsilon"] in (None, math.inf) and manifest["users"] == 60
+    assert release.data.n_users == 60 and release.data.nnz > 0
+    again = synthesize(tiny_gendered, generator="gan", n_users=60, params=params, random_state=0)
+    assert (release.data.matrix != again.data.matrix).nnz == 0  # same seed, same release
 
 
 def test_forget_is_exact_for_ease(tiny_gendered, tmp_path):

@@ -5,6 +5,10 @@ The release holds synthetic user ids ("s000000", ...) only: no real user id, no 
 generator is the DP-SGD-trained MultVAE decoder (optionally from a DP popularity prior) with the standard-normal prior
 and a DP profile-size distribution (`advrec.privacy.dp.private_generator`), so the whole release is (ε, δ)-DP
 at the user level.
+
+`generator="gan"` samples from a user-based CFGAN (`ProfileGenerator`). Its generator is conditioned on real
+histories, so every synthetic user derives from one real user: that release has no DP guarantee (ε = ∞
+only) and the DCR audit shows how close it stays to the training users.
 """
 
 from __future__ import annotations
@@ -23,12 +27,14 @@ import scipy.sparse as sp
 from advrec.data.interactions import IdMap, Interactions
 from advrec.errors import ConfigError
 from advrec.io import atomic_write_parquet, atomic_write_text, to_jsonable
-from advrec.models import MultVAE
+from advrec.models import CFGAN, MultVAE
 from advrec.models.torch_base import seed_of
 
-GENERATORS = ("vae",)
+GENERATORS = ("vae", "gan")
 VAE_DEFAULTS: dict[str, Any] = {"hidden": 600, "latent": 64, "dropout": 0.5, "epochs": 50, "batch_size": 500}
 """Generator settings of the release (no early stopping: a validation split would need more real users)."""
+GAN_DEFAULTS: dict[str, Any] = {"mode": "user", "epochs": 200}
+"""User-based CFGAN (it generates rows for any history), the other settings CFGAN's defaults."""
 
 
 @dataclass
@@ -60,15 +66,15 @@ class SyntheticRelease:
         return out
 
 
-def check_generator(generator: str) -> None:
-    """Raises `ConfigError` for a generator the release does not offer."""
-    if generator == "gan":
-        raise ConfigError(
-            "--generator gan is not available yet: both networks of a GAN touch real data, so DP needs the "
-            "discriminator privatized and the budget charged once; use --generator vae"
-        )
+def check_generator(generator: str, epsilon: float = math.inf) -> None:
+    """Raises `ConfigError` for a generator the release does not offer at `epsilon`."""
     if generator not in GENERATORS:
         raise ConfigError(f"generator must be one of {', '.join(GENERATORS)}, not {generator!r}")
+    if generator == "gan" and not math.isinf(epsilon):
+        raise ConfigError(
+            "--generator gan has no DP version: CFGAN's generator is conditioned on real user histories, so its "
+            "samples derive from real users; use --generator vae for a finite epsilon, or --epsilon inf"
+        )
 
 
 def holdout_mask(n_users: int, share: float, seed: int) -> np.ndarray:
@@ -98,22 +104,32 @@ def synthesize(
     `popularity_share`: share of ε for the generator's DP popularity prior (helps at ε = 8, hurts at ε = 1)."""
     from advrec.privacy.dp import private_generator
 
-    check_generator(generator)
     if not epsilon > 0:
         raise ConfigError(f"epsilon must be positive (inf for no DP), got {epsilon}")
+    check_generator(generator, epsilon)
     if not 0 <= holdout < 1:
         raise ConfigError(f"holdout must lie in [0, 1), got {holdout}")
     n_users = int(n_users if n_users is not None else X.n_users)
     if n_users < 1:
         raise ConfigError(f"n_users must be ≥ 1, got {n_users}")
     seed = seed_of(random_state)
-    vae_params = {**VAE_DEFAULTS, **(params or {}), "random_state": seed}
     held = holdout_mask(X.n_users, holdout, seed)
     train = X.matrix[~held] if held.any() else X.matrix
     t0 = time.perf_counter()
-    gen, budget = private_generator(
-        train, epsilon, delta=delta, vae=MultVAE(**vae_params), popularity_share=popularity_share, random_state=seed
-    )
+    if generator == "gan":
+        from advrec.generative import ProfileGenerator
+        from advrec.privacy.dp import GeneratorBudget
+
+        cfgan = CFGAN(**{**GAN_DEFAULTS, **(params or {}), "random_state": seed})
+        if cfgan.mode != "user":
+            raise ConfigError("the gan generator is a user-based CFGAN: mode must be 'user'")
+        gen, budget = ProfileGenerator(cfgan).fit(train), GeneratorBudget(math.inf, 0.0, math.inf, math.inf)
+    else:
+        vae_params = {**VAE_DEFAULTS, **(params or {}), "random_state": seed}
+        gen, budget = private_generator(
+            train, epsilon, delta=delta, vae=MultVAE(**vae_params), popularity_share=popularity_share,
+            random_state=seed,
+        )  # fmt: skip
     fit_s = time.perf_counter() - t0
     rows = gen.sample(n_users, random_state=seed + 1)
     width = max(6, len(str(n_users - 1)))
@@ -122,7 +138,7 @@ def synthesize(
     data = Interactions(
         sp.csr_matrix(rows, dtype=np.float32), users, X.items, item_features=item_features, name=f"{X.name}-synthetic"
     )
-    vae = gen.model
+    vae = gen.model  # the generator's model: MultVAE or CFGAN
     manifest = {
         "kind": "synthetic interactions",
         "source_dataset": {
