@@ -158,7 +158,8 @@ def write(saved: dict, out: Path) -> None:
     if saved.get("curves"):
         df = pd.DataFrame(saved["curves"])
         curve_plot(df, out / "robustness_curves.png", title="NDCG@10 under embedding attacks (ml-1m, LOO)")
-        piv = df.pivot_table(index=["model", "method"], columns="eps", values="share", sort=False)
+        attacked = df[df["method"] != "clean"]  # the clean rows keep 1.0 by definition
+        piv = attacked.pivot_table(index=["model", "method"], columns="eps", values="share", sort=False)
         piv.columns = [f"eps={c:g}" for c in piv.columns]
         piv.index = [f"{a} {b}" for a, b in piv.index]
         table = markdown_table(piv, index_name="model / attack")
