@@ -5,9 +5,12 @@ The generator is a policy p_θ(i | u) = softmax(⟨g_u, g_i⟩ + b_i) over all i
 from the generator (softmax at `temperature`); the generator, pretrained as BPR-MF, learns by REINFORCE
 with reward 2·D(u, i) − 1 on items drawn from p_n = (1 − `mix`)·p_θ + `mix`·uniform(user's items),
 importance-weighted by p_θ / p_n; it draws `samples` × (number of the user's items) items per user.
-Scores are the generator's logits. Defaults (generator lr 1e-4, mix 0.5, discriminator lr 1e-3 with 50
-warm-up passes) were chosen on ML-100K validation (seed 1); with the paper's mix 0.2 or a generator lr of
-1e-3 the generator drifts from its BPR-MF start and validation NDCG@10 falls every epoch.
+Scores are the generator's logits. Defaults (sampling temperature 2, generator lr 1e-3, mix 0.5,
+discriminator lr 1e-3 with 50 warm-up passes, up to 80 epochs with patience 10) were chosen on ML-100K
+validation NDCG@10 (ratings ≥ 4, seeds 1–3, against the pretrained generator's): +5.7%, +10.3%, +5.9%. A
+sharper policy (temperature 0.2, the paper's) explores too little: the generator stays at its start (−0.8% to
++0.0% at lr 1e-4); temperature 1 gains in two seeds of three, temperature 4 less; a generator lr of 3e-3, or
+mix 0.2, drifts away from the BPR-MF start and validation NDCG@10 falls.
 """
 
 from __future__ import annotations
@@ -52,7 +55,7 @@ class IRGAN(AdversarialRecommender):
     def __init__(
         self,
         factors: int = 5,
-        temperature: float = 0.2,
+        temperature: float = 2.0,
         mix: float = 0.5,
         samples: float = 2.0,
         d_reg: float = 0.1 / 16,
@@ -71,10 +74,10 @@ class IRGAN(AdversarialRecommender):
         diversity_users: int = 256,
         diversity_k: int = 20,
         collapse_jaccard: float = 0.8,
-        epochs: int = 30,
+        epochs: int = 80,
         batch_size: int = 64,
-        lr: float = 1e-4,
-        patience: int = 5,
+        lr: float = 1e-3,
+        patience: int = 10,
         eval_every: int = 1,
         device: str = "auto",
         random_state: int | None = 2020,
