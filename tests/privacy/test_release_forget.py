@@ -47,6 +47,7 @@ def test_gan_release_samples_a_user_based_cfgan(tiny_gendered, tmp_path):
     release = synthesize(tiny_gendered, generator="gan", n_users=60, params=params, random_state=0)
     manifest = json.loads((release.save(tmp_path / "gan") / "manifest.json").read_text())
     assert manifest["generator"]["class"] == "CFGAN" and manifest["generator"]["params"]["mode"] == "user"
+    assert manifest["generator"]["prior"].startswith("none")  # conditioned on real histories, no prior
     assert manifest["privacy"]["epsilon"] in (None, math.inf) and manifest["users"] == 60
     assert release.data.n_users == 60 and release.data.nnz > 0
     again = synthesize(tiny_gendered, generator="gan", n_users=60, params=params, random_state=0)

@@ -7,10 +7,10 @@ with reward 2·D(u, i) − 1 on items drawn from p_n = (1 − `mix`)·p_θ + `mi
 importance-weighted by p_θ / p_n; it draws `samples` × (number of the user's items) items per user.
 Scores are the generator's logits. Defaults (sampling temperature 2, generator lr 1e-3, mix 0.5,
 discriminator lr 1e-3 with 50 warm-up passes, up to 80 epochs with patience 10) were chosen on ML-100K
-validation NDCG@10 (ratings ≥ 4, seeds 1–3, against the pretrained generator's): +5.7%, +10.3%, +5.9%. A
-sharper policy (temperature 0.2, the paper's) explores too little: the generator stays at its start (−0.8% to
-+0.0% at lr 1e-4); temperature 1 gains in two seeds of three, temperature 4 less; a generator lr of 3e-3, or
-mix 0.2, drifts away from the BPR-MF start and validation NDCG@10 falls.
+validation NDCG@10 (ratings ≥ 4, seeds 1–3, against the pretrained generator's): +5.7%, +10.3%, +5.9%.
+A sharper policy (temperature 0.2, the former default) explores too little: the generator stays at its
+start (−0.8% to +0.0% at lr 1e-4); temperature 1 gains in two seeds of three, temperature 4 less; a
+generator lr of 3e-3, or mix 0.2, drifts away from the BPR-MF start and validation NDCG@10 falls.
 """
 
 from __future__ import annotations

@@ -249,23 +249,27 @@ def fit_private(
         raise ConfigError(f"DP training supports MultVAE (and its subclasses) and BPRMF, not {type(model).__name__}")
     config = config or DPConfig(**config_kw)
     config.check()
+    if isinstance(model, BPRMF) and config.popularity_epsilon > 0:
+        raise ConfigError("popularity_epsilon needs an output bias; BPRMF's scores have none, set it to 0")
+    if isinstance(model, MultVAE) and model.sampling != "uniform":
+        raise ConfigError(
+            f"DP training samples users by Poisson sampling; set sampling='uniform', not {model.sampling!r}"
+        )
     m = as_csr(X, "training data")
     active = np.flatnonzero(np.diff(m.indptr) > 0)
     seed = seed_of(model.random_state)
     session = _DPSession(config, active, model.epochs, seed, m)
-    if isinstance(model, BPRMF):
-        if config.popularity_epsilon > 0:
-            raise ConfigError("popularity_epsilon needs an output bias; BPRMF's scores have none, set it to 0")
-        from advrec.privacy.dp_bpr import fit_billboard
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*[Ff]ull backward hook.*")
+            if isinstance(model, BPRMF):
+                from advrec.privacy.dp_bpr import fit_billboard
 
-        try:
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message=".*[Ff]ull backward hook.*")
                 fit_billboard(model, X, valid=valid, session=session)
-        finally:
-            session.close()
-    else:
-        _fit_vae(model, X, session, valid)
+            else:
+                _fit_vae(model, X, session, valid)
+    finally:
+        session.close()
     eps_sgd = session.epsilon()
     record = {
         "epsilon_": eps_sgd + config.popularity_epsilon,
@@ -285,22 +289,16 @@ def fit_private(
 
 
 def _fit_vae(model: MultVAE, X: Interactions | sp.spmatrix, session: _DPSession, valid: Any) -> None:
-    if model.sampling != "uniform":
-        raise ConfigError(
-            f"DP training samples users by Poisson sampling; set sampling='uniform', not {model.sampling!r}"
-        )
+    """MultVAE's own training loop with the session's optimizer, batches and loss installed through its hooks."""
     model.optimizer_factory = session.make_optimizer
     model.batch_iterator = session.batches
     model.loss_reducer = session.reduce
     try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*[Ff]ull backward hook.*")
-            model.fit(X, valid=valid)
+        model.fit(X, valid=valid)
     finally:
         model.optimizer_factory = None
         model.batch_iterator = None
         model.loss_reducer = None
-        session.close()
 
 
 def privacy_manifest(model: Recommender) -> dict[str, Any]:

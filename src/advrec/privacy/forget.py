@@ -4,7 +4,7 @@ The user's rows leave every part of the split (train, validation, test, fold-in)
 maps. The model is then refitted on the remaining training data with its own parameters and seed: for Pop,
 ItemKNN and EASE this recomputation is exact and cheap (their fit is a deterministic function of the training
 matrix); for the neural models it is a full retraining, which gives exactly the model one would have trained
-without the user (same seed, same code). A DP-trained MultVAE is retrained with the recorded noise
+without the user (same seed, same code). A DP-trained MultVAE or BPRMF is retrained with the recorded noise
 multiplier. The manifest counts forgettings (time, method) without naming the user.
 """
 
@@ -15,15 +15,15 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from advrec.data.interactions import Interactions
 from advrec.data.splits import PARTS, Split
-from advrec.errors import ConfigError, UnknownIdError
-from advrec.models import BPRMF, MultVAE
+from advrec.errors import UnknownIdError
 from advrec.models.base import Recommender
+from advrec.models.torch_base import TorchRecommender
 from advrec.runs import MANIFEST, load_run, save_run
 
 EXACT = ("Pop", "ItemKNN", "EASE")
@@ -62,11 +62,9 @@ def refit(model: Recommender, split: Split) -> tuple[Recommender, str]:
             accountant=str(getattr(model, "accountant_")),  # noqa: B009
             popularity_epsilon=float(getattr(model, "epsilon_popularity_", 0.0)),
         )
-        if not isinstance(fresh, MultVAE | BPRMF):
-            raise ConfigError(
-                f"{type(model).__name__} records a DP budget but DP training supports MultVAE and BPRMF only"
-            )
-        return fit_private(fresh, split.train, config, valid=valid), "retraining (DP-SGD, same noise multiplier)"
+        # fit_private refuses the model classes it cannot train privately
+        private = fit_private(cast(TorchRecommender, fresh), split.train, config, valid=valid)
+        return private, "retraining (DP-SGD, same noise multiplier)"
     fresh.fit(split.train, valid=valid)
     name = type(model).__name__
     return fresh, "exact recomputation" if name in EXACT else "retraining (same parameters and seed)"

@@ -138,7 +138,8 @@ def synthesize(
     data = Interactions(
         sp.csr_matrix(rows, dtype=np.float32), users, X.items, item_features=item_features, name=f"{X.name}-synthetic"
     )
-    vae = gen.model  # the generator's model: MultVAE or CFGAN
+    net = gen.model  # MultVAE or CFGAN
+    prior = gen.prior if isinstance(net, MultVAE) else "none: conditioned on real training histories"
     manifest = {
         "kind": "synthetic interactions",
         "source_dataset": {
@@ -151,23 +152,23 @@ def synthesize(
         "holdout": {"share": holdout, "seed": seed, "users": int(held.sum())},
         "generator": {
             "name": generator,
-            "class": type(vae).__name__,
-            "params": vae.get_params(),
-            "prior": gen.prior,
+            "class": type(net).__name__,
+            "params": net.get_params(),
+            "prior": prior,
             "temperature": gen.temperature,
         },
         "privacy": {
             "epsilon": budget.epsilon,
             "delta": budget.delta,
             "unit": "user (add/remove one user's whole history)",
-            "epsilon_sgd": getattr(vae, "epsilon_sgd_", None),
-            "epsilon_popularity": getattr(vae, "epsilon_popularity_", None),
+            "epsilon_sgd": getattr(net, "epsilon_sgd_", None),
+            "epsilon_popularity": getattr(net, "epsilon_popularity_", None),
             "epsilon_profile_sizes": budget.epsilon_sizes,
-            "noise_multiplier": getattr(vae, "noise_multiplier_", None),
-            "max_grad_norm": getattr(vae, "max_grad_norm_", None),
-            "sample_rate": getattr(vae, "sample_rate_", None),
-            "steps": getattr(vae, "dp_steps_", None),
-            "accountant": getattr(vae, "accountant_", None),
+            "noise_multiplier": getattr(net, "noise_multiplier_", None),
+            "max_grad_norm": getattr(net, "max_grad_norm_", None),
+            "sample_rate": getattr(net, "sample_rate_", None),
+            "steps": getattr(net, "dp_steps_", None),
+            "accountant": getattr(net, "accountant_", None),
             "composition": "basic: ε = ε_SGD + ε_popularity + ε_profile_sizes",
         },
         "users": n_users,

@@ -237,7 +237,7 @@ class SentenceEncoder:
         lengths, arrays = self._tokenize(texts)
         batches = self._batches(lengths)
         # non-tensor entries st.preprocess adds (e.g. the modality), kept when batches come from `arrays`
-        extra = {k: v for k, v in st.preprocess(texts[:1]).items() if not hasattr(v, "to")}
+        extra = {} if arrays is None else {k: v for k, v in st.preprocess(texts[:1]).items() if not hasattr(v, "to")}
         with torch.inference_mode():
             for rows in progress_bar(batches, desc="encoding texts", disable=not self.progress):
                 if arrays is None:
