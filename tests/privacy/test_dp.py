@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from advrec.errors import ConfigError
-from advrec.models import EASE, MultVAE
+from advrec.models import EASE, ItemKNN, MultVAE
 from advrec.models.mult_vae import VAE
 from advrec.privacy.dp import (
     DPConfig,
@@ -71,7 +71,7 @@ def test_unsupported_layers_and_models_raise_config_error(random_matrix):
         check_privatizable(nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3)))
     check_privatizable(nn.Sequential(nn.Linear(3, 3), nn.LayerNorm(3)))
     with pytest.raises(ConfigError, match="MultVAE"):
-        fit_private(EASE(), X, noise_multiplier=1.0)  # type: ignore[arg-type]
+        fit_private(ItemKNN(), X, noise_multiplier=1.0)
     with pytest.raises(ConfigError, match="exactly one"):
         fit_private(small_vae(), X)
     with pytest.raises(ConfigError, match="finite"):

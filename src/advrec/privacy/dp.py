@@ -16,7 +16,8 @@ the run manifest. Early stopping on validation data selects an epoch with data t
 charge: use validation users disjoint from the training users (`holdout_users`) or no validation.
 
 `fit_private(BPRMF(...), X, ...)` trains BPR-MF as a billboard model (`advrec.privacy.dp_bpr`): DP-SGD on the
-item-side parameters only, each user's vector folded in from their own row.
+item-side parameters only, each user's vector folded in from their own row. `fit_private(EASE(...), X, ...)`
+fits EASE on a Gram matrix released by one Gaussian mechanism (`advrec.privacy.dp_ease`), no SGD.
 
 `private_generator` trains a `ProfileGenerator` whose every output is post-processing of DP quantities:
 the VAE decoder (DP-SGD, optionally started from a DP popularity prior) with the standard-normal prior, and a
@@ -39,7 +40,7 @@ import torch
 from advrec.data.interactions import Interactions, as_csr
 from advrec.errors import ConfigError
 from advrec.generative.profiles import ProfileGenerator
-from advrec.models import BPRMF, MultVAE, Recommender
+from advrec.models import BPRMF, EASE, MultVAE, Recommender
 from advrec.models.torch_base import TorchRecommender, seed_of
 
 log = logging.getLogger(__name__)
@@ -57,8 +58,9 @@ PRIVACY_ATTRIBUTES = (
     "dp_steps_",
     "accountant_",
     "dp_scope_",
+    "gram_rank_",
 )
-M = TypeVar("M", bound=TorchRecommender)
+M = TypeVar("M", bound=Recommender)
 
 
 @dataclass
@@ -77,6 +79,8 @@ class DPConfig:
     clipping: str = "ghost"
     physical_batch_size: int = 64
     popularity_epsilon: float = 0.0
+    gram_rank: int = 200  # EASE only: eigen-dimensions of the noisy Gram matrix kept (0: all)
+    seed: int = 0  # EASE only (it has no random_state): seed of the Gram matrix's noise
 
     def check(self) -> None:
         if (self.epsilon is None) == (self.noise_multiplier is None):
@@ -239,25 +243,32 @@ def fit_private(
     valid: Any = None,
     **config_kw: Any,
 ) -> M:
-    """Trains `model` (a MultVAE or a BPRMF) with user-level DP-SGD and records the budget spent on it; returns it.
+    """Trains `model` (a MultVAE, a BPRMF or an EASE) under user-level DP and records the budget spent; returns it.
 
     `config_kw` builds a `DPConfig` when `config` is not given (`epsilon=8`, `noise_multiplier=1.1`, …).
     Users without interactions are not examples. A BPRMF is trained as a billboard model
     (`advrec.privacy.dp_bpr`): `batch_size` then counts users, and `popularity_epsilon` is not supported.
+    An EASE is fitted on a noisy Gram matrix (`advrec.privacy.dp_ease`; `max_grad_norm` and `clipping` do not
+    apply, the rows are normalised instead).
     """
-    if not isinstance(model, MultVAE | BPRMF):
-        raise ConfigError(f"DP training supports MultVAE (and its subclasses) and BPRMF, not {type(model).__name__}")
+    if not isinstance(model, MultVAE | BPRMF | EASE):
+        raise ConfigError(
+            f"DP training supports MultVAE (and its subclasses), BPRMF and EASE, not {type(model).__name__}"
+        )
     config = config or DPConfig(**config_kw)
     config.check()
-    if isinstance(model, BPRMF) and config.popularity_epsilon > 0:
-        raise ConfigError("popularity_epsilon needs an output bias; BPRMF's scores have none, set it to 0")
+    if isinstance(model, BPRMF | EASE) and config.popularity_epsilon > 0:
+        raise ConfigError(f"popularity_epsilon needs an output bias; {type(model).__name__} has none, set it to 0")
+    if isinstance(model, EASE):
+        _fit_ease(model, X, config)
+        return model
     if isinstance(model, MultVAE) and model.sampling != "uniform":
         raise ConfigError(
             f"DP training samples users by Poisson sampling; set sampling='uniform', not {model.sampling!r}"
         )
     m = as_csr(X, "training data")
     active = np.flatnonzero(np.diff(m.indptr) > 0)
-    seed = seed_of(model.random_state)
+    seed = seed_of(model.random_state)  # type: ignore[attr-defined]
     session = _DPSession(config, active, model.epochs, seed, m)
     try:
         with warnings.catch_warnings():
@@ -288,6 +299,34 @@ def fit_private(
     return model
 
 
+def _fit_ease(model: EASE, X: Interactions | sp.spmatrix, config: DPConfig) -> EASE:
+    from advrec.privacy.dp_ease import fit_gram_private, gram_noise_multiplier
+
+    n_users = int((np.diff(as_csr(X, "training data").indptr) > 0).sum())
+    delta = config.delta if config.delta is not None else default_delta(n_users)
+    sigma = (
+        gram_noise_multiplier(config.epsilon, delta, config.accountant)
+        if config.epsilon is not None
+        else float(config.noise_multiplier)  # type: ignore[arg-type]
+    )
+    fit_gram_private(model, X, sigma, gram_rank=config.gram_rank, random_state=config.seed)
+    record = {
+        "epsilon_": rdp_epsilon(sigma, 1.0, 1, delta, config.accountant),
+        "delta_": float(delta),
+        "noise_multiplier_": sigma,
+        "max_grad_norm_": 1.0,  # the L2 sensitivity of the normalised Gram matrix
+        "sample_rate_": 1.0,
+        "dp_steps_": 1,
+        "accountant_": config.accountant,
+        "dp_scope_": "noisy item Gram matrix (Gaussian mechanism); users' own histories at serving",
+        "gram_rank_": int(config.gram_rank),
+    }
+    for name, value in record.items():
+        setattr(model, name, value)
+    log.info("DP-EASE: ε=%.3f at δ=%.2e, σ=%.3f", record["epsilon_"], delta, sigma)
+    return model
+
+
 def _fit_vae(model: MultVAE, X: Interactions | sp.spmatrix, session: _DPSession, valid: Any) -> None:
     """MultVAE's own training loop with the session's optimizer, batches and loss installed through its hooks."""
     model.optimizer_factory = session.make_optimizer
@@ -306,7 +345,10 @@ def privacy_manifest(model: Recommender) -> dict[str, Any]:
     if not hasattr(model, "epsilon_"):
         return {"epsilon": math.inf, "private": False}
     out = {k.rstrip("_"): getattr(model, k) for k in PRIVACY_ATTRIBUTES if hasattr(model, k)}
-    mechanism = "DP-SGD (Opacus), Poisson sampling" + (", billboard model" if "dp_scope" in out else "")
+    if "gram_rank" in out:
+        mechanism = "Gaussian mechanism on the normalised item Gram matrix (Opacus accountant), billboard model"
+    else:
+        mechanism = "DP-SGD (Opacus), Poisson sampling" + (", billboard model" if "dp_scope" in out else "")
     return {"private": True, "unit": "user", "mechanism": mechanism, **out}
 
 

@@ -61,10 +61,16 @@ def refit(model: Recommender, split: Split) -> tuple[Recommender, str]:
             max_grad_norm=float(getattr(model, "max_grad_norm_")),  # noqa: B009
             accountant=str(getattr(model, "accountant_")),  # noqa: B009
             popularity_epsilon=float(getattr(model, "epsilon_popularity_", 0.0)),
+            gram_rank=int(getattr(model, "gram_rank_", DPConfig.gram_rank)),
         )
         # fit_private refuses the model classes it cannot train privately
         private = fit_private(cast(TorchRecommender, fresh), split.train, config, valid=valid)
-        return private, "retraining (DP-SGD, same noise multiplier)"
+        how = (
+            "recomputation (same DP noise scale)"
+            if hasattr(model, "gram_rank_")
+            else "retraining (DP-SGD, same noise multiplier)"
+        )
+        return private, how
     fresh.fit(split.train, valid=valid)
     name = type(model).__name__
     return fresh, "exact recomputation" if name in EXACT else "retraining (same parameters and seed)"
