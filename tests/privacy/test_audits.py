@@ -9,7 +9,7 @@ import torch
 
 from advrec.errors import ConfigError, DataError
 from advrec.models import EASE, MultVAE, Pop
-from advrec.privacy.adversarial import fit_adversarial, reverse_gradient
+from advrec.privacy.adversarial import erase_attribute, fit_adversarial, reverse_gradient
 from advrec.privacy.attribute import (
     attribute_inference,
     audit_attributes,
@@ -112,3 +112,47 @@ def test_gradient_reversal_and_adversarial_training(tiny_gendered):
     assert not getattr(model, "batch_hooks", [])
     with pytest.raises(ConfigError, match="entries"):
         fit_adversarial(MultVAE(epochs=1), tiny_gendered, {"gender": g[:10]})
+
+
+def test_conditioned_decoder_reads_the_group_and_survives_save(tiny_gendered, tmp_path):
+    g, _ = user_attribute(tiny_gendered, "gender")
+    model = MultVAE(hidden=32, latent=8, epochs=30, batch_size=50, random_state=0)
+    fit_adversarial(model, tiny_gendered, {"gender": g}, lam=1.0, n_heads=2, condition=g)
+    assert model.user_groups_.tolist() == g.tolist()
+    X = tiny_gendered.matrix
+    empty = sp.csr_matrix(X.shape, dtype=np.float32)  # no history: only the group speaks
+    women, men = np.flatnonzero(g == 1), np.flatnonzero(g == 0)
+    s_women, s_men = model.score(empty, women[:5]), model.score(empty, men[:5])
+    assert (s_women[:, :30].mean(1) > s_women[:, 30:].mean(1)).all()  # F users' taste: items 0-29
+    assert (s_men[:, 30:].mean(1) > s_men[:, :30].mean(1)).all()
+    loaded = MultVAE.load(model.save(tmp_path / "m"))
+    users = np.arange(20)
+    np.testing.assert_allclose(loaded.score(X, users), model.score(X, users), rtol=1e-5, atol=1e-6)
+    unknown = MultVAE(hidden=32, latent=8, epochs=1, random_state=0)
+    unknown.user_groups_ = np.full(X.shape[0], -1)
+    with pytest.raises(ConfigError, match="no user a known group"):
+        unknown.fit(tiny_gendered)
+    with pytest.raises(ConfigError, match="one group label per user"):
+        fit_adversarial(MultVAE(epochs=1), tiny_gendered, {"gender": g}, condition=g[:5])
+
+
+def test_erase_attribute_blinds_a_linear_attacker_and_is_saved(tiny_gendered, tmp_path):
+    g, _ = user_attribute(tiny_gendered, "gender")
+    X = tiny_gendered.matrix
+    users = np.arange(X.shape[0])
+    model = MultVAE(hidden=32, latent=8, epochs=20, batch_size=50, random_state=0).fit(tiny_gendered)
+    before = attribute_inference(user_representation(model, X, users), g, "gender", "mu", random_state=0)
+    erase_attribute(model, tiny_gendered, {"gender": g}, finetune_epochs=3)
+    codes = user_representation(model, X, users)
+    after = attribute_inference(codes, g, "gender", "mu", random_state=0)
+    assert before.balanced_accuracy > 0.9 and after.balanced_accuracy < 0.6
+    # the erased code has no linear trace of the attribute: its class means coincide
+    np.testing.assert_allclose(codes[g == 1].mean(0), codes[g == 0].mean(0), atol=1e-4)
+    assert model.erased_attributes_ == ["gender"]
+    loaded = MultVAE.load(model.save(tmp_path / "m"))
+    np.testing.assert_allclose(user_representation(loaded, X, users), codes, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(loaded.score(X, users[:10]), model.score(X, users[:10]), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ConfigError, match="already erased"):
+        erase_attribute(model, tiny_gendered, {"gender": g})
+    with pytest.raises(ConfigError, match="two classes"):
+        erase_attribute(MultVAE(epochs=1).fit(tiny_gendered), tiny_gendered, {"gender": np.zeros_like(g)})

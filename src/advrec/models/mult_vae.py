@@ -23,9 +23,24 @@ LossReducer = Callable[["MultVAE", torch.Tensor], Any]
 
 
 class VAE(nn.Module):
-    """I → hidden → (μ, log σ²) of size latent → hidden → I, tanh activations."""
+    """I → hidden → (μ, log σ²) of size latent → hidden → I, tanh activations.
 
-    def __init__(self, n_items: int, hidden: int, latent: int, dropout: float, noise: float = 1.0) -> None:
+    With `group_prior` (the share of each of G user groups), the decoder also reads the user's group: a learned
+    vector per group is added to its hidden layer; group −1 (unknown) gets the prior-weighted mean vector.
+    With `eraser` ((latent + 1) × latent), the latent mean is mapped by the affine eraser μ ↦ μ·E[:-1] + E[-1]
+    (see `set_eraser`).
+    """
+
+    def __init__(
+        self,
+        n_items: int,
+        hidden: int,
+        latent: int,
+        dropout: float,
+        noise: float = 1.0,
+        group_prior: np.ndarray | None = None,
+        eraser: np.ndarray | None = None,
+    ) -> None:
         super().__init__()
         self.noise = noise
         self.encoder = nn.Linear(n_items, hidden)
@@ -37,23 +52,54 @@ class VAE(nn.Module):
         for layer in (self.encoder, self.to_latent, self.from_latent, self.decoder):
             nn.init.xavier_normal_(layer.weight)
             nn.init.normal_(layer.bias, std=0.001)
+        self.group: nn.Embedding | None = None
+        if group_prior is not None:
+            self.group = nn.Embedding(len(group_prior), hidden)
+            nn.init.normal_(self.group.weight, std=0.001)
+            self.group_prior: torch.Tensor
+            self.register_buffer("group_prior", torch.as_tensor(np.asarray(group_prior), dtype=torch.float32))
+        self.eraser: torch.Tensor | None
+        self.register_buffer("eraser", None)
+        if eraser is not None:
+            self.set_eraser(eraser)
+
+    def set_eraser(self, eraser: np.ndarray) -> None:
+        """Maps every latent mean through the affine map μ ↦ μ·E[:-1] + E[-1] (e.g. a LEACE concept eraser)."""
+        e = np.asarray(eraser, dtype=np.float32)
+        if e.shape != (self.latent + 1, self.latent):
+            raise ConfigError(
+                f"the eraser of a {self.latent}-dim code is {self.latent + 1}×{self.latent}, not {e.shape}"
+            )
+        device = self.encoder.weight.device
+        self.register_buffer("eraser", torch.from_numpy(e).to(device))
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.drop(F.normalize(x, dim=1))
         h = torch.tanh(self.encoder(h))
         mu, logvar = self.to_latent(h).chunk(2, dim=1)
+        if self.eraser is not None:
+            mu = mu @ self.eraser[:-1] + self.eraser[-1]
         return mu, logvar
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return self.decoder(torch.tanh(self.from_latent(z)))
+    def decode(self, z: torch.Tensor, groups: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.from_latent(z)
+        if self.group is not None:
+            if groups is None:
+                groups = torch.full((z.shape[0],), -1, dtype=torch.long, device=z.device)
+            mean = self.group_prior @ self.group.weight
+            known = groups >= 0
+            h = h + torch.where(known[:, None], self.group(groups.clamp(min=0)), mean)
+        return self.decoder(torch.tanh(h))
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor, groups: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         mu, logvar = self.encode(x)
         if self.training:
             z = mu + self.noise * torch.randn_like(mu) * torch.exp(0.5 * logvar)
         else:
             z = mu
-        return self.decode(z), mu, logvar
+        return self.decode(z, groups), mu, logvar
 
 
 class MultVAE(TorchRecommender):
@@ -70,6 +116,10 @@ class MultVAE(TorchRecommender):
     paper's 600-200 with dropout 0.5 overfits there (test NDCG@10 0.233 vs 0.249, seed 2020). Pass
     `latent=200, dropout=0.5` for the paper's setting.
 
+    A decoder conditioned on a user attribute: set `user_groups_` to (n_users,) int group labels (−1 unknown)
+    before `fit`; the decoder then reads each user's group (see `VAE`), so the latent code need not carry it
+    (`advrec.privacy.adversarial` uses this to keep a protected attribute out of the code).
+
     Training options from the layers above plug in through three instance attributes, all None by default:
     `optimizer_factory` (an `OptimizerFactory`), `batch_iterator` (a `BatchIterator`) and `loss_reducer` (a
     `LossReducer`, which replaces the batch mean and `batch_hooks`); `advrec.privacy.dp` uses them for DP-SGD.
@@ -79,6 +129,8 @@ class MultVAE(TorchRecommender):
     optimizer_factory: OptimizerFactory | None = None
     batch_iterator: BatchIterator | None = None
     loss_reducer: LossReducer | None = None
+    user_groups_: np.ndarray | None = None
+    latent_eraser_: np.ndarray | None = None
 
     def __init__(
         self,
@@ -110,7 +162,29 @@ class MultVAE(TorchRecommender):
         self.sampling = sampling
 
     def _build(self, n_users: int, n_items: int) -> nn.Module:
-        return VAE(n_items, self.hidden, self.latent, self.dropout, self.noise)
+        groups = self.user_groups_
+        prior = None
+        if groups is not None:
+            groups = np.asarray(groups)
+            if groups.shape != (n_users,) or groups.dtype.kind not in "iu" or groups.min(initial=0) < -1:
+                raise ConfigError(f"user_groups_ must be {n_users} integer labels ≥ −1 (−1 = unknown)")
+            counts = np.bincount(groups[groups >= 0], minlength=int(groups.max(initial=0)) + 1)
+            if counts.sum() == 0:
+                raise ConfigError("user_groups_ gives no user a known group")
+            prior = counts / counts.sum()
+        return VAE(
+            n_items, self.hidden, self.latent, self.dropout, self.noise, group_prior=prior, eraser=self.latent_eraser_
+        )
+
+    def _groups(self, users: np.ndarray) -> torch.Tensor | None:
+        """The decoder's group labels of `users` (None without a conditioned decoder; −1 beyond the table)."""
+        groups = self.user_groups_
+        if groups is None:
+            return None
+        g = np.full(len(users), -1, dtype=np.int64)
+        inside = users < len(groups)
+        g[inside] = np.asarray(groups)[users[inside]]
+        return torch.from_numpy(g).to(self.device_)
 
     def _train_epoch(self, X: sp.csr_matrix, rng: np.random.Generator) -> float:
         t = self._train
@@ -130,7 +204,7 @@ class MultVAE(TorchRecommender):
         for batch in self._batches(order, rng):
             ub = np.sort(batch)
             x = csr_to_torch(X[ub], self.device_)
-            logits, mu, logvar = self.network_(x)
+            logits, mu, logvar = self.network_(x, self._groups(ub))
             nll = -(F.log_softmax(logits, dim=1) * x).sum(1)
             kl = 0.5 * (-logvar + logvar.exp() + mu.pow(2) - 1).sum(1)
             beta = min(self.beta_cap, self.updates_ / max(1, self.anneal_steps))
@@ -161,5 +235,5 @@ class MultVAE(TorchRecommender):
     def _score(self, history: sp.csr_matrix, users: np.ndarray) -> np.ndarray:
         h = self._binary_rows(history, users)
         with torch.no_grad():
-            logits, _, _ = self.network_(csr_to_torch(h, self.device_))
+            logits, _, _ = self.network_(csr_to_torch(h, self.device_), self._groups(np.asarray(users)))
         return logits.cpu().numpy()

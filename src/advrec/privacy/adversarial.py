@@ -10,12 +10,19 @@ Training plugs into MultVAE through `batch_hooks` (an `AttributeAdversary` is a 
 loss), so the trained model is a plain MultVAE; `adversary_lambda_` and
 `adversary_attributes_` record how it was trained. Protection is judged afterwards by a fresh attacker trained
 on μ (`advrec.privacy.attribute`), not by the heads used in training.
+
+Two further tools, usable with or without the adversaries:
+- `condition`: the decoder reads the attribute itself (MultVAE's `user_groups_`), so the code need not carry
+  it for the recommendations to use it;
+- `erase_attribute`: LEACE (Belrose et al., NeurIPS 2023, the `concept-erasure` package) fitted on the
+  training users' codes, an affine map after which no linear classifier reads the attribute from μ better than
+  a constant; it becomes part of the encoder, and the decoder is then fine-tuned on the erased codes.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import scipy.sparse as sp
@@ -26,7 +33,8 @@ from torch import nn
 from advrec.data.interactions import Interactions
 from advrec.errors import ConfigError
 from advrec.models import MultVAE
-from advrec.models.torch_base import seed_of
+from advrec.models.mult_vae import VAE
+from advrec.models.torch_base import as_eval_set, csr_to_torch, seed_of
 
 
 class _GradientReversal(torch.autograd.Function):
@@ -139,15 +147,28 @@ def fit_adversarial(
     lam: float = 1.0,
     n_heads: int = 3,
     valid: Any = None,
+    condition: np.ndarray | None = None,
     **adversary_kw: Any,
 ) -> MultVAE:
-    """Trains `model` with attribute adversaries (see the module docstring) and returns it."""
+    """Trains `model` with attribute adversaries (see the module docstring) and returns it.
+
+    `condition`: (n_users,) group labels of every user (−1 unknown), typically the protected attribute
+    itself, given to the decoder (MultVAE's `user_groups_`). The code then need not carry the attribute for the
+    recommendations to use it, so the adversaries can remove it at little cost; the attribute is still
+    needed at serving time and still shapes the recommendation lists (audit them with
+    `recommendation_features`), only the stored code is protected.
+    """
     if not isinstance(model, MultVAE):
         raise ConfigError(f"adversarial attribute removal supports MultVAE, not {type(model).__name__}")
     n = X.n_users if isinstance(X, Interactions) else X.shape[0]
     for name, y in labels.items():
         if len(y) != n:
             raise ConfigError(f"labels of {name!r} have {len(y)} entries for {n} training users")
+    if condition is not None:
+        condition = np.asarray(condition)
+        if condition.shape != (n,):
+            raise ConfigError(f"condition has shape {condition.shape}; it needs one group label per user ({n})")
+        model.user_groups_ = condition.astype(np.int64)
     adversary = AttributeAdversary(labels, lam=lam, n_heads=n_heads, random_state=model.random_state, **adversary_kw)
     previous = list(getattr(model, "batch_hooks", []))
     model.batch_hooks = [*previous, adversary]
@@ -158,7 +179,7 @@ def fit_adversarial(
             model.batch_hooks = previous
         else:
             del model.batch_hooks
-    record = {
+    record: dict[str, Any] = {
         "adversary_lambda_": float(lam),
         "adversary_heads_": int(n_heads),
         "adversary_attributes_": sorted(labels),
@@ -166,3 +187,102 @@ def fit_adversarial(
     for name, value in record.items():
         setattr(model, name, value)
     return model
+
+
+def _one_hot(labels: dict[str, np.ndarray], rows: np.ndarray) -> np.ndarray:
+    """Concatenated one-hot columns of every attribute (a single 0/1 column for a binary one)."""
+    cols = []
+    for y in labels.values():
+        y = np.asarray(y)[rows]
+        n_classes = int(y.max()) + 1
+        onehot = np.eye(max(n_classes, 2), dtype=np.float64)[y]
+        cols.append(onehot[:, 1:] if n_classes <= 2 else onehot)
+    return np.hstack(cols)
+
+
+def erase_attribute(
+    model: MultVAE,
+    X: Interactions | sp.spmatrix,
+    labels: dict[str, np.ndarray],
+    finetune_epochs: int = 10,
+    valid: Any = None,
+    lr: float | None = None,
+) -> MultVAE:
+    """Makes the fitted `model`'s latent mean linearly blind to the attributes, then fine-tunes its decoder.
+
+    `labels`: attribute → (n_users,) int labels over the rows of `X` (−1 unknown); the LEACE eraser is fitted on
+    the codes of the users whose every attribute is known and installed in the encoder (`latent_eraser_`, saved
+    with the model). The encoder stays frozen (the eraser is exact only for the codes it was fitted on) and the
+    decoder trains `finetune_epochs` more epochs on erased codes; with `valid`, the best epoch's decoder is kept.
+    """
+    from concept_erasure import LeaceEraser
+
+    if not isinstance(model, MultVAE):
+        raise ConfigError(f"attribute erasure supports MultVAE, not {type(model).__name__}")
+    model._check_fitted()
+    if model.latent_eraser_ is not None:
+        raise ConfigError("this model's code is already erased; erase from the model trained without an eraser")
+    R = X.matrix if isinstance(X, Interactions) else sp.csr_matrix(X)
+    n = R.shape[0]
+    for name, y in labels.items():
+        if len(y) != n:
+            raise ConfigError(f"labels of {name!r} have {len(y)} entries for {n} training users")
+    known = np.diff(R.indptr) > 0
+    for y in labels.values():
+        known &= np.asarray(y) >= 0
+    rows = np.flatnonzero(known)
+    if len(rows) < 2 or any(len(np.unique(np.asarray(y)[rows])) < 2 for y in labels.values()):
+        raise ConfigError("erasure needs training users with known labels of at least two classes per attribute")
+    net, device = cast(VAE, model.network_), model.device_
+    X_bin = model._binary_rows(R, np.arange(n))
+    net.eval()
+    with torch.no_grad():
+        chunks = [csr_to_torch(X_bin[rows[s : s + 2048]], device) for s in range(0, len(rows), 2048)]
+        codes = torch.cat([net.encode(x)[0] for x in chunks])
+    eraser = LeaceEraser.fit(codes.double().cpu(), torch.from_numpy(_one_hot(labels, rows)))
+    projection = eraser.proj_left @ eraser.proj_right  # x ↦ x − (x − b)·(LR)ᵀ
+    bias = eraser.bias if eraser.bias is not None else torch.zeros(codes.shape[1], dtype=torch.float64)
+    weight = torch.eye(codes.shape[1], dtype=torch.float64) - projection.T
+    eraser_map = torch.vstack([weight, bias @ projection.T]).float().numpy()
+    model.latent_eraser_ = eraser_map
+    net.set_eraser(eraser_map)
+    model.erased_attributes_ = sorted(labels)  # type: ignore[attr-defined]
+    if finetune_epochs > 0:
+        _finetune_decoder(model, X_bin, finetune_epochs, valid, lr or model.lr)
+    net.eval()
+    return model
+
+
+def _finetune_decoder(model: MultVAE, X_bin: sp.csr_matrix, epochs: int, valid: Any, lr: float) -> None:
+    """Trains the decoder (encoder frozen) on the multinomial likelihood of the erased, noised codes."""
+    net, device = cast(VAE, model.network_), model.device_
+    encoder = [net.encoder, net.to_latent]
+    decoder = [p for name, p in net.named_parameters() if not name.startswith(("encoder.", "to_latent."))]
+    optimizer = torch.optim.Adam(decoder, lr=lr, weight_decay=model.weight_decay)
+    rng = np.random.default_rng(seed_of(model.random_state))
+    torch.manual_seed(seed_of(model.random_state))
+    es = as_eval_set(valid)
+    best, best_state = -np.inf, None
+    users = np.flatnonzero(np.diff(X_bin.indptr) > 0)
+    for _ in range(epochs):
+        net.train()
+        for m in encoder:
+            m.eval()
+        order = rng.permutation(users)
+        for start in range(0, len(order), model.batch_size):
+            batch = np.sort(order[start : start + model.batch_size])
+            x = csr_to_torch(X_bin[batch], device)
+            with torch.no_grad():  # input dropout as in training; the frozen encoder's code, erased
+                mu, logvar = net.encode(x)
+                z = mu + net.noise * torch.randn_like(mu) * torch.exp(0.5 * logvar)
+            loss = -(F.log_softmax(net.decode(z, model._groups(batch)), dim=1) * x).sum(1).mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        if es is not None:
+            net.eval()
+            score = model._validate(es)
+            if score > best:
+                best, best_state = score, {k: v.detach().clone() for k, v in net.state_dict().items()}
+    if best_state is not None:
+        net.load_state_dict(best_state)
