@@ -6,7 +6,8 @@ or G(c) masked to the entries D may see. Negative sampling, redrawn every epoch 
 are 0 in c:
 - ZR (zero reconstruction): a share `zr_ratio` whose generated values are pushed to 0 by `zr_coef`·Σ G(c)²;
 - PM (partial masking): a share `pm_ratio` left visible to D, so G cannot score them freely.
-`scheme` is "ZR", "PM" or "ZP" (both). Scores are G's outputs. Defaults are the authors' ML-100K setting
+`scheme` is "ZR", "PM" or "ZP" (both). Scores are G's outputs: linear (`g_output="linear"`) or squashed
+into (0, 1) like the real entries (`"sigmoid"`, the authors' code). Defaults are the authors' ML-100K setting
 (item-based ZP; G 400, D 125 sigmoid hidden units; Adam 1e-4; G/D batches 32/64; 4 G and 2 D passes per
 epoch; S_ZR = S_PM = 70% of the non-interacted entries; α = 0.03; L2 1e-3 on G).
 """
@@ -26,6 +27,7 @@ from advrec.models.adversarial import AdversarialRecommender
 
 SCHEMES = ("ZR", "PM", "ZP")
 MODES = ("user", "item")
+G_OUTPUTS = ("linear", "sigmoid")
 
 
 def mlp(sizes: Sequence[int], last_activation: bool = False) -> nn.Sequential:
@@ -42,10 +44,10 @@ def mlp(sizes: Sequence[int], last_activation: bool = False) -> nn.Sequential:
 
 
 class Generator(nn.Module):
-    def __init__(self, n: int, hidden: Sequence[int], noise_dim: int) -> None:
+    def __init__(self, n: int, hidden: Sequence[int], noise_dim: int, sigmoid_output: bool = False) -> None:
         super().__init__()
         self.noise_dim = noise_dim
-        self.net = mlp([n + noise_dim, *hidden, n])
+        self.net = mlp([n + noise_dim, *hidden, n], last_activation=sigmoid_output)
 
     def forward(self, c: torch.Tensor) -> torch.Tensor:
         if self.noise_dim:  # noise while training; its mean (0) when scoring, so scores are deterministic
@@ -91,6 +93,7 @@ class CFGAN(AdversarialRecommender):
         g_reg: float = 1e-3,
         d_reg: float = 0.0,
         noise_dim: int = 0,
+        g_output: str = "linear",
         d_batch_size: int = 64,
         d_warmup: int = 0,
         d_steps: int = 2,
@@ -125,6 +128,7 @@ class CFGAN(AdversarialRecommender):
         self.g_reg = g_reg
         self.d_reg = d_reg
         self.noise_dim = noise_dim
+        self.g_output = g_output
         self.d_batch_size = d_batch_size
 
     @property
@@ -141,10 +145,12 @@ class CFGAN(AdversarialRecommender):
                 raise ConfigError(
                     f"{name} is a share of the non-interacted entries in [0, 1], not {getattr(self, name)}"
                 )
+        if self.g_output not in G_OUTPUTS:
+            raise ConfigError(f"g_output must be one of {', '.join(G_OUTPUTS)}, not {self.g_output!r}")
         n = n_items if self.mode == "user" else n_users
         return nn.ModuleDict(
             {
-                "generator": Generator(n, list(self.g_hidden), self.noise_dim),
+                "generator": Generator(n, list(self.g_hidden), self.noise_dim, self.g_output == "sigmoid"),
                 "discriminator": Discriminator(n, list(self.d_hidden)),
             }
         )
