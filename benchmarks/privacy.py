@@ -16,9 +16,12 @@ Data: ml-1m, ratings ≥ 3 as implicit feedback, 10-core (6,033 users × 3,123 i
   in / out); targets EASE, MultVAE and DP-MultVAE; queries "popular" (the paper's serving rule: unknown users
   get the most popular items) and "fold_in" (everyone is served from half of their items); AUC on the
   target's members vs non-members.
-- `adv`: MultVAE with gradient-reversal adversaries on gender and age group (3 heads each) over a λ grid;
-  attribute inference (logistic regression, 5-fold stratified CV) on the latent means of all users, from
-  their training or fold-in rows, against NDCG@10 on the test users.
+- `adv`: attribute removal from MultVAE's latent code: gradient-reversal adversaries on gender and age group
+  (3 heads each, weight λ), LEACE erasure of gender with a fine-tuned decoder, a decoder that reads gender;
+  attribute inference (logistic regression and MLP, 5-fold stratified CV) on the latent means of all users,
+  from their training or fold-in rows, and on their top-20 lists, against NDCG@10 on the test users.
+- `dpease`: EASE fitted on a Gram matrix released by the Gaussian mechanism (`advrec.privacy.dp_ease`) at
+  ε ∈ {1, 3, 8} and without noise, on the dp section's split; rank and l2 chosen on the validation users.
 - `dpbpr`: BPR matrix factorization under user-level DP-SGD as a billboard model (`advrec.privacy.dp_bpr`: only
   item-side factors trained and released, each user's vector folded in from their own row) at ε ∈ {1, 3, 8}, the
   same model without DP (ε = ∞) and the non-private BPRMF. Per-user split 8:1:1 (RecBole's protocol; BPRMF keeps
@@ -27,8 +30,9 @@ Data: ml-1m, ratings ≥ 3 as implicit feedback, 10-core (6,033 users × 3,123 i
   early on validation NDCG@10.
 
 Every figure is written with its wall time. Results: benchmarks/results/privacy.json, privacy.md, privacy.png.
-Usage: python benchmarks/privacy.py [--only dp mia adv dpgrid dpbpr] [--epsilons 1 3 8] [--lambdas 1 10 30]
-       [--dp-epochs 15] [--epochs 40] [--dpbpr-epochs 20] [--dpbpr-clip 0.01] [--seed 2020]
+Usage: python benchmarks/privacy.py [--only dp mia adv dpgrid dpbpr dpease] [--epsilons 1 3 8]
+       [--adv-methods none leace ...] [--dp-epochs 15] [--epochs 40] [--dpbpr-epochs 20] [--dpbpr-clip 0.01]
+       [--seed 2020]
 Sections run in separate processes can be merged: each writes its own part file, `--merge` builds the report.
 """
 
@@ -181,7 +185,13 @@ def section_mia(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def section_adv(args: argparse.Namespace) -> dict[str, Any]:
-    from advrec.privacy.adversarial import fit_adversarial
+    """Attribute removal methods, each a recipe: `none`, `adv:λ` (gradient-reversal adversaries on gender and
+    age), `leace` (gender erased from μ of the unprotected model, decoder fine-tuned), `cond+leace` (the decoder
+    reads gender, then gender erased), `cond+adv:λ+leace`."""
+    import copy
+
+    from advrec.privacy.adversarial import erase_attribute, fit_adversarial
+    from advrec.privacy.attribute import recommendation_features
 
     X = load()
     split = holdout_users(X, n_valid=600, n_test=600, random_state=args.seed)
@@ -191,17 +201,30 @@ def section_adv(args: argparse.Namespace) -> dict[str, Any]:
     age, _ = user_attribute(X, "age")
     train_rows = np.diff(split.train.matrix.indptr) > 0
     labels = {"gender": np.where(train_rows, gender, -1), "age": np.where(train_rows, age, -1)}
-    rows = []
-    for lam in [0.0, *args.lambdas]:
+    rows: list[dict[str, Any]] = []
+    plain: MultVAE | None = None
+    for method in args.adv_methods:
         t0 = time.perf_counter()
-        model = vae(args.seed, args.epochs)
-        if lam == 0:
-            model.fit(split.train, valid=split)
+        parts = method.split("+")
+        lam = next((float(p.split(":")[1]) for p in parts if p.startswith("adv:")), 0.0)
+        conditioned = "cond" in parts
+        if method == "leace" and plain is not None:  # erase from the unprotected model already trained
+            model = copy.deepcopy(plain)
         else:
-            fit_adversarial(model, split.train, labels, lam=lam, n_heads=3, valid=split)
+            model = vae(args.seed, args.epochs)
+            if lam or conditioned:
+                fit_adversarial(model, split.train, labels if lam else {"gender": labels["gender"]}, lam=lam,
+                                n_heads=3, valid=split, condition=gender if conditioned else None)  # fmt: skip
+            else:
+                model.fit(split.train, valid=split)
+            if method == "none":
+                plain = copy.deepcopy(model)
+        if "leace" in parts:
+            erase_attribute(model, split.train, {"gender": labels["gender"]}, finetune_epochs=args.finetune_epochs,
+                            valid=split)  # fmt: skip
         ndcg = evaluate(model, split, ks=(10,)).summary["ndcg@10"]
         codes = user_representation(model, history, users)
-        row: dict[str, Any] = {"lambda": lam, "ndcg@10": ndcg, "epochs_run": model.epochs_run_}
+        row: dict[str, Any] = {"method": method, "lambda": lam, "ndcg@10": ndcg, "epochs_run": model.epochs_run_}
         for name, y in (("gender", gender), ("age", age)):
             rep = attribute_inference(codes, y[users], name, "latent mean", random_state=args.seed)
             row[f"{name}_bacc"] = rep.balanced_accuracy
@@ -210,13 +233,19 @@ def section_adv(args: argparse.Namespace) -> dict[str, Any]:
                 mlp = attribute_inference(codes, y[users], name, "latent mean", classifier="mlp",
                                           random_state=args.seed)  # fmt: skip
                 row["gender_bacc_mlp"] = mlp.balanced_accuracy
+        lists = recommendation_features(model, history, users, k=20)
+        row["gender_bacc_lists"] = attribute_inference(lists, gender[users], "gender", "top-20 lists",
+                                                       random_state=args.seed).balanced_accuracy  # fmt: skip
         rows.append(stamp(row, t0))
-    base = rows[0]["ndcg@10"]
+    base = next((r["ndcg@10"] for r in rows if r["method"] == "none"), rows[0]["ndcg@10"])
     for r in rows:
         r["ndcg_cost"] = 1 - r["ndcg@10"] / base
     return {"adversarial": rows}
 
 
+DPEASE_RANKS = [100, 200, 300]
+DPEASE_L2 = [1.0, 5.0, 20.0]
+ADV_METHODS = ["none", "adv:10", "adv:30", "leace", "cond+leace"]
 DP_GRID = [  # (hidden, batch_size, epochs, lr): larger batches and fewer, larger steps at ε = 8
     (200, 2000, 20, 3e-3),
     (600, 2000, 20, 3e-3),
@@ -244,6 +273,40 @@ def section_dpgrid(args: argparse.Namespace) -> dict[str, Any]:
         }
         rows.append(stamp(row, t0))
     return {"dp_grid": rows}
+
+
+def section_dpease(args: argparse.Namespace) -> dict[str, Any]:
+    """DP-EASE (`advrec.privacy.dp_ease`) on the dp section's split: (rank, l2) chosen per ε on the validation
+    users (disjoint from the training users: no budget), beside EASE on raw and on normalised rows."""
+    from advrec.privacy.dp_ease import fit_gram_private, gram_noise_multiplier
+
+    X = load()
+    split = holdout_users(X, n_valid=600, n_test=600, random_state=args.seed)
+    n_train = int((np.diff(split.train.matrix.indptr) > 0).sum())
+    delta = 1.0 / n_train**1.1
+    rows = []
+
+    def ndcg(model: Any, on: str) -> float:
+        return float(evaluate(model, split, ks=(10,), on=on).summary["ndcg@10"])
+
+    t0 = time.perf_counter()
+    raw = max((EASE(l2=l2).fit(split.train) for l2 in (200.0, 500.0, 1000.0)), key=lambda m: ndcg(m, "valid"))
+    rows.append(stamp({"model": "EASE", "epsilon": math.inf, "l2": raw.l2, "valid_ndcg@10": ndcg(raw, "valid"),
+                       "ndcg@10": ndcg(raw, "test")}, t0))  # fmt: skip
+    for eps in [math.inf, *args.epsilons]:
+        t0 = time.perf_counter()
+        sigma = 0.0 if math.isinf(eps) else gram_noise_multiplier(eps, delta)
+        best: dict[str, Any] = {}
+        for rank in [0] if math.isinf(eps) else DPEASE_RANKS:
+            for l2 in DPEASE_L2:
+                model = fit_gram_private(EASE(l2=l2), split.train, sigma, gram_rank=rank, random_state=args.seed)
+                valid = ndcg(model, "valid")
+                if valid > best.get("valid_ndcg@10", -1.0):
+                    best = {"gram_rank": rank, "l2": l2, "valid_ndcg@10": valid, "ndcg@10": ndcg(model, "test")}
+        row = {"model": "DP-EASE" if sigma else "EASE, normalised rows", "epsilon": eps, "delta": delta,
+               "noise_multiplier": sigma, **best}  # fmt: skip
+        rows.append(stamp(row, t0))
+    return {"dp_ease": rows}
 
 
 def section_dpbpr(args: argparse.Namespace) -> dict[str, Any]:
@@ -290,6 +353,7 @@ SECTIONS = {
     "adv": section_adv,
     "dpgrid": section_dpgrid,
     "dpbpr": section_dpbpr,
+    "dpease": section_dpease,
 }
 
 
@@ -344,13 +408,15 @@ def plot(result: dict[str, Any], path: Path) -> None:
         axes[1].set_title("Membership inference")
     if result.get("adversarial"):
         rows = result["adversarial"]
-        axes[2].plot([r["ndcg@10"] for r in rows], [r["gender_bacc"] for r in rows], "o-", label="gender")
+        axes[2].plot([r["ndcg@10"] for r in rows], [r["gender_bacc"] for r in rows], "o", label="logistic on μ")
+        axes[2].plot([r["ndcg@10"] for r in rows], [r.get("gender_bacc_mlp") for r in rows], "x", label="MLP on μ")
         for r in rows:
-            axes[2].annotate(f"λ={r['lambda']:g}", (r["ndcg@10"], r["gender_bacc"]), fontsize=8)
+            axes[2].annotate(r.get("method", f"adv:{r['lambda']:g}"), (r["ndcg@10"], r["gender_bacc"]), fontsize=7)
+        axes[2].legend()
         axes[2].axhline(0.5, color="k", ls=":")
         axes[2].set_xlabel("NDCG@10")
         axes[2].set_ylabel("gender balanced accuracy (attacker on μ)")
-        axes[2].set_title("Adversarial attribute removal")
+        axes[2].set_title("Attribute removal")
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=120)
@@ -429,6 +495,19 @@ def report(result: dict[str, Any]) -> str:
                 f"DP runs: {a.get('dpbpr_epochs')} epochs, {a.get('dpbpr_batch')} users per expected batch, "
                 f"Adam lr {a.get('dpbpr_lr')}, 64 factors, no validation.", "",
                 table(result["dp_bpr"], cols), ""]  # fmt: skip
+    if result.get("dp_ease"):
+        rows = result["dp_ease"]
+        ref = next((r["ndcg@10"] for r in rows if r["model"] == "EASE, normalised rows"), math.nan)
+        vae_ref = result["dp"][0]["ndcg@10"] if result.get("dp") else math.nan
+        for r in rows:
+            r["ndcg_vs_ease_normalised"] = r["ndcg@10"] / ref
+            r["ndcg_vs_multvae"] = r["ndcg@10"] / vae_ref
+        cols = ["model", "epsilon", "delta", "noise_multiplier", "gram_rank", "l2", "valid_ndcg@10", "ndcg@10",
+                "ndcg_vs_ease_normalised", "ndcg_vs_multvae", "wall_s", "load_avg_1min"]  # fmt: skip
+        out += ["## DP-EASE: the Gaussian mechanism on the normalised item Gram matrix (dp section's split)", "",
+                "One Gaussian release of Σ x̃x̃ᵀ over L2-normalised user rows (sensitivity 1), σ from Opacus's RDP "
+                "accountant; its top eigen-part and l2 chosen on the validation users; `ndcg_vs_multvae` divides by "
+                "the non-private MultVAE of the DP-MultVAE table.", "", table(rows, cols), ""]  # fmt: skip
     if result.get("tstr"):
         out += ["## Synthetic data: train on synthetic, test on real", "",
                 f"EASE trained on the real training users: NDCG@10 {result['tstr_baseline']['ease_real_ndcg@10']:.4f}; "
@@ -445,9 +524,13 @@ def report(result: dict[str, Any]) -> str:
                 "`fold_in` serves everyone from the model and isolates what the model memorized.", "",
                 "![MIA scores](privacy.mia.png)", ""]  # fmt: skip
     if result.get("adversarial"):
-        cols = ["lambda", "ndcg@10", "ndcg_cost", "gender_bacc", "gender_bacc_mlp", "gender_auc", "age_bacc", "age_auc",
-                "epochs_run", "wall_s", "load_avg_1min"]  # fmt: skip
-        out += ["## Adversarial attribute removal (gradient reversal, 3 heads per attribute)", "",
+        cols = ["method", "ndcg@10", "ndcg_cost", "gender_bacc", "gender_bacc_mlp", "gender_auc", "age_bacc", "age_auc",
+                "gender_bacc_lists", "epochs_run", "wall_s", "load_avg_1min"]  # fmt: skip
+        out += ["## Attribute removal from MultVAE's latent code", "",
+                "`none`: no protection; `adv:λ`: gradient-reversal adversaries (3 heads each on gender and age, "
+                "weight λ); `leace`: gender erased from μ by LEACE, decoder fine-tuned on erased codes; `cond`: "
+                "the decoder reads the user's gender, so the code need not carry it. `gender_bacc` (logistic) and "
+                "`gender_bacc_mlp` attack μ; `gender_bacc_lists` attacks the top-20 lists.", "",
                 table(result["adversarial"], cols), "", result.get("adv_note", ""), ""]  # fmt: skip
     out += ["![Privacy–utility](privacy.png)", "", f"Written {datetime.now(UTC).isoformat(timespec='seconds')}.", ""]
     return "\n".join(out)
@@ -469,7 +552,8 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", choices=sorted(SECTIONS), default=sorted(SECTIONS))
     parser.add_argument("--epsilons", nargs="+", type=float, default=[8.0, 3.0, 1.0])
     parser.add_argument("--mia-epsilons", nargs="+", type=float, default=[8.0, 1.0])
-    parser.add_argument("--lambdas", nargs="+", type=float, default=[1.0, 10.0, 30.0])
+    parser.add_argument("--adv-methods", nargs="+", default=ADV_METHODS, help="attribute removal recipes")
+    parser.add_argument("--finetune-epochs", type=int, default=10, help="decoder epochs after LEACE erasure")
     parser.add_argument("--epochs", type=int, default=40, help="non-private MultVAE epochs (early stopping)")
     parser.add_argument("--dp-epochs", type=int, default=15)
     parser.add_argument("--tstr-epochs", type=int, default=20)
