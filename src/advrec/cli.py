@@ -345,7 +345,9 @@ def serve(
 @app.command()
 def synthesize(
     dataset: Annotated[str, typer.Option(help="dataset name")] = "ml-1m",
-    generator: Annotated[str, typer.Option(help="vae, or gan (user-based CFGAN; ε = inf only)")] = "vae",
+    generator: Annotated[
+        str, typer.Option(help="vae (DP-SGD VAE), ease (DP Gram matrix) or gan (user-based CFGAN; ε = inf only)")
+    ] = "vae",
     epsilon: Annotated[str, typer.Option(help="privacy budget ε at the user level, or inf for no DP")] = "inf",
     users: Annotated[int | None, typer.Option(help="synthetic users to write (default: as many as real)")] = None,
     out: Annotated[Path, typer.Option(help="folder of the release")] = Path("synthetic"),

@@ -90,3 +90,15 @@ def test_posterior_prior_samples_keep_the_structure(vae_gen, data):
     assert realism(data.matrix, a).size_ks < 0.2
     with pytest.raises(ConfigError, match="prior"):
         ProfileGenerator(vae_gen.model, prior="uniform")
+
+
+def test_ease_generator_grows_users_inside_one_community(data):
+    gen = ProfileGenerator(EASE(l2=10.0).fit(data), temperature=0.05, rounds=5).fit(data)
+    a, b = gen.sample(150, random_state=2), gen.sample(150, random_state=2)
+    assert (a != b).nnz == 0 and a.shape == (150, 40) and a.max() == 1.0
+    sizes = np.diff(a.indptr)
+    assert set(sizes) <= set(gen.sizes_)  # each size drawn from the real ones, items distinct
+    left = np.asarray(a[:, :20].sum(1)).ravel() / sizes
+    assert np.mean((left > 0.8) | (left < 0.2)) > 0.8, left
+    with pytest.raises(ConfigError, match="rounds"):
+        ProfileGenerator(EASE(), rounds=0)

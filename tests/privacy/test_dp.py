@@ -80,7 +80,7 @@ def test_unsupported_layers_and_models_raise_config_error(random_matrix):
 
 def test_private_generator_spends_its_budget_and_samples_new_users(random_matrix):
     X = random_matrix(200, 50)
-    gen, budget = private_generator(X, epsilon=4.0, vae=small_vae(), random_state=0)
+    gen, budget = private_generator(X, epsilon=4.0, model=small_vae(), random_state=0)
     assert budget.epsilon <= 4.0 + 0.05 and budget.epsilon_sizes == pytest.approx(0.2)
     rows = gen.sample(30, random_state=1)
     assert rows.shape == (30, 50) and (np.diff(rows.indptr) >= 1).all()
@@ -109,3 +109,40 @@ def test_popularity_prior_is_charged_and_sets_the_decoder_bias(random_matrix):
     assert model.epsilon_sgd_ == pytest.approx(rdp_epsilon(2.0, model.sample_rate_, model.dp_steps_, model.delta_))
     bias = model.network_.decoder.bias.detach().numpy()
     assert bias[:5].min() > bias[5:].max()
+
+
+@pytest.mark.filterwarnings("ignore:Optimal order is the largest alpha")
+def test_private_ease_generator_spends_its_budget_on_the_gram_matrix_and_sizes(random_matrix):
+    X = random_matrix(300, 40)
+    gen, budget = private_generator(X, epsilon=8.0, model=EASE(l2=5.0), gram_rank=10, random_state=0)
+    assert budget.epsilon_sizes == pytest.approx(0.4) and budget.epsilon_model == pytest.approx(7.6, abs=0.01)
+    assert gen.model.gram_rank_ == 10 and gen._history is None
+    # the item prior is the released Gram diagonal's, not the real counts'
+    counts = np.bincount(X.indices, minlength=40) + 1.0
+    assert not np.allclose(gen.item_log_prior_, np.log(counts / counts.sum()))
+    rows = gen.sample(50, random_state=1)
+    assert rows.shape == (50, 40) and (np.diff(rows.indptr) >= 1).all()
+    again, _ = private_generator(X, epsilon=8.0, model=EASE(l2=5.0), gram_rank=10, random_state=0)
+    assert (again.sample(50, random_state=1) != rows).nnz == 0
+    with pytest.raises(ConfigError, match="popularity_share"):
+        private_generator(X, epsilon=8.0, model=EASE(), popularity_share=0.05)
+    with pytest.raises(ConfigError, match="MultVAE or an EASE"):
+        private_generator(X, epsilon=8.0, model=ItemKNN())  # type: ignore[arg-type]
+
+
+@pytest.mark.filterwarnings("ignore:Optimal order is the largest alpha")
+def test_multvae_trained_on_a_dp_release_records_the_release_budget(random_matrix, tmp_path):
+    X = random_matrix(300, 40)
+    model = fit_private(small_vae(), X, epsilon=8.0, method="synthetic", gram_rank=10)
+    assert 7.9 <= model.epsilon_ <= 8.0 + 1e-3 and model.epsilon_sizes_ == pytest.approx(0.4)
+    assert model.dp_method_ == "synthetic" and model.release_users_ == int((np.diff(X.indptr) > 0).sum())
+    gram_eps = rdp_epsilon(model.noise_multiplier_, 1.0, 1, model.delta_)  # the Gram release, by Opacus
+    assert gram_eps + model.epsilon_sizes_ == pytest.approx(model.epsilon_, rel=1e-9)
+    record = privacy_manifest(model)
+    assert record["private"] and "synthetic release" in record["mechanism"]
+    loaded = MultVAE.load(model.save(tmp_path / "m"))
+    assert loaded.dp_method_ == "synthetic" and loaded.epsilon_ == model.epsilon_
+    with pytest.raises(ConfigError, match="target epsilon"):
+        fit_private(small_vae(), X, noise_multiplier=1.0, method="synthetic")
+    with pytest.raises(ConfigError, match="method must be"):
+        fit_private(small_vae(), X, epsilon=8.0, method="pate")

@@ -123,3 +123,34 @@ def test_forget_retrains_a_dp_model_with_its_noise(tiny_gendered, tmp_path, name
     manifest = json.loads((path / "manifest.json").read_text())
     assert manifest["privacy"]["noise_multiplier"] == 1.5 and manifest["privacy"]["epsilon"] > 0
     assert load_run(path).model.noise_multiplier_ == 1.5
+
+
+@pytest.mark.filterwarnings("ignore:Optimal order is the largest alpha")
+def test_ease_release_records_its_gram_budget(tiny_gendered, tmp_path):
+    release = synthesize(tiny_gendered, generator="ease", epsilon=8.0, n_users=70, random_state=0)
+    p = release.manifest["privacy"]
+    assert 7.9 <= p["epsilon"] <= 8.0 + 1e-3 and p["epsilon_gram"] == pytest.approx(7.6, abs=0.01)
+    assert p["gram_rank"] == tiny_gendered.n_items  # 200 by default, at most the catalogue
+    assert release.manifest["generator"]["class"] == "EASE" and "Gram" in release.manifest["generator"]["prior"]
+    assert release.data.n_users == 70 and release.data.n_items == tiny_gendered.n_items
+    plain = synthesize(tiny_gendered, generator="ease", n_users=70, random_state=0)
+    assert math.isinf(plain.manifest["privacy"]["epsilon"]) and plain.manifest["privacy"]["gram_rank"] is None
+    with pytest.raises(ConfigError, match="only l2"):
+        synthesize(tiny_gendered, generator="ease", params={"epochs": 3})
+
+
+@pytest.mark.filterwarnings("ignore:Optimal order is the largest alpha")
+def test_forget_retrains_a_release_trained_multvae_on_a_new_release(tiny_gendered, tmp_path):
+    from advrec.models import MultVAE
+    from advrec.privacy.dp import fit_private, privacy_manifest
+
+    split = ratio_split(tiny_gendered, random_state=0)
+    model = fit_private(MultVAE(hidden=16, latent=4, epochs=2, batch_size=50), split.train, epsilon=4.0,
+                        method="synthetic")  # fmt: skip
+    path = save_run(tmp_path / "dp", model, tiny_gendered, split, dataset={"name": "tiny"},
+                    extra={"privacy": privacy_manifest(model)})  # fmt: skip
+    result = forget_user(path, "user-3")
+    assert result.method.startswith("retraining on a new DP release")
+    again = load_run(path).model
+    assert again.dp_method_ == "synthetic" and again.release_users_ == model.release_users_ - 1
+    assert again.epsilon_ == pytest.approx(model.epsilon_, abs=0.01)

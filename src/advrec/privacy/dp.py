@@ -19,9 +19,10 @@ charge: use validation users disjoint from the training users (`holdout_users`) 
 item-side parameters only, each user's vector folded in from their own row. `fit_private(EASE(...), X, ...)`
 fits EASE on a Gram matrix released by one Gaussian mechanism (`advrec.privacy.dp_ease`), no SGD.
 
-`private_generator` trains a `ProfileGenerator` whose every output is post-processing of DP quantities:
-the VAE decoder (DP-SGD, optionally started from a DP popularity prior) with the standard-normal prior, and a
-profile-size distribution released by the Laplace mechanism (basic composition: ε = ε_SGD + ε_popularity + ε_sizes).
+`private_generator` trains a `ProfileGenerator` whose every output is post-processing of DP quantities: the
+VAE decoder (DP-SGD, optionally started from a DP popularity prior) with the standard-normal prior, or EASE
+weights and an item prior from the DP Gram matrix, and a profile-size distribution released by the Laplace
+mechanism (basic composition: ε = ε_model + ε_sizes).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ log = logging.getLogger(__name__)
 
 ACCOUNTANTS = ("rdp", "prv", "gdp")
 CLIPPING = ("ghost", "hooks")
+METHODS = ("sgd", "synthetic")
 PRIVACY_ATTRIBUTES = (
     "epsilon_",
     "epsilon_sgd_",
@@ -59,6 +61,9 @@ PRIVACY_ATTRIBUTES = (
     "accountant_",
     "dp_scope_",
     "gram_rank_",
+    "dp_method_",
+    "epsilon_sizes_",
+    "release_users_",
 )
 M = TypeVar("M", bound=Recommender)
 
@@ -81,6 +86,7 @@ class DPConfig:
     popularity_epsilon: float = 0.0
     gram_rank: int = 200  # EASE only: eigen-dimensions of the noisy Gram matrix kept (0: all)
     seed: int = 0  # EASE only (it has no random_state): seed of the Gram matrix's noise
+    method: str = "sgd"  # MultVAE only: "sgd" (DP-SGD) or "synthetic" (trained on a DP release; needs epsilon)
 
     def check(self) -> None:
         if (self.epsilon is None) == (self.noise_multiplier is None):
@@ -102,6 +108,10 @@ class DPConfig:
             raise ConfigError(f"clipping must be one of {', '.join(CLIPPING)}, not {self.clipping!r}")
         if not 0 <= self.popularity_epsilon < math.inf:
             raise ConfigError(f"popularity_epsilon must be ≥ 0 and finite, got {self.popularity_epsilon}")
+        if self.method not in METHODS:
+            raise ConfigError(f"method must be one of {', '.join(METHODS)}, not {self.method!r}")
+        if self.method == "synthetic" and self.epsilon is None:
+            raise ConfigError("method='synthetic' spends a target epsilon; a noise_multiplier alone does not set one")
         if self.physical_batch_size < 1:
             raise ConfigError(f"physical_batch_size must be ≥ 1, got {self.physical_batch_size}")
 
@@ -249,7 +259,9 @@ def fit_private(
     Users without interactions are not examples. A BPRMF is trained as a billboard model
     (`advrec.privacy.dp_bpr`): `batch_size` then counts users, and `popularity_epsilon` is not supported.
     An EASE is fitted on a noisy Gram matrix (`advrec.privacy.dp_ease`; `max_grad_norm` and `clipping` do not
-    apply, the rows are normalised instead).
+    apply, the rows are normalised instead). With `method="synthetic"` a MultVAE trains, without DP-SGD, on a
+    synthetic release of the DP-EASE generator (`private_generator`, as many users as `X` has) worth the whole
+    budget: the model is DP by post-processing.
     """
     if not isinstance(model, MultVAE | BPRMF | EASE):
         raise ConfigError(
@@ -261,6 +273,11 @@ def fit_private(
         raise ConfigError(f"popularity_epsilon needs an output bias; {type(model).__name__} has none, set it to 0")
     if isinstance(model, EASE):
         _fit_ease(model, X, config)
+        return model
+    if config.method == "synthetic":
+        if not isinstance(model, MultVAE):
+            raise ConfigError(f"method='synthetic' trains a MultVAE, not a {type(model).__name__}")
+        _fit_on_release(model, X, config, valid)
         return model
     if isinstance(model, MultVAE) and model.sampling != "uniform":
         raise ConfigError(
@@ -327,6 +344,35 @@ def _fit_ease(model: EASE, X: Interactions | sp.spmatrix, config: DPConfig) -> E
     return model
 
 
+def _fit_on_release(model: MultVAE, X: Interactions | sp.spmatrix, config: DPConfig, valid: Any) -> None:
+    """Trains `model` on a synthetic release of the DP-EASE generator worth `config.epsilon`."""
+    from advrec.privacy.dp_ease import GRAM_L2
+
+    m = as_csr(X, "training data")
+    seed = seed_of(model.random_state)
+    assert config.epsilon is not None  # checked by DPConfig.check
+    gen, budget = private_generator(
+        m, config.epsilon, delta=config.delta, model=EASE(l2=GRAM_L2), gram_rank=config.gram_rank, random_state=seed
+    )
+    n = int((np.diff(m.indptr) > 0).sum())
+    model.fit(gen.sample(n, random_state=seed + 1), valid=valid)
+    ease = gen.model
+    record = {
+        "epsilon_": budget.epsilon,
+        "epsilon_sizes_": budget.epsilon_sizes,
+        "delta_": budget.delta,
+        "noise_multiplier_": float(getattr(ease, "noise_multiplier_")),  # noqa: B009
+        "accountant_": str(getattr(ease, "accountant_")),  # noqa: B009
+        "gram_rank_": int(getattr(ease, "gram_rank_")),  # noqa: B009
+        "dp_method_": "synthetic",
+        "release_users_": n,
+        "dp_scope_": "trained only on a synthetic release (DP-EASE generator); users' own histories at serving",
+    }
+    for name, value in record.items():
+        setattr(model, name, value)
+    log.info("MultVAE on a DP release: ε=%.3f at δ=%.2e, %d synthetic users", budget.epsilon, budget.delta, n)
+
+
 def _fit_vae(model: MultVAE, X: Interactions | sp.spmatrix, session: _DPSession, valid: Any) -> None:
     """MultVAE's own training loop with the session's optimizer, batches and loss installed through its hooks."""
     model.optimizer_factory = session.make_optimizer
@@ -345,7 +391,12 @@ def privacy_manifest(model: Recommender) -> dict[str, Any]:
     if not hasattr(model, "epsilon_"):
         return {"epsilon": math.inf, "private": False}
     out = {k.rstrip("_"): getattr(model, k) for k in PRIVACY_ATTRIBUTES if hasattr(model, k)}
-    if "gram_rank" in out:
+    if out.get("dp_method") == "synthetic":
+        mechanism = (
+            "trained on a synthetic release: Gaussian mechanism on the normalised item Gram matrix (Opacus "
+            "accountant) + Laplace profile sizes, basic composition; the model is post-processing"
+        )
+    elif "gram_rank" in out:
         mechanism = "Gaussian mechanism on the normalised item Gram matrix (Opacus accountant), billboard model"
     else:
         mechanism = "DP-SGD (Opacus), Poisson sampling" + (", billboard model" if "dp_scope" in out else "")
@@ -399,40 +450,64 @@ def private_generator(
     X: Interactions | sp.spmatrix,
     epsilon: float,
     delta: float | None = None,
-    vae: MultVAE | None = None,
+    model: MultVAE | EASE | None = None,
     size_share: float = 0.05,
     popularity_share: float = 0.0,
     max_grad_norm: float = 1.0,
     clipping: str = "ghost",
+    gram_rank: int = 200,
+    temperature: float | None = None,
     random_state: Any = 0,
 ) -> tuple[ProfileGenerator, GeneratorBudget]:
-    """A `ProfileGenerator` (standard-normal prior) whose release is (ε, δ)-DP at the user level; ε = inf
-    trains without DP and keeps the real profile sizes. `vae` sets the generator's hyperparameters. ε is split
-    (basic composition) into the profile sizes (`size_share`), the decoder's popularity prior
-    (`popularity_share`, off by default: on ml-1m 5% lifts EASE trained on the synthetic data from 6% to 34% of
-    train-on-real NDCG@10 at ε = 8, but at ε = 1 the noisy prior misleads the decoder) and DP-SGD (the rest)."""
+    """A `ProfileGenerator` whose release is (ε, δ)-DP at the user level; ε = inf trains without DP and keeps the
+    real profile sizes and item frequencies. ε is split (basic composition) into the profile sizes (`size_share`,
+    Laplace histogram) and the model (the rest).
+
+    `model` (default: MultVAE) sets the generator and its hyperparameters:
+    - a MultVAE: DP-SGD trains the VAE, sampled from the standard-normal prior; `popularity_share` of ε goes
+      to the decoder's DP popularity prior (off by default: on ml-1m 5% lifts EASE trained on the synthetic data
+      from 6% to 34% of train-on-real NDCG@10 at ε = 8, but at ε = 1 the noisy prior misleads the decoder);
+    - an EASE: the item–item weights come from the Gram matrix released by the Gaussian mechanism
+      (`advrec.privacy.dp_ease`, top `gram_rank` eigen-part; at ε = inf the same normalised matrix without
+      noise, every dimension kept), users are grown from them round by round (`ProfileGenerator`), starting
+      from the released Gram matrix's diagonal as the item prior."""
     m = as_csr(X, "training data")
-    vae = vae or MultVAE(random_state=seed_of(random_state))
+    model = model if model is not None else MultVAE(random_state=seed_of(random_state))
+    if not isinstance(model, MultVAE | EASE):
+        raise ConfigError(f"a private generator is a MultVAE or an EASE, not {type(model).__name__}")
+    if isinstance(model, EASE) and popularity_share > 0:
+        raise ConfigError("popularity_share is for a MultVAE generator; EASE takes its prior from the Gram matrix")
     if math.isinf(epsilon):
-        gen = ProfileGenerator(vae, prior="standard").fit(m)
+        if isinstance(model, EASE):
+            from advrec.privacy.dp_ease import fit_gram_private
+
+            fit_gram_private(model, m, noise_multiplier=0.0, gram_rank=0)
+            gen = ProfileGenerator(model, temperature=temperature).fit(m)
+        else:
+            gen = ProfileGenerator(model, prior="standard", temperature=temperature).fit(m)
         return gen, GeneratorBudget(math.inf, 0.0, math.inf, math.inf)
     if not 0 < size_share < 1 or not 0 <= popularity_share < 1 or size_share + popularity_share >= 1:
         raise ConfigError(f"need 0 < size_share, 0 ≤ popularity_share, sum < 1; got {size_share}, {popularity_share}")
     n_active = int((np.diff(m.indptr) > 0).sum())
     delta = delta if delta is not None else default_delta(n_active)
     eps_sizes = size_share * epsilon
-    eps_sgd = epsilon - eps_sizes - popularity_share * epsilon
     config = DPConfig(
-        epsilon=eps_sgd,
+        epsilon=epsilon - eps_sizes - popularity_share * epsilon,
         delta=delta,
         max_grad_norm=max_grad_norm,
         clipping=clipping,
         popularity_epsilon=popularity_share * epsilon,
+        gram_rank=min(gram_rank, m.shape[1]),  # a small catalogue keeps every dimension
+        seed=seed_of(random_state),
     )
-    fit_private(vae, m, config)
-    gen = ProfileGenerator(vae, prior="standard")
-    gen.fit(m)  # the model is fitted: only records sizes, replaced below by a DP sample
+    fit_private(model, m, config)
+    gen = ProfileGenerator(model, prior="standard", temperature=temperature)
+    gen.fit(m)  # the model is fitted: only records sizes and item frequencies, replaced below by DP ones
     sizes = np.diff(m.indptr)
     gen.sizes_ = private_size_sample(sizes[sizes > 0], m.shape[1], eps_sizes, random_state=random_state)
-    eps_model = float(getattr(vae, "epsilon_"))  # noqa: B009  (set by fit_private: SGD + popularity)
+    if isinstance(model, EASE):
+        diagonal = np.asarray(getattr(model, "gram_diagonal_"), dtype=np.float64)  # noqa: B009
+        weight = np.clip(diagonal, 1e-3, None)  # noise can make a diagonal entry < 0
+        gen.item_log_prior_ = np.log(weight / weight.sum())
+    eps_model = float(getattr(model, "epsilon_"))  # noqa: B009  (set by fit_private)
     return gen, GeneratorBudget(eps_model + eps_sizes, float(delta), eps_model, eps_sizes)

@@ -5,7 +5,8 @@ maps. The model is then refitted on the remaining training data with its own par
 ItemKNN and EASE this recomputation is exact and cheap (their fit is a deterministic function of the training
 matrix); for the neural models it is a full retraining, which gives exactly the model one would have trained
 without the user (same seed, same code). A DP-trained MultVAE or BPRMF is retrained with the recorded noise
-multiplier. The manifest counts forgettings (time, method) without naming the user.
+multiplier; a MultVAE trained on a DP release (`method="synthetic"`) is retrained on a new release of the same ε
+drawn from the remaining users. The manifest counts forgettings (time, method) without naming the user.
 """
 
 from __future__ import annotations
@@ -55,21 +56,25 @@ def refit(model: Recommender, split: Split) -> tuple[Recommender, str]:
     if hasattr(model, "epsilon_"):
         from advrec.privacy.dp import DPConfig, fit_private
 
+        synthetic = getattr(model, "dp_method_", "sgd") == "synthetic"  # a release is calibrated by its ε
         config = DPConfig(
-            noise_multiplier=float(getattr(model, "noise_multiplier_")),  # noqa: B009
+            epsilon=float(getattr(model, "epsilon_")) if synthetic else None,  # noqa: B009
+            noise_multiplier=None if synthetic else float(getattr(model, "noise_multiplier_")),  # noqa: B009
             delta=float(getattr(model, "delta_")),  # noqa: B009
-            max_grad_norm=float(getattr(model, "max_grad_norm_")),  # noqa: B009
+            max_grad_norm=float(getattr(model, "max_grad_norm_", 1.0)),
             accountant=str(getattr(model, "accountant_")),  # noqa: B009
             popularity_epsilon=float(getattr(model, "epsilon_popularity_", 0.0)),
             gram_rank=int(getattr(model, "gram_rank_", DPConfig.gram_rank)),
+            method="synthetic" if synthetic else "sgd",
         )
         # fit_private refuses the model classes it cannot train privately
         private = fit_private(cast(TorchRecommender, fresh), split.train, config, valid=valid)
-        how = (
-            "recomputation (same DP noise scale)"
-            if hasattr(model, "gram_rank_")
-            else "retraining (DP-SGD, same noise multiplier)"
-        )
+        if synthetic:
+            how = "retraining on a new DP release (same ε)"
+        elif hasattr(model, "gram_rank_"):
+            how = "recomputation (same DP noise scale)"
+        else:
+            how = "retraining (DP-SGD, same noise multiplier)"
         return private, how
     fresh.fit(split.train, valid=valid)
     name = type(model).__name__
