@@ -22,6 +22,12 @@ Data: ml-1m, ratings ≥ 3 as implicit feedback, 10-core (6,033 users × 3,123 i
   from their training or fold-in rows, and on their top-20 lists, against NDCG@10 on the test users.
 - `dpease`: EASE fitted on a Gram matrix released by the Gaussian mechanism (`advrec.privacy.dp_ease`) at
   ε ∈ {1, 3, 8} and without noise, on the dp section's split; rank and l2 chosen on the validation users.
+- `release`: synthetic releases of the DP-EASE generator (`private_generator(model=EASE(...))`: the Gram matrix
+  by the Gaussian mechanism, 5% of ε on the profile sizes, users grown round by round from the EASE weights) at
+  ε ∈ {1, 3, 8, ∞} on the dp section's split, as many users as real training users: EASE and MultVAE trained on
+  each release and evaluated on the real test users, as ratios of the same models trained on the real users
+  (TSTR), and DCR as in `tstr`. The MultVAE is `fit_private(MultVAE(...), method="synthetic")`, so it is also
+  the DP-MultVAE of that ε (post-processing of the release).
 - `dpbpr`: BPR matrix factorization under user-level DP-SGD as a billboard model (`advrec.privacy.dp_bpr`: only
   item-side factors trained and released, each user's vector folded in from their own row) at ε ∈ {1, 3, 8}, the
   same model without DP (ε = ∞) and the non-private BPRMF. Per-user split 8:1:1 (RecBole's protocol; BPRMF keeps
@@ -30,7 +36,7 @@ Data: ml-1m, ratings ≥ 3 as implicit feedback, 10-core (6,033 users × 3,123 i
   early on validation NDCG@10.
 
 Every figure is written with its wall time. Results: benchmarks/results/privacy.json, privacy.md, privacy.png.
-Usage: python benchmarks/privacy.py [--only dp mia adv dpgrid dpbpr dpease] [--epsilons 1 3 8]
+Usage: python benchmarks/privacy.py [--only dp mia adv dpgrid dpbpr dpease release] [--epsilons 1 3 8]
        [--adv-methods none leace ...] [--dp-epochs 15] [--epochs 40] [--dpbpr-epochs 20] [--dpbpr-clip 0.01]
        [--seed 2020]
 Sections run in separate processes can be merged: each writes its own part file, `--merge` builds the report.
@@ -52,7 +58,7 @@ import numpy as np
 from advrec.data import load_movielens
 from advrec.data.splits import holdout_users, ratio_split
 from advrec.evaluation import evaluate
-from advrec.generative import ProfileGenerator
+from advrec.generative import ProfileGenerator, realism
 from advrec.models import BPRMF, EASE, MultVAE, Pop
 from advrec.privacy.attribute import attribute_inference, user_attribute, user_representation
 from advrec.privacy.dcr import dcr_audit
@@ -164,6 +170,9 @@ def section_mia(args: argparse.Namespace) -> dict[str, Any]:
         for eps in args.mia_epsilons:
             out.append((f"DP-MultVAE ε={eps:g}", lambda m, e=eps: fit_private(
                 dp_vae(args.seed, args.dp_epochs, 300), m, DPConfig(epsilon=e, max_grad_norm=args.clip))))  # fmt: skip
+        for eps in args.mia_release_epsilons:
+            out.append((f"MultVAE on a DP-EASE release ε={eps:g}", lambda m, e=eps: fit_private(
+                vae(args.seed, args.mia_epochs), m, epsilon=e, method="synthetic")))  # fmt: skip
         return out
 
     for name, fit in targets():
@@ -309,6 +318,50 @@ def section_dpease(args: argparse.Namespace) -> dict[str, Any]:
     return {"dp_ease": rows}
 
 
+def section_release(args: argparse.Namespace) -> dict[str, Any]:
+    """Releases of the DP-EASE generator and the models trained on them (see the module docstring)."""
+    from advrec.privacy.dp import private_generator
+    from advrec.privacy.dp_ease import GRAM_L2
+
+    X = load()
+    split = holdout_users(X, n_valid=600, n_test=600, random_state=args.seed)
+    train = split.train.matrix
+    n_train = int((np.diff(train.indptr) > 0).sum())
+    test_full = (split.fold_in.matrix + split.test.matrix).tocsr()[np.flatnonzero(np.diff(split.test.matrix.indptr))]
+    rng = np.random.default_rng(args.seed)
+    train_sample = train[np.sort(rng.choice(np.flatnonzero(np.diff(train.indptr)), 600, replace=False))]
+
+    def ndcg(model: Any) -> float:
+        return float(evaluate(model, split, ks=(10,)).summary["ndcg@10"])
+
+    t0 = time.perf_counter()
+    ease_real, vae_real = ndcg(EASE().fit(split.train)), ndcg(vae(args.seed, args.epochs).fit(split.train, valid=split))
+    rows = [stamp({"epsilon_target": math.inf, "data": "real", "ease_ndcg@10": ease_real,
+                   "multvae_ndcg@10": vae_real}, t0)]  # fmt: skip
+    for eps in [math.inf, *args.epsilons]:
+        t0 = time.perf_counter()
+        gen, budget = private_generator(train, eps, model=EASE(l2=GRAM_L2), random_state=args.seed)
+        synth = gen.sample(n_train, random_state=args.seed + 1)
+        release_s = time.perf_counter() - t0
+        ease_synth = ndcg(EASE().fit(synth))
+        if math.isinf(eps):  # the same pipeline without DP: MultVAE on the noise-free release
+            model = vae(args.seed, args.tstr_epochs).fit(synth, valid=split)
+        else:
+            model = fit_private(vae(args.seed, args.tstr_epochs), split.train, valid=split, epsilon=eps,
+                                method="synthetic")  # fmt: skip
+        vae_synth = ndcg(model)
+        dcr = dcr_audit(synth[:2000], train_sample, test_full).as_dict()
+        real_ks = realism(train, synth).as_dict()
+        row = {"epsilon_target": eps, "data": "DP-EASE release", "release_epsilon": budget.epsilon,
+               "multvae_epsilon": getattr(model, "epsilon_", math.inf), "delta": budget.delta,
+               "noise_multiplier": getattr(gen.model, "noise_multiplier_", 0.0), "release_s": round(release_s, 1),
+               "synthetic_interactions": int(synth.nnz), "ease_ndcg@10": ease_synth,
+               "ease_tstr_ratio": ease_synth / ease_real, "multvae_ndcg@10": vae_synth,
+               "multvae_tstr_ratio": vae_synth / vae_real, **real_ks, **dcr}  # fmt: skip
+        rows.append(stamp(row, t0))
+    return {"release": rows}
+
+
 def section_dpbpr(args: argparse.Namespace) -> dict[str, Any]:
     X = load()
     split = ratio_split(X, (0.8, 0.1, 0.1), random_state=args.seed)
@@ -354,6 +407,7 @@ SECTIONS = {
     "dpgrid": section_dpgrid,
     "dpbpr": section_dpbpr,
     "dpease": section_dpease,
+    "release": section_release,
 }
 
 
@@ -385,15 +439,26 @@ def plot(result: dict[str, Any], path: Path) -> None:
         xs = [20 if math.isinf(e) else e for e in eps]
         axes[0].plot(xs, [r["ndcg@10"] for r in result["dp"]], "o-", label="DP-MultVAE")
         if result.get("tstr"):
-            axes[0].plot(xs, [r["ease_synth_ndcg@10"] for r in result["tstr"]], "s--", label="EASE on synthetic")
-            axes[0].plot(xs, [r["multvae_synth_ndcg@10"] for r in result["tstr"]], "^--", label="MultVAE on synthetic")
+            axes[0].plot(xs, [r["ease_synth_ndcg@10"] for r in result["tstr"]], "s--", label="EASE, VAE release")
+            axes[0].plot(
+                xs, [r["multvae_synth_ndcg@10"] for r in result["tstr"]], "^--", label="MultVAE on VAE release"
+            )
+        release = {r["epsilon_target"]: r for r in result.get("release", []) if r["data"] != "real"}
+        if release:
+            axes[0].plot(xs, [release.get(e, {}).get("ease_ndcg@10", np.nan) for e in eps], "s-",
+                         label="EASE on DP-EASE release")  # fmt: skip
+            axes[0].plot(xs, [release.get(e, {}).get("multvae_ndcg@10", np.nan) for e in eps], "^-",
+                         label="MultVAE on DP-EASE release")  # fmt: skip
+        if result.get("dp_ease"):
+            dp_ease = {r["epsilon"]: r["ndcg@10"] for r in result["dp_ease"] if r["model"] != "EASE"}
+            axes[0].plot(xs, [dp_ease.get(e, np.nan) for e in eps], "D-", label="DP-EASE")
         if result.get("pop_ndcg@10") is not None:
             axes[0].axhline(result["pop_ndcg@10"], color="gray", ls=":", label="Pop (real data)")
         axes[0].set_xscale("log")
         axes[0].set_xticks(xs, [("∞" if math.isinf(e) else f"{e:g}") for e in eps])
         axes[0].set_xlabel("ε")
         axes[0].set_ylabel("NDCG@10 (real test users)")
-        axes[0].legend()
+        axes[0].legend(fontsize=7)
         axes[0].set_title("Privacy–utility, ml-1m")
     if result.get("mia"):
         names = sorted({r["target"] for r in result["mia"]}, key=[r["target"] for r in result["mia"]].index)
@@ -516,6 +581,14 @@ def report(result: dict[str, Any]) -> str:
                                        "multvae_synth_ndcg@10", "multvae_tstr_ratio", "median_dcr_synth_to_train",
                                        "median_dcr_synth_to_holdout", "share_closer_to_train", "dcr_attack_auc",
                                        "wall_s"]), ""]  # fmt: skip
+    if result.get("release"):
+        cols = ["data", "epsilon_target", "release_epsilon", "multvae_epsilon", "noise_multiplier", "ease_ndcg@10",
+                "ease_tstr_ratio", "multvae_ndcg@10", "multvae_tstr_ratio", "size_ks", "popularity_ks",
+                "share_closer_to_train", "dcr_attack_auc", "release_s", "wall_s"]  # fmt: skip
+        out += ["## Synthetic releases of the DP-EASE generator, and MultVAE trained on them", "",
+                "TSTR ratios divide by the same model trained on the real training users (first row). The MultVAE "
+                "of a finite ε is `fit_private(MultVAE(...), method=\"synthetic\")`: a DP-MultVAE whose only "
+                "access to the data is the release.", "", table(result["release"], cols), ""]  # fmt: skip
     if result.get("mia"):
         cols = ["target", "epsilon", "query", "auc", "accuracy", "shadow_train_auc", "fit_s", "wall_s", "load_avg_1min"]
         out += ["## Membership inference (Zhang et al., CCS 2021)", "", table(result["mia"], cols), "",
@@ -552,6 +625,7 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", choices=sorted(SECTIONS), default=sorted(SECTIONS))
     parser.add_argument("--epsilons", nargs="+", type=float, default=[8.0, 3.0, 1.0])
     parser.add_argument("--mia-epsilons", nargs="+", type=float, default=[8.0, 1.0])
+    parser.add_argument("--mia-release-epsilons", nargs="+", type=float, default=[8.0])
     parser.add_argument("--adv-methods", nargs="+", default=ADV_METHODS, help="attribute removal recipes")
     parser.add_argument("--finetune-epochs", type=int, default=10, help="decoder epochs after LEACE erasure")
     parser.add_argument("--epochs", type=int, default=40, help="non-private MultVAE epochs (early stopping)")

@@ -346,7 +346,7 @@ def serve(
 def synthesize(
     dataset: Annotated[str, typer.Option(help="dataset name")] = "ml-1m",
     generator: Annotated[
-        str, typer.Option(help="vae (DP-SGD VAE), ease (DP Gram matrix) or gan (user-based CFGAN; ε = inf only)")
+        str, typer.Option(help="vae (DP-SGD VAE), ease (DP Gram matrix) or gan (user-based CFGAN; on a DP release)")
     ] = "vae",
     epsilon: Annotated[str, typer.Option(help="privacy budget ε at the user level, or inf for no DP")] = "inf",
     users: Annotated[int | None, typer.Option(help="synthetic users to write (default: as many as real)")] = None,
@@ -373,7 +373,7 @@ def synthesize(
 
     try:
         eps = math.inf if epsilon.strip().lower() in ("inf", "infinity", "none") else float(epsilon)
-        check_generator(generator, eps)
+        check_generator(generator)
         X = load_movielens(dataset, data_dir=data_dir, min_rating=min_rating, core=core)
         params = parse_assignments(sets or [])
         if epochs is not None:

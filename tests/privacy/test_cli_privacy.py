@@ -31,8 +31,15 @@ def test_synthesize_then_audit_the_release(tmp_path, data_dir):
     assert res.exit_code == 0, res.output
     report = json.loads((out / "audit" / "report.json").read_text())
     assert 0 <= report["dcr"]["dcr_attack_auc"] <= 1 and (out / "audit" / "dcr.png").exists()
-    res = runner.invoke(app, ["synthesize", "--generator", "gan", "--epsilon", "8", "--out", str(tmp_path / "g")])
-    assert res.exit_code == 2 and "no DP version" in res.output
+    gan = ["synthesize", "--dataset", "ml-100k", "--generator", "gan", "--epsilon", "8", "--users", "100",
+           "--epochs", "1", "--set", "g_hidden=(16,)", "--set", "d_hidden=(16,)",
+           "--data-dir", str(data_dir)]  # fmt: skip
+    res = runner.invoke(app, [*gan, "--out", str(tmp_path / "g")])
+    assert res.exit_code == 0, res.output
+    manifest = json.loads((tmp_path / "g" / "manifest.json").read_text())
+    assert manifest["privacy"]["epsilon"] <= 8.0 + 1e-3 and "DP-EASE release" in manifest["generator"]["prior"]
+    res = runner.invoke(app, [*gan, "--set", "hidden=3", "--out", str(tmp_path / "h")])
+    assert res.exit_code == 2 and "no parameter 'hidden'" in res.output, res.output
 
 
 def test_audit_and_forget_a_run(tmp_path, data_dir):

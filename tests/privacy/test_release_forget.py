@@ -36,8 +36,6 @@ def test_synthetic_release_has_no_real_user_ids(tiny_gendered, tmp_path, epsilon
         assert manifest["privacy"]["epsilon"] is None or math.isinf(manifest["privacy"]["epsilon"])
     else:
         assert 0 < manifest["privacy"]["epsilon"] <= 5.05 and 0 < manifest["privacy"]["delta"] < 1 / 200
-    with pytest.raises(ConfigError, match="no DP version"):
-        synthesize(tiny_gendered, generator="gan", epsilon=8.0)
     with pytest.raises(ConfigError, match="generator must be"):
         synthesize(tiny_gendered, generator="diffusion")
 
@@ -52,6 +50,16 @@ def test_gan_release_samples_a_user_based_cfgan(tiny_gendered, tmp_path):
     assert release.data.n_users == 60 and release.data.nnz > 0
     again = synthesize(tiny_gendered, generator="gan", n_users=60, params=params, random_state=0)
     assert (release.data.matrix != again.data.matrix).nnz == 0  # same seed, same release
+
+
+@pytest.mark.filterwarnings("ignore:Optimal order is the largest alpha")
+def test_gan_release_at_finite_epsilon_learns_only_from_a_dp_release(tiny_gendered):
+    params = {"g_hidden": (16,), "d_hidden": (16,), "epochs": 3, "batch_size": 50}
+    release = synthesize(tiny_gendered, generator="gan", epsilon=8.0, n_users=60, params=params, random_state=0)
+    m = release.manifest
+    assert m["generator"]["class"] == "CFGAN" and "DP-EASE release" in m["generator"]["prior"]
+    assert 7.9 <= m["privacy"]["epsilon"] <= 8.0 + 1e-3 and m["privacy"]["noise_multiplier"] > 0
+    assert m["privacy"]["epsilon_gram"] == pytest.approx(7.6, abs=0.01) and release.data.n_users == 60
 
 
 def test_forget_is_exact_for_ease(tiny_gendered, tmp_path):
@@ -135,7 +143,7 @@ def test_ease_release_records_its_gram_budget(tiny_gendered, tmp_path):
     assert release.data.n_users == 70 and release.data.n_items == tiny_gendered.n_items
     plain = synthesize(tiny_gendered, generator="ease", n_users=70, random_state=0)
     assert math.isinf(plain.manifest["privacy"]["epsilon"]) and plain.manifest["privacy"]["gram_rank"] is None
-    with pytest.raises(ConfigError, match="only l2"):
+    with pytest.raises(ConfigError, match="has no parameter 'epochs'"):
         synthesize(tiny_gendered, generator="ease", params={"epochs": 3})
 
 

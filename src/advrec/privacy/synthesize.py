@@ -8,9 +8,11 @@ at the user level. `generator="ease"` grows users from EASE weights fitted on a 
 Gaussian mechanism (`advrec.privacy.dp_ease`), starting from that matrix's diagonal as item prior; on ml-1m it
 keeps far more utility than the DP-SGD VAE at the same ε (see `benchmarks/results/privacy.md`).
 
-`generator="gan"` samples from a user-based CFGAN (`ProfileGenerator`). Its generator is conditioned on real
-histories, so every synthetic user derives from one real user: that release has no DP guarantee (ε = ∞
-only) and the DCR audit shows how close it stays to the training users.
+`generator="gan"` samples from a user-based CFGAN (`ProfileGenerator`), whose generator is conditioned on
+histories. At ε = ∞ it trains on, and conditions on, the real training users, so every synthetic user derives
+from one real user (the DCR audit shows how close it stays to them). At a finite ε it never sees a real user: it
+trains on, and conditions on, the users of a DP-EASE release of that ε, so the GAN's release is (ε, δ)-DP by
+post-processing. (A GAN whose discriminator is itself trained with DP-SGD is not offered.)
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import scipy.sparse as sp
 from advrec.data.interactions import IdMap, Interactions
 from advrec.errors import ConfigError
 from advrec.io import atomic_write_parquet, atomic_write_text, to_jsonable
-from advrec.models import CFGAN, EASE, MultVAE
+from advrec.models import CFGAN, EASE, MultVAE, Recommender
 from advrec.models.torch_base import seed_of
 from advrec.privacy.dp_ease import GRAM_L2
 
@@ -71,15 +73,10 @@ class SyntheticRelease:
         return out
 
 
-def check_generator(generator: str, epsilon: float = math.inf) -> None:
-    """Raises `ConfigError` for a generator the release does not offer at `epsilon`."""
+def check_generator(generator: str) -> None:
+    """Raises `ConfigError` for a generator the release does not offer."""
     if generator not in GENERATORS:
         raise ConfigError(f"generator must be one of {', '.join(GENERATORS)}, not {generator!r}")
-    if generator == "gan" and not math.isinf(epsilon):
-        raise ConfigError(
-            "--generator gan has no DP version: CFGAN's generator is conditioned on real user histories, so its "
-            "samples derive from real users; use --generator vae for a finite epsilon, or --epsilon inf"
-        )
 
 
 def holdout_mask(n_users: int, share: float, seed: int) -> np.ndarray:
@@ -111,16 +108,24 @@ def synthesize(
 
     if not epsilon > 0:
         raise ConfigError(f"epsilon must be positive (inf for no DP), got {epsilon}")
-    check_generator(generator, epsilon)
+    check_generator(generator)
     if not 0 <= holdout < 1:
         raise ConfigError(f"holdout must lie in [0, 1), got {holdout}")
     n_users = int(n_users if n_users is not None else X.n_users)
     if n_users < 1:
         raise ConfigError(f"n_users must be ≥ 1, got {n_users}")
+    model_class: type[Recommender] = {"vae": MultVAE, "gan": CFGAN, "ease": EASE}[generator]
+    unknown = sorted(set(params or {}) - set(model_class._param_names()) - {"random_state"})
+    if unknown:
+        raise ConfigError(
+            f"the {generator} generator ({model_class.__name__}) has no parameter {', '.join(map(repr, unknown))}; "
+            f"parameters: {model_class._param_names()}"
+        )
     seed = seed_of(random_state)
     held = holdout_mask(X.n_users, holdout, seed)
     train = X.matrix[~held] if held.any() else X.matrix
     t0 = time.perf_counter()
+    dp_model = None  # the model that holds the DP record, when it is not the sampled one
     if generator == "gan":
         from advrec.generative import ProfileGenerator
         from advrec.privacy.dp import GeneratorBudget
@@ -128,11 +133,14 @@ def synthesize(
         cfgan = CFGAN(**{**GAN_DEFAULTS, **(params or {}), "random_state": seed})
         if cfgan.mode != "user":
             raise ConfigError("the gan generator is a user-based CFGAN: mode must be 'user'")
-        gen, budget = ProfileGenerator(cfgan).fit(train), GeneratorBudget(math.inf, 0.0, math.inf, math.inf)
+        if math.isinf(epsilon):
+            gen, budget = ProfileGenerator(cfgan).fit(train), GeneratorBudget(math.inf, 0.0, math.inf, math.inf)
+        else:  # the GAN learns from, and conditions on, a DP-EASE release only
+            base, budget = private_generator(train, epsilon, delta=delta, model=EASE(l2=GRAM_L2), random_state=seed)
+            dp_model = base.model
+            n_active = int((np.diff(sp.csr_matrix(train).indptr) > 0).sum())
+            gen = ProfileGenerator(cfgan).fit(base.sample(n_active, random_state=seed + 2))
     elif generator == "ease":
-        unknown = sorted(set(params or {}) - set(EASE_DEFAULTS))
-        if unknown:
-            raise ConfigError(f"the ease generator takes only {', '.join(EASE_DEFAULTS)}, not {', '.join(unknown)}")
         gen, budget = private_generator(
             train, epsilon, delta=delta, model=EASE(**{**EASE_DEFAULTS, **(params or {})}), random_state=seed
         )
@@ -155,8 +163,11 @@ def synthesize(
         prior = gen.prior
     elif isinstance(net, EASE):
         prior = "item prior: real item frequencies" if math.isinf(epsilon) else "item prior: the DP Gram diagonal"
-    else:
+    elif math.isinf(epsilon):
         prior = "none: conditioned on real training histories"
+    else:
+        prior = "none: trained on and conditioned on the users of a DP-EASE release (no real history)"
+    dp = dp_model if dp_model is not None else net
     manifest = {
         "kind": "synthetic interactions",
         "source_dataset": {
@@ -178,16 +189,16 @@ def synthesize(
             "epsilon": budget.epsilon,
             "delta": budget.delta,
             "unit": "user (add/remove one user's whole history)",
-            "epsilon_sgd": getattr(net, "epsilon_sgd_", None),
-            "epsilon_gram": net.epsilon_ if isinstance(net, EASE) and hasattr(net, "epsilon_") else None,
-            "gram_rank": getattr(net, "gram_rank_", None),
-            "epsilon_popularity": getattr(net, "epsilon_popularity_", None),
+            "epsilon_sgd": getattr(dp, "epsilon_sgd_", None),
+            "epsilon_gram": dp.epsilon_ if isinstance(dp, EASE) and hasattr(dp, "epsilon_") else None,
+            "gram_rank": getattr(dp, "gram_rank_", None),
+            "epsilon_popularity": getattr(dp, "epsilon_popularity_", None),
             "epsilon_profile_sizes": budget.epsilon_sizes,
-            "noise_multiplier": getattr(net, "noise_multiplier_", None),
-            "max_grad_norm": getattr(net, "max_grad_norm_", None),
-            "sample_rate": getattr(net, "sample_rate_", None),
-            "steps": getattr(net, "dp_steps_", None),
-            "accountant": getattr(net, "accountant_", None),
+            "noise_multiplier": getattr(dp, "noise_multiplier_", None),
+            "max_grad_norm": getattr(dp, "max_grad_norm_", None),
+            "sample_rate": getattr(dp, "sample_rate_", None),
+            "steps": getattr(dp, "dp_steps_", None),
+            "accountant": getattr(dp, "accountant_", None),
             "composition": "basic: ε = ε_model (SGD + popularity, or Gram) + ε_profile_sizes",
         },
         "users": n_users,
