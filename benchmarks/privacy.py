@@ -37,7 +37,8 @@ Data: ml-1m, ratings ≥ 3 as implicit feedback, 10-core (6,033 users × 3,123 i
 
 Every figure is written with its wall time. Results: benchmarks/results/privacy.json, privacy.md, privacy.png.
 Usage: python benchmarks/privacy.py [--only dp mia adv dpgrid dpbpr dpease release] [--epsilons 1 3 8]
-       [--adv-methods none leace ...] [--dp-epochs 15] [--epochs 40] [--dpbpr-epochs 20] [--dpbpr-clip 0.01]
+       [--adv-methods none leace ...] [--mia-targets 'MultVAE on'] [--dp-epochs 15] [--epochs 40]
+       [--dpbpr-epochs 20] [--dpbpr-clip 0.01]
        [--seed 2020]
 Sections run in separate processes can be merged: each writes its own part file, `--merge` builds the report.
 """
@@ -175,7 +176,8 @@ def section_mia(args: argparse.Namespace) -> dict[str, Any]:
                 vae(args.seed, args.mia_epochs), m, epsilon=e, method="synthetic")))  # fmt: skip
         return out
 
-    for name, fit in targets():
+    chosen = [(n, f) for n, f in targets() if not args.mia_targets or any(n.startswith(t) for t in args.mia_targets)]
+    for name, fit in chosen:
         t0 = time.perf_counter()
         target, shadow = fit(parts.target_in), fit(parts.shadow_in)
         fit_s = time.perf_counter() - t0
@@ -412,7 +414,7 @@ SECTIONS = {
 
 
 def fmt(v: Any, col: str = "") -> str:
-    if isinstance(v, float) and col in ("wall_s", "fit_s", "load_avg_1min"):
+    if isinstance(v, float) and col in ("wall_s", "fit_s", "release_s", "load_avg_1min"):
         return f"{v:.1f}"
     if isinstance(v, float) and col == "delta":
         return f"{v:.2e}"
@@ -626,6 +628,7 @@ def main() -> None:
     parser.add_argument("--epsilons", nargs="+", type=float, default=[8.0, 3.0, 1.0])
     parser.add_argument("--mia-epsilons", nargs="+", type=float, default=[8.0, 1.0])
     parser.add_argument("--mia-release-epsilons", nargs="+", type=float, default=[8.0])
+    parser.add_argument("--mia-targets", nargs="+", default=[], help="rerun only targets named so (prefixes)")
     parser.add_argument("--adv-methods", nargs="+", default=ADV_METHODS, help="attribute removal recipes")
     parser.add_argument("--finetune-epochs", type=int, default=10, help="decoder epochs after LEACE erasure")
     parser.add_argument("--epochs", type=int, default=40, help="non-private MultVAE epochs (early stopping)")
@@ -654,6 +657,10 @@ def main() -> None:
             part[f"{name}_section_wall_s"] = round(time.perf_counter() - t0, 1)
             part[f"{name}_args"] = vars(args)
             tag = f"{name}-pop" if name == "dp" and args.popularity_share > 0 else name
+            old = RESULTS / f"privacy.part-{tag}.json"
+            if name == "mia" and args.mia_targets and old.exists():  # keep the rows of targets not rerun
+                rerun = {r["target"] for r in part["mia"]}
+                part["mia"] = [r for r in json.loads(old.read_text())["mia"] if r["target"] not in rerun] + part["mia"]
             tmp = RESULTS / f".privacy.part-{tag}.json.tmp"
             tmp.write_text(json.dumps(part, indent=2, default=float))
             tmp.replace(RESULTS / f"privacy.part-{tag}.json")
