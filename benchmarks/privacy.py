@@ -13,9 +13,9 @@ Data: ml-1m, ratings ≥ 3 as implicit feedback, 10-core (6,033 users × 3,123 i
   real test users, as a ratio of the same model trained on the real training users (TSTR). DCR of each
   release against 600 training users and the 600 test users (full rows).
 - `mia`: Zhang et al.'s shadow-model attack; users split into four random quarters (target in / out, shadow
-  in / out); targets EASE, MultVAE and DP-MultVAE; queries "popular" (the paper's serving rule: unknown users
-  get the most popular items) and "fold_in" (everyone is served from half of their items); AUC on the
-  target's members vs non-members.
+  in / out); targets EASE, MultVAE, DP-MultVAE, DP-EASE and a MultVAE trained on a DP-EASE release; queries
+  "popular" (the paper's serving rule: unknown users get the most popular items) and "fold_in" (everyone is
+  served from half of their items); AUC on the target's members vs non-members.
 - `adv`: attribute removal from MultVAE's latent code: gradient-reversal adversaries on gender and age group
   (3 heads each, weight λ), LEACE erasure of gender with a fine-tuned decoder, a decoder that reads gender;
   attribute inference (logistic regression and MLP, 5-fold stratified CV) on the latent means of all users,
@@ -161,6 +161,8 @@ def section_dp_tstr(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def section_mia(args: argparse.Namespace) -> dict[str, Any]:
+    from advrec.privacy.dp_ease import GRAM_L2
+
     X = load()
     parts = partition_users(X, random_state=args.seed)
     rows = []
@@ -171,6 +173,8 @@ def section_mia(args: argparse.Namespace) -> dict[str, Any]:
         for eps in args.mia_epsilons:
             out.append((f"DP-MultVAE ε={eps:g}", lambda m, e=eps: fit_private(
                 dp_vae(args.seed, args.dp_epochs, 300), m, DPConfig(epsilon=e, max_grad_norm=args.clip))))  # fmt: skip
+        for eps in args.mia_epsilons:
+            out.append((f"DP-EASE ε={eps:g}", lambda m, e=eps: fit_private(EASE(l2=GRAM_L2), m, epsilon=e)))
         for eps in args.mia_release_epsilons:
             out.append((f"MultVAE on a DP-EASE release ε={eps:g}", lambda m, e=eps: fit_private(
                 vae(args.seed, args.mia_epochs), m, epsilon=e, method="synthetic")))  # fmt: skip

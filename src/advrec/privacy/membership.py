@@ -14,8 +14,9 @@ What the attacker sees of a user (`query`):
 - "fold_in": every user, member or not, is served the model's list from a random `query_share` of their
   items. A member's remaining (hidden) items were in the training data, so a model that memorizes recommends
   them more: this measures the model's own leakage (what DP-SGD bounds) and is the default. Beside the paper's
-  feature the attacker, who knows the target's record, adds the same centroid gap for the hidden items and the
-  share of hidden items among the recommendations.
+  feature the attacker, who knows the target's record, adds the same centroid gap for the hidden items, the
+  share of hidden items among the top 10, 20 and k recommendations, and the mean rank of the hidden items among
+  all candidates (`hidden_rank`, the recommender's analogue of a loss-threshold attack).
 
 `membership_audit` runs the whole protocol on one dataset: users split into target-in, target-out,
 shadow-in, shadow-out (disjoint, at random); `make_model()` builds a fresh recommender (fitted by `fit`).
@@ -88,6 +89,29 @@ def popular_lists(popularity: np.ndarray, history: sp.csr_matrix, k: int) -> np.
     rank = np.where(seen, np.iinfo(np.int64).max, np.arange(len(order))[None, :])
     pick = np.argsort(rank, axis=1, kind="stable")[:, :k]
     return order[pick]
+
+
+def hidden_rank(model: Recommender, query: sp.csr_matrix, hidden: sp.csr_matrix, batch_size: int = 1024) -> np.ndarray:
+    """Per user, the mean share of candidate items (all but the query's) that `model`, given the query items,
+    scores above each hidden item: 0 when every hidden item tops the ranking, about 0.5 when they rank like the
+    rest (a loss-style signal: a model that memorized its members ranks their withheld items higher)."""
+    out = np.full(query.shape[0], 0.5)
+    for start in range(0, query.shape[0], batch_size):
+        users = np.arange(start, min(start + batch_size, query.shape[0]))
+        S = np.asarray(model.score(query, users), dtype=np.float64)
+        S[query[users].toarray() > 0] = -np.inf  # the query's items are not candidates
+        position = np.argsort(np.argsort(-S, axis=1, kind="stable"), axis=1)  # 0 = top-scored candidate
+        n_cand = np.isfinite(S).sum(1)
+        block = hidden[users]
+        rows = np.repeat(np.arange(len(users)), np.diff(block.indptr))
+        if not len(rows):
+            continue
+        share = position[rows, block.indices] / np.maximum(n_cand[rows] - 1, 1)
+        sums = np.bincount(rows, weights=share, minlength=len(users))
+        counts = np.bincount(rows, minlength=len(users))
+        has = counts > 0
+        out[users[has]] = sums[has] / counts[has]
+    return out
 
 
 def _auc(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -188,10 +212,12 @@ class MembershipAttack:
             recs, _ = model.recommend(q, np.arange(h.shape[0]), k=k)
             rows = np.repeat(np.arange(h.shape[0]), recs.shape[1])
             hit = np.asarray(hidden[rows, np.maximum(recs.ravel(), 0)]).reshape(recs.shape) * (recs >= 0)
-            hit_rate = hit.sum(1) / np.maximum(np.minimum(np.diff(hidden.indptr), k), 1)
+            n_hidden = np.diff(hidden.indptr)
+            hit_rates = [hit[:, :c].sum(1) / np.maximum(np.minimum(n_hidden, c), 1) for c in sorted({10, 20, k})]
             gap_all = centroid_gap(h, recs, self.vectors_)
             gap_hidden = centroid_gap(hidden, recs, self.vectors_)
-            return np.hstack([gap_all, gap_hidden, hit_rate[:, None].astype(np.float32)])
+            rank = hidden_rank(model, q, hidden)
+            return np.hstack([gap_all, gap_hidden, np.column_stack([*hit_rates, rank]).astype(np.float32)])
         else:
             if known is None or popularity is None:
                 raise ConfigError("query='popular' needs `known` (users served personally) and `popularity`")
