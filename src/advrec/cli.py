@@ -76,6 +76,8 @@ def _config(
     core: int | None,
     sets: list[str] | None,
     config: Path | None,
+    epsilon: float | None = None,
+    dp: list[str] | None = None,
 ):
     from advrec.experiment import config_from_dict, load_config, parse_assignments
 
@@ -96,6 +98,9 @@ def _config(
         }
     )
     base["params"] = {**base.get("params", {}), **parse_assignments(sets or [])}
+    base["privacy"] = {**base.get("privacy", {}), **parse_assignments(dp or [])}
+    if epsilon is not None:
+        base["privacy"]["epsilon"] = epsilon
     return config_from_dict(base, source=str(config) if config else "command line")
 
 
@@ -162,14 +167,20 @@ def train(
     core: int | None = None,
     out: Annotated[Path | None, typer.Option(help="run directory (default runs/<model>-<time>)")] = None,
     plot: Annotated[bool, typer.Option(help="write the per-epoch training curves as training.png")] = False,
+    epsilon: Annotated[
+        float | None, typer.Option(help="train with user-level DP at this ε (MultVAE, BPRMF, EASE)")
+    ] = None,
+    dp: Annotated[
+        list[str] | None, typer.Option("--dp", help="DP setting key=value, e.g. method=synthetic (repeatable)")
+    ] = None,
     data_dir: DataDir = None,
 ) -> None:
-    """Trains a model, evaluates it on the test part, and writes a run directory."""
+    """Trains a model (optionally with user-level DP), evaluates it on the test part, and writes a run directory."""
     from advrec.experiment import run_experiment
     from advrec.runs import new_run_dir
 
     try:
-        cfg = _config(model, dataset, data_dir, protocol, seed, min_rating, core, sets, config)
+        cfg = _config(model, dataset, data_dir, protocol, seed, min_rating, core, sets, config, epsilon, dp)
         path = out or new_run_dir("runs", cfg.model.lower())
         path, outcome = run_experiment(cfg, path)
     except AdvrecError as err:

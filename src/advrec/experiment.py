@@ -36,6 +36,9 @@ class ExperimentConfig(BaseModel):
     seed: int = 2020
     model: str = "EASE"
     params: dict[str, Any] = Field(default_factory=dict)
+    privacy: dict[str, Any] = Field(
+        default_factory=dict, description="DPConfig fields ([privacy] in TOML); empty: trained without DP"
+    )
     ks: list[int] = Field(default_factory=lambda: [10, 20])
 
 
@@ -48,7 +51,27 @@ def config_from_dict(values: dict[str, Any], source: str = "configuration") -> E
         key = ".".join(str(p) for p in first["loc"])
         raise ConfigError(f"{source}: key {key!r}: {first['msg']}") from None
     build_model(cfg.model, cfg.params, source=source)
+    if cfg.privacy:
+        dp_config(cfg.privacy, source)
     return cfg
+
+
+def dp_config(privacy: dict[str, Any], source: str = "configuration") -> Any:
+    """The `advrec.privacy.dp.DPConfig` of a [privacy] table; an unknown key or a bad value names itself."""
+    from dataclasses import fields
+
+    from advrec.privacy.dp import DPConfig
+
+    known = [f.name for f in fields(DPConfig)]
+    for key in privacy:
+        if key not in known:
+            raise ConfigError(f"{source}: privacy has no setting {key!r}; settings: {known}")
+    config = DPConfig(**privacy)
+    try:
+        config.check()
+    except ConfigError as err:
+        raise ConfigError(f"{source}: privacy: {err}") from None
+    return config
 
 
 def load_config(path: str | Path) -> ExperimentConfig:
@@ -114,11 +137,19 @@ class Outcome:
     eval_seconds: float
 
 
-def fit_evaluate(model: Recommender, split: Split, ks: list[int] | tuple[int, ...] = (10, 20)) -> Outcome:
-    """Fits on train (early stopping on validation for models that use it), then evaluates on test."""
+def fit_evaluate(
+    model: Recommender, split: Split, ks: list[int] | tuple[int, ...] = (10, 20), privacy: dict[str, Any] | None = None
+) -> Outcome:
+    """Fits on train (early stopping on validation for models that use it), then evaluates on test. With
+    `privacy` (DPConfig fields) the fit is `advrec.privacy.dp.fit_private`'s."""
     valid = split if split.valid is not None else None
     with Timer() as fit_t:
-        model.fit(split.train, valid=valid)
+        if privacy:
+            from advrec.privacy.dp import fit_private
+
+            fit_private(model, split.train, dp_config(privacy), valid=valid)  # type: ignore[arg-type]
+        else:
+            model.fit(split.train, valid=valid)
     with Timer() as eval_t:
         report = evaluate(model, split, ks=ks)
     return Outcome(model, report, fit_t.seconds, eval_t.seconds)
@@ -134,7 +165,12 @@ def run_experiment(
     model = build_model(cfg.model, params)
     if "random_state" in model.get_params() and "random_state" not in params:
         model.set_params(random_state=cfg.seed)
-    outcome = fit_evaluate(model, split, cfg.ks)
+    outcome = fit_evaluate(model, split, cfg.ks, cfg.privacy)
+    extra: dict[str, Any] = {"config": cfg.model_dump()}
+    if cfg.privacy:
+        from advrec.privacy.dp import privacy_manifest
+
+        extra["privacy"] = privacy_manifest(model)
     path = save_run(
         out,
         model,
@@ -149,6 +185,6 @@ def run_experiment(
         },
         metrics=outcome.report.summary,
         timings={"fit": outcome.fit_seconds, "evaluate": outcome.eval_seconds},
-        extra={"config": cfg.model_dump()},
+        extra=extra,
     )
     return path, outcome

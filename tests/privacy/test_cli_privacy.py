@@ -1,4 +1,4 @@
-"""`advrec synthesize`, `audit` and `forget` on ml-100k (few epochs, small networks)."""
+"""`advrec synthesize`, `audit`, `forget` and `train --epsilon` on ml-100k (few epochs, small networks)."""
 
 from __future__ import annotations
 
@@ -64,3 +64,25 @@ def test_audit_and_forget_a_run(tmp_path, data_dir):
     assert res.exit_code == 2 and "not in the run" in res.output
     res = runner.invoke(app, ["audit", str(tmp_path / "nothing")])
     assert res.exit_code == 2
+
+
+@pytest.mark.filterwarnings("ignore:Optimal order is the largest alpha")
+def test_train_with_dp_writes_the_budget_to_the_manifest(tmp_path, data_dir):
+    base = ["train", "--dataset", "ml-100k", "--protocol", "holdout_users", "--data-dir", str(data_dir)]
+    run = tmp_path / "dp-ease"
+    res = runner.invoke(app, [*base[:1], "EASE", *base[1:], "--set", "l2=5", "--epsilon", "8", "--dp", "gram_rank=50",
+                              "--out", str(run)])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["privacy"]["private"] and 7.9 <= manifest["privacy"]["epsilon"] <= 8.0 + 1e-3
+    assert manifest["privacy"]["gram_rank"] == 50 and manifest["config"]["privacy"]["epsilon"] == 8.0
+    run = tmp_path / "dp-vae"
+    res = runner.invoke(app, [*base[:1], "MultVAE", *base[1:], *SMALL[:4], "--set", "epochs=2", "--epsilon", "8",
+                              "--dp", "method=synthetic", "--out", str(run)])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    privacy = json.loads((run / "manifest.json").read_text())["privacy"]
+    assert privacy["dp_method"] == "synthetic" and "synthetic release" in privacy["mechanism"]
+    res = runner.invoke(app, [*base[:1], "EASE", *base[1:], "--epsilon", "8", "--dp", "sigma=3"])
+    assert res.exit_code == 2 and "privacy has no setting 'sigma'" in res.output, res.output
+    res = runner.invoke(app, [*base[:1], "ItemKNN", *base[1:], "--epsilon", "8", "--out", str(tmp_path / "knn")])
+    assert res.exit_code == 2 and "DP training supports" in res.output, res.output
