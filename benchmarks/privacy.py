@@ -27,7 +27,7 @@ Data: ml-1m, ratings ≥ 3 as implicit feedback, 10-core (6,033 users × 3,123 i
   ε ∈ {1, 3, 8, ∞} on the dp section's split, as many users as real training users: EASE and MultVAE trained on
   each release and evaluated on the real test users, as ratios of the same models trained on the real users
   (TSTR), and DCR as in `tstr`. The MultVAE is `fit_private(MultVAE(...), method="synthetic")`, so it is also
-  the DP-MultVAE of that ε (post-processing of the release).
+  the DP-MultVAE of that ε (post-processing of the release). ε = 8 is repeated on the splits of two more seeds.
 - `dpbpr`: BPR matrix factorization under user-level DP-SGD as a billboard model (`advrec.privacy.dp_bpr`: only
   item-side factors trained and released, each user's vector folded in from their own row) at ε ∈ {1, 3, 8}, the
   same model without DP (ε = ∞) and the non-private BPRMF. Per-user split 8:1:1 (RecBole's protocol; BPRMF keeps
@@ -325,47 +325,58 @@ def section_dpease(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def section_release(args: argparse.Namespace) -> dict[str, Any]:
-    """Releases of the DP-EASE generator and the models trained on them (see the module docstring)."""
+    """Releases of the DP-EASE generator and the models trained on them (see the module docstring): every ε
+    of `--epsilons` (and ∞) on the main seed's split, ε = 8 only on the splits of `--release-seeds`."""
+    rows = release_rows(args, args.seed, [math.inf, *args.epsilons])
+    for seed in args.release_seeds:
+        if seed != args.seed:
+            rows += release_rows(args, seed, [8.0])
+    return {"release": rows}
+
+
+def release_rows(args: argparse.Namespace, seed: int, epsilons: list[float]) -> list[dict[str, Any]]:
     from advrec.privacy.dp import private_generator
     from advrec.privacy.dp_ease import GRAM_L2
 
     X = load()
-    split = holdout_users(X, n_valid=600, n_test=600, random_state=args.seed)
+    split = holdout_users(X, n_valid=600, n_test=600, random_state=seed)
     train = split.train.matrix
     n_train = int((np.diff(train.indptr) > 0).sum())
     test_full = (split.fold_in.matrix + split.test.matrix).tocsr()[np.flatnonzero(np.diff(split.test.matrix.indptr))]
-    rng = np.random.default_rng(args.seed)
+    rng = np.random.default_rng(seed)
     train_sample = train[np.sort(rng.choice(np.flatnonzero(np.diff(train.indptr)), 600, replace=False))]
 
     def ndcg(model: Any) -> float:
         return float(evaluate(model, split, ks=(10,)).summary["ndcg@10"])
 
     t0 = time.perf_counter()
-    ease_real, vae_real = ndcg(EASE().fit(split.train)), ndcg(vae(args.seed, args.epochs).fit(split.train, valid=split))
-    rows = [stamp({"epsilon_target": math.inf, "data": "real", "ease_ndcg@10": ease_real,
+    ease_real, vae_real = ndcg(EASE().fit(split.train)), ndcg(vae(seed, args.epochs).fit(split.train, valid=split))
+    rows = [stamp({"seed": seed, "epsilon_target": math.inf, "data": "real", "ease_ndcg@10": ease_real,
                    "multvae_ndcg@10": vae_real}, t0)]  # fmt: skip
-    for eps in [math.inf, *args.epsilons]:
+    for eps in epsilons:
         t0 = time.perf_counter()
-        gen, budget = private_generator(train, eps, model=EASE(l2=GRAM_L2), random_state=args.seed)
-        synth = gen.sample(n_train, random_state=args.seed + 1)
+        gen, budget = private_generator(train, eps, model=EASE(l2=GRAM_L2), random_state=seed)
+        synth = gen.sample(n_train, random_state=seed + 1)
         release_s = time.perf_counter() - t0
         ease_synth = ndcg(EASE().fit(synth))
+        # the MultVAE trains as long as the one on real data (`--epochs`, early stopping on validation users)
         if math.isinf(eps):  # the same pipeline without DP: MultVAE on the noise-free release
-            model = vae(args.seed, args.tstr_epochs).fit(synth, valid=split)
+            model = vae(seed, args.epochs).fit(synth, valid=split)
         else:
-            model = fit_private(vae(args.seed, args.tstr_epochs), split.train, valid=split, epsilon=eps,
+            model = fit_private(vae(seed, args.epochs), split.train, valid=split, epsilon=eps,
                                 method="synthetic")  # fmt: skip
         vae_synth = ndcg(model)
         dcr = dcr_audit(synth[:2000], train_sample, test_full).as_dict()
         real_ks = realism(train, synth).as_dict()
-        row = {"epsilon_target": eps, "data": "DP-EASE release", "release_epsilon": budget.epsilon,
+        row = {"seed": seed, "epsilon_target": eps, "data": "DP-EASE release", "release_epsilon": budget.epsilon,
+               "multvae_best_epoch": getattr(model, "best_epoch_", None),
                "multvae_epsilon": getattr(model, "epsilon_", math.inf), "delta": budget.delta,
                "noise_multiplier": getattr(gen.model, "noise_multiplier_", 0.0), "release_s": round(release_s, 1),
                "synthetic_interactions": int(synth.nnz), "ease_ndcg@10": ease_synth,
                "ease_tstr_ratio": ease_synth / ease_real, "multvae_ndcg@10": vae_synth,
                "multvae_tstr_ratio": vae_synth / vae_real, **real_ks, **dcr}  # fmt: skip
         rows.append(stamp(row, t0))
-    return {"release": rows}
+    return rows
 
 
 def section_dpbpr(args: argparse.Namespace) -> dict[str, Any]:
@@ -449,7 +460,9 @@ def plot(result: dict[str, Any], path: Path) -> None:
             axes[0].plot(
                 xs, [r["multvae_synth_ndcg@10"] for r in result["tstr"]], "^--", label="MultVAE on VAE release"
             )
-        release = {r["epsilon_target"]: r for r in result.get("release", []) if r["data"] != "real"}
+        main_seed = result["release"][0].get("seed") if result.get("release") else None
+        release = {r["epsilon_target"]: r for r in result.get("release", [])
+                   if r["data"] != "real" and r.get("seed") == main_seed}  # fmt: skip
         if release:
             axes[0].plot(xs, [release.get(e, {}).get("ease_ndcg@10", np.nan) for e in eps], "s-",
                          label="EASE on DP-EASE release")  # fmt: skip
@@ -588,13 +601,15 @@ def report(result: dict[str, Any]) -> str:
                                        "median_dcr_synth_to_holdout", "share_closer_to_train", "dcr_attack_auc",
                                        "wall_s"]), ""]  # fmt: skip
     if result.get("release"):
-        cols = ["data", "epsilon_target", "release_epsilon", "multvae_epsilon", "noise_multiplier", "ease_ndcg@10",
-                "ease_tstr_ratio", "multvae_ndcg@10", "multvae_tstr_ratio", "size_ks", "popularity_ks",
+        cols = ["seed", "data", "epsilon_target", "release_epsilon", "multvae_epsilon", "noise_multiplier",
+                "ease_ndcg@10", "ease_tstr_ratio", "multvae_ndcg@10", "multvae_tstr_ratio", "multvae_best_epoch",
+                "size_ks", "popularity_ks",
                 "share_closer_to_train", "dcr_attack_auc", "release_s", "wall_s"]  # fmt: skip
         out += ["## Synthetic releases of the DP-EASE generator, and MultVAE trained on them", "",
                 "TSTR ratios divide by the same model trained on the real training users (first row). The MultVAE "
                 "of a finite ε is `fit_private(MultVAE(...), method=\"synthetic\")`: a DP-MultVAE whose only "
-                "access to the data is the release.", "", table(result["release"], cols), ""]  # fmt: skip
+                "access to the data is the release.", "", table(result["release"], cols), "",
+                release_summary(result["release"]), ""]  # fmt: skip
     if result.get("mia"):
         cols = ["target", "epsilon", "query", "auc", "accuracy", "shadow_train_auc", "fit_s", "wall_s", "load_avg_1min"]
         out += ["## Membership inference (Zhang et al., CCS 2021)", "", table(result["mia"], cols), "",
@@ -615,6 +630,18 @@ def report(result: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def release_summary(rows: list[dict[str, Any]]) -> str:
+    """Mean ± std over seeds of the ε = 8 TSTR ratios."""
+    at8 = [r for r in rows if r["data"] != "real" and r["epsilon_target"] == 8.0]
+    if not at8:
+        return ""
+    parts = []
+    for key, name in (("ease_tstr_ratio", "EASE"), ("multvae_tstr_ratio", "MultVAE (= DP-MultVAE)")):
+        v = np.array([r[key] for r in at8])
+        parts.append(f"{name} {v.mean():.3f} ± {v.std():.3f}")
+    return f"At ε = 8 over {len(at8)} seeds ({', '.join(str(r['seed']) for r in at8)}): " + "; ".join(parts) + "."
+
+
 def plain_json(value: Any) -> Any:
     """Standard JSON: ε = ∞ as the string "inf", NaN as null."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -632,6 +659,7 @@ def main() -> None:
     parser.add_argument("--epsilons", nargs="+", type=float, default=[8.0, 3.0, 1.0])
     parser.add_argument("--mia-epsilons", nargs="+", type=float, default=[8.0, 1.0])
     parser.add_argument("--mia-release-epsilons", nargs="+", type=float, default=[8.0])
+    parser.add_argument("--release-seeds", nargs="+", type=int, default=[2021, 2022], help="more splits, ε = 8 only")
     parser.add_argument("--mia-targets", nargs="+", default=[], help="rerun only targets named so (prefixes)")
     parser.add_argument("--adv-methods", nargs="+", default=ADV_METHODS, help="attribute removal recipes")
     parser.add_argument("--finetune-epochs", type=int, default=10, help="decoder epochs after LEACE erasure")
