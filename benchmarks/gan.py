@@ -173,8 +173,13 @@ def main() -> None:
         saved[job] = sorted(
             [r for r in saved.get(job, []) if r["seed"] not in args.seeds] + new, key=lambda r: r["seed"]
         )
-    args.out.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(saved, indent=2))
+    write_report(saved, args.out)
+
+
+def write_report(saved: dict[str, list[dict]], out_dir: Path) -> None:
+    """gan.json (every row) and gan.md (the tables) under `out_dir`."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "gan.json").write_text(json.dumps(saved, indent=2))
     cfgan_rows = [r for k, v in saved.items() if k.startswith("cfgan-") for r in v]
     text = (
         f"# GAN recommenders ({datetime.now(UTC):%Y-%m-%d})\n\n"
@@ -188,7 +193,7 @@ def main() -> None:
         f"{table(saved.get('irgan', []), ('precision@5', 'ndcg@5', 'precision@10', 'ndcg@10'))}\n"
     )
     print(text)
-    (args.out / "gan.md").write_text(text)
+    (out_dir / "gan.md").write_text(text)
 
 
 if __name__ == "__main__":
