@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from advrec.data import load_movielens
-from advrec.data.splits import ratio_split
+from advrec.data.splits import Split, ratio_split
 from advrec.evaluation import evaluate
 from advrec.models import CFGAN, EASE, IRGAN, MultVAE
 
@@ -53,9 +53,21 @@ def timed_fit(model, *args, **kw):  # type: ignore[no-untyped-def]
     return model, time.perf_counter() - t0
 
 
+def cfgan_split(name: str, seed: int) -> Split:
+    """CFGAN's protocol: every rating as implicit feedback, random 80/20 per user."""
+    return ratio_split(load_movielens(name), (0.8, 0.0, 0.2), random_state=seed)
+
+
+def cfgan_row(name: str, seed: int, label: str, model: CFGAN, fit_s: float, metrics: dict, **extra: object) -> dict:
+    """One CFGAN result row: its metrics@20, epochs, timing and mode-collapse count."""
+    return {
+        "dataset": name, "seed": seed, "model": label, "epochs": model.epochs, "s_per_epoch": model.epoch_seconds_,
+        "fit_s": fit_s, "collapse_epochs": len(model.collapse_epochs_), **{k: metrics[k] for k in METRICS}, **extra,
+    }  # fmt: skip
+
+
 def cfgan_run(name: str, seed: int, max_epochs: int) -> list[dict]:
-    X = load_movielens(name)  # every rating, as implicit feedback
-    split = ratio_split(X, (0.8, 0.0, 0.2), random_state=seed)
+    split = cfgan_split(name, seed)
     inner = ratio_split(split.train, (0.8, 0.2, 0.0), random_state=seed)
     params = CFGAN_PARAMS[name]
     probe, probe_s = timed_fit(
@@ -63,14 +75,8 @@ def cfgan_run(name: str, seed: int, max_epochs: int) -> list[dict]:
     )
     epochs = int(probe.best_epoch_)
     model, fit_s = timed_fit(CFGAN(**params, epochs=epochs, random_state=seed), split.train)
-    rows = [
-        {
-            "dataset": name, "seed": seed, "model": "CFGAN (iCFGAN-ZP)", "epochs": epochs,
-            "s_per_epoch": model.epoch_seconds_, "fit_s": fit_s, "selection_s": probe_s,
-            "collapse_epochs": len(model.collapse_epochs_),
-            **{k: v for k, v in evaluate(model, split, ks=(20,)).summary.items() if k in METRICS},
-        }
-    ]  # fmt: skip
+    summary = evaluate(model, split, ks=(20,)).summary
+    rows = [cfgan_row(name, seed, "CFGAN (iCFGAN-ZP)", model, fit_s, summary, selection_s=probe_s)]
     for label, other in (("EASE", EASE(l2=100.0 if name == "ml-100k" else 500.0)), ("MultVAE", MultVAE())):
         valid = inner if label == "MultVAE" else None
         fitted, secs = timed_fit(other, split.train if valid is None else inner.train, valid=valid)
@@ -86,10 +92,10 @@ def cfgan_run(name: str, seed: int, max_epochs: int) -> list[dict]:
 def cfgan_authors_epochs_run(name: str, seed: int, curve_every: int = 50) -> list[dict]:
     """CFGAN on the whole training set for the authors' epoch count: nothing is chosen on held-out data.
 
-    Checkpoints every `curve_every` epochs give the test metrics along the way, a diagnostic curve only.
+    Checkpoints every `curve_every` epochs give the test metrics along the way, a diagnostic curve only; its
+    last point is the reported row.
     """
-    X = load_movielens(name)
-    split = ratio_split(X, (0.8, 0.0, 0.2), random_state=seed)
+    split = cfgan_split(name, seed)
     epochs = AUTHORS_EPOCHS[name]
     with tempfile.TemporaryDirectory() as ckpt:
         model, fit_s = timed_fit(
@@ -99,20 +105,18 @@ def cfgan_authors_epochs_run(name: str, seed: int, curve_every: int = 50) -> lis
         )  # fmt: skip
         curve = []
         for path in sorted(Path(ckpt).glob("epoch-*")):
-            summary = evaluate(CFGAN.load(path), split, ks=(20,)).summary
-            curve.append({"epoch": int(path.name.split("-")[1]), **{k: summary[k] for k in METRICS}})
-    summary = evaluate(model, split, ks=(20,)).summary
-    row = {
-        "dataset": name, "seed": seed, "model": "CFGAN (iCFGAN-ZP, authors' epochs)", "epochs": epochs,
-        "s_per_epoch": model.epoch_seconds_, "fit_s": fit_s, "collapse_epochs": len(model.collapse_epochs_),
-        **{k: summary[k] for k in METRICS}, "curve": curve,
-    }  # fmt: skip
+            epoch = int(path.name.split("-")[1])
+            summary = evaluate(model if epoch == epochs else CFGAN.load(path), split, ks=(20,)).summary
+            curve.append({"epoch": epoch, **{k: summary[k] for k in METRICS}})
+    if not curve or curve[-1]["epoch"] != epochs:  # the last epoch is not a checkpoint
+        curve.append({"epoch": epochs, **{k: evaluate(model, split, ks=(20,)).summary[k] for k in METRICS}})
+    row = cfgan_row(name, seed, "CFGAN (iCFGAN-ZP, authors' epochs)", model, fit_s, curve[-1], curve=curve)
     print(name, seed, row["model"], {k: round(row[k], 4) for k in METRICS}, f"fit {fit_s:.0f}s", flush=True)
     return [row]
 
 
 def plot_curves(rows: list[dict], out_dir: Path) -> list[str]:
-    """One PNG per dataset of the test metrics along training (rows with a curve); their file names."""
+    """One PNG per row with a curve (dataset and seed) of the test metrics along training; their file names."""
     import matplotlib
 
     matplotlib.use("Agg")
