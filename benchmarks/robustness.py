@@ -173,7 +173,8 @@ def write(saved: dict, out: Path) -> None:
         for det, part in df.groupby("detector", sort=False):
             g = part.groupby(["model", "attack", "size"], sort=False)[cols].mean()
             g.index = [f"{a} {b} {c:.0%}" for a, b, c in g.index]
-            parts.append(f"## Shilling attacks, {det} detector (5 targets pushed together; mean over seeds)\n\n"
+            seeds = sorted(part["seed"].unique().tolist())
+            parts.append(f"## Shilling attacks, {det} detector (5 targets pushed together; mean over seeds {seeds})\n\n"
                          f"{DETECTORS[det]}\n\n{markdown_table(g, index_name='model attack size')}\n")  # fmt: skip
     text = "\n".join(parts)
     (out / "robustness.md").write_text(text)
