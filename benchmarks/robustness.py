@@ -16,6 +16,8 @@ Jobs (`--only`):
 
 Usage: python benchmarks/robustness.py [--only apr curves shilling] [--seeds 1 2 3] [--dataset ml-1m]
        [--models EASE BPRMF MultVAE] [--attacks random average ...] [--sizes 0.01 0.03 0.05]
+       [--cells CFGAN:average:0.03 ...] [--skip-done] [--detector classic|generator]
+Shilling rows are saved after each cell.
 """
 
 from __future__ import annotations
@@ -23,18 +25,21 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from tqdm import tqdm
 
 from advrec.data import load_movielens
 from advrec.data.splits import leave_one_out, ratio_split
 from advrec.evaluation import evaluate
 from advrec.evaluation.report import markdown_table
 from advrec.generative import ProfileGenerator
+from advrec.io import atomic_write_text
 from advrec.models import BPRMF, CFGAN, EASE, MultVAE
 from advrec.robustness import adversarial_fit, robustness_curve
 from advrec.robustness.attacks import ShillingAttack, inject, pick_targets
@@ -91,9 +96,10 @@ def curves_job(split: Any, bpr: Any, apr: Any) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def shilling_job(
-    seed: int, models: list[str], attacks: list[str], sizes: list[float], detector_kind: str
-) -> list[dict]:
+Cell = tuple[str, str, float]  # (model, attack kind, attack size)
+
+
+def shilling_job(seed: int, cells: list[Cell], detector_kind: str, on_row: Callable[[dict], None]) -> None:
     X = load_movielens("ml-1m")
     split = ratio_split(X, (0.8, 0.1, 0.1), random_state=seed)
     train = split.train
@@ -102,34 +108,33 @@ def shilling_job(
     detector, det_s = timed(ShillingDetector(generator=gen_aware, random_state=seed).fit, train)
     print(f"detector trained in {det_s:.0f}s on {detector.training_rows_} profiles", flush=True)
     generator = None
-    if "gan" in attacks:
+    if any(kind == "gan" for _, kind, _ in cells):
         generator = ProfileGenerator(MultVAE(random_state=seed), prior="posterior").fit(train, valid=split)
-    rows = []
-    for name in models:
+    clean_fits: dict[str, tuple[Any, float]] = {}
+    for name, kind, size in tqdm(cells, desc=f"shilling cells, seed {seed}"):
         valid = split if name in ("BPRMF", "MultVAE", "CFGAN") else None
-        clean, clean_s = timed(MODELS[name](seed).fit, train, valid=valid)
-        for kind in attacks:
-            for size in sizes:
-                attack = ShillingAttack(kind, targets, size=size, generator=generator if kind == "gan" else None)
-                poisoned, fake = inject(train, attack, random_state=seed)
-                attacked, fit_s = timed(MODELS[name](seed).fit, poisoned, valid=valid)
-                und = attack_effect(clean, attacked, split, targets)
-                flagged = detector.detect(poisoned)
-                det = detection_scores(flagged, fake, poisoned.n_users)
-                defended, _ = robust_fit(MODELS[name](seed), poisoned, detector, valid=valid)
-                dfd = attack_effect(clean, defended, split, targets)
-                row = {"seed": seed, "model": name, "attack": kind, "size": size, "detector": detector_kind,
-                       "fake_users": len(fake),
-                       "hr@10_clean": und["hr@10_before"], "hr@10_attacked": und["hr@10_after"],
-                       "hr@10_defended": dfd["hr@10_after"], "hr@50_clean": und["hr@50_before"],
-                       "hr@50_attacked": und["hr@50_after"], "hr@50_defended": dfd["hr@50_after"],
-                       "rank_shift": und["rank_shift"], "ndcg@10_clean": und["ndcg@10_before"],
-                       "ndcg@10_attacked": und["ndcg@10_after"], "ndcg@10_defended": dfd["ndcg@10_after"],
-                       "precision": det["precision"], "recall": det["recall"], "f1": det["f1"],
-                       "fit_s": fit_s, "clean_fit_s": clean_s}  # fmt: skip
-                rows.append(row)
-                print({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}, flush=True)
-    return rows
+        if name not in clean_fits:
+            clean_fits[name] = timed(MODELS[name](seed).fit, train, valid=valid)
+        clean, clean_s = clean_fits[name]
+        attack = ShillingAttack(kind, targets, size=size, generator=generator if kind == "gan" else None)
+        poisoned, fake = inject(train, attack, random_state=seed)
+        attacked, fit_s = timed(MODELS[name](seed).fit, poisoned, valid=valid)
+        und = attack_effect(clean, attacked, split, targets)
+        flagged = detector.detect(poisoned)
+        det = detection_scores(flagged, fake, poisoned.n_users)
+        defended, _ = robust_fit(MODELS[name](seed), poisoned, detector, valid=valid)
+        dfd = attack_effect(clean, defended, split, targets)
+        row = {"seed": seed, "model": name, "attack": kind, "size": size, "detector": detector_kind,
+               "fake_users": len(fake),
+               "hr@10_clean": und["hr@10_before"], "hr@10_attacked": und["hr@10_after"],
+               "hr@10_defended": dfd["hr@10_after"], "hr@50_clean": und["hr@50_before"],
+               "hr@50_attacked": und["hr@50_after"], "hr@50_defended": dfd["hr@50_after"],
+               "rank_shift": und["rank_shift"], "ndcg@10_clean": und["ndcg@10_before"],
+               "ndcg@10_attacked": und["ndcg@10_after"], "ndcg@10_defended": dfd["ndcg@10_after"],
+               "precision": det["precision"], "recall": det["recall"], "f1": det["f1"],
+               "fit_s": fit_s, "clean_fit_s": clean_s}  # fmt: skip
+        print({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}, flush=True)
+        on_row(row)
 
 
 def mean_std(df: pd.DataFrame, by: list[str], cols: list[str]) -> pd.DataFrame:
@@ -139,9 +144,9 @@ def mean_std(df: pd.DataFrame, by: list[str], cols: list[str]) -> pd.DataFrame:
     return pd.DataFrame(cells, index=m.index)
 
 
-def write(saved: dict, out: Path) -> None:
+def write(saved: dict, out: Path, echo: bool = False) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    (out / "robustness.json").write_text(json.dumps(saved, indent=2))
+    atomic_write_text(out / "robustness.json", json.dumps(saved, indent=2))
     parts = [f"# Adversarial robustness on ml-1m ({datetime.now(UTC):%Y-%m-%d})\n", __doc__.split("Usage:")[0]]
     if saved.get("apr"):
         df = pd.DataFrame(saved["apr"])
@@ -177,8 +182,9 @@ def write(saved: dict, out: Path) -> None:
             parts.append(f"## Shilling attacks, {det} detector (5 targets pushed together; mean over seeds {seeds})\n\n"
                          f"{DETECTORS[det]}\n\n{markdown_table(g, index_name='model attack size')}\n")  # fmt: skip
     text = "\n".join(parts)
-    (out / "robustness.md").write_text(text)
-    print(text)
+    atomic_write_text(out / "robustness.md", text)
+    if echo:
+        print(text)
 
 
 def main() -> None:
@@ -190,6 +196,12 @@ def main() -> None:
     ap.add_argument("--sizes", type=float, nargs="+", default=[0.01, 0.03, 0.05])
     ap.add_argument("--dataset", default="ml-1m", help="dataset of the apr and curves jobs")
     ap.add_argument("--detector", choices=sorted(DETECTORS), default="classic", help="detector of the shilling job")
+    ap.add_argument(
+        "--cells",
+        nargs="+",
+        help="shilling cells MODEL:KIND:SIZE, run in this order (overrides --models/--attacks/--sizes)",
+    )
+    ap.add_argument("--skip-done", action="store_true", help="skip shilling cells already in the results")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
     path = args.out / "robustness.json"
@@ -200,14 +212,39 @@ def main() -> None:
             saved["apr"] = rows
         if "curves" in args.only:
             saved["curves"] = curves_job(*fitted[args.seeds[0]]).to_dict("records")
-        write(saved, args.out)
+        write(saved, args.out, echo=True)
     if "shilling" in args.only:
-        new = [r for s in args.seeds for r in shilling_job(s, args.models, args.attacks, args.sizes, args.detector)]
-        keep = [r for r in saved.get("shilling", [])
-                if not (r["seed"] in args.seeds and r["model"] in args.models and r["attack"] in args.attacks
-                        and r["size"] in args.sizes and r.get("detector", "classic") == args.detector)]  # fmt: skip
-        saved["shilling"] = keep + new
-        write(saved, args.out)
+        cells = [parse_cell(c) for c in args.cells] if args.cells else [
+            (m, k, z) for m in args.models for k in args.attacks for z in args.sizes]  # fmt: skip
+        for seed in args.seeds:
+            done = {cell_key(r) for r in saved.get("shilling", [])}
+            todo = [c for c in cells if not (args.skip_done and (seed, *c, args.detector) in done)]
+            print(f"seed {seed}: {len(todo)} shilling cells to run", flush=True)
+            if todo:
+                shilling_job(seed, todo, args.detector, lambda row: save_row(saved, row, args.out))
+        write(saved, args.out, echo=True)
+
+
+def parse_cell(text: str) -> Cell:
+    """``MODEL:KIND:SIZE`` (e.g. ``CFGAN:average:0.03``) → a shilling cell."""
+    try:
+        model, kind, size = text.split(":")
+        cell = (model, kind, float(size))
+    except ValueError as err:
+        raise SystemExit(f"--cells: {text!r} is not MODEL:KIND:SIZE") from err
+    if model not in MODELS:
+        raise SystemExit(f"--cells: unknown model {model!r}; choose from {sorted(MODELS)}")
+    return cell
+
+
+def cell_key(row: dict) -> tuple:
+    return (row["seed"], row["model"], row["attack"], row["size"], row.get("detector", "classic"))
+
+
+def save_row(saved: dict, row: dict, out: Path) -> None:
+    """Replace any earlier row of the same cell, then rewrite the results (a stopped run keeps what it did)."""
+    saved["shilling"] = [r for r in saved.get("shilling", []) if cell_key(r) != cell_key(row)] + [row]
+    write(saved, out)
 
 
 if __name__ == "__main__":
