@@ -5,6 +5,10 @@ Jobs (`--only`):
   validation); full ranking over every item the user has not interacted with. BPR-MF trained with early
   stopping on validation NDCG@10; APR continues from it with FGSM perturbations (eps, adv_reg) and early
   stopping. HR/NDCG@50 and @100, mean ± std over seeds.
+- apr-paper: the APR paper's own protocol (its public AMF code): MF-BPR without L2, Adagrad lr 0.05, batch 512,
+  64 factors, trained `--paper-epochs` epochs with nothing chosen (the paper's baseline); APR continues from that
+  last epoch for as many epochs, keeping its best epoch on validation (the paper reads it off the test items).
+  Beside them, the same MF-BPR stopped early on validation. Leave-one-out as in apr.
 - curves: NDCG@10 on the same test under FGSM and PGD (10 steps of eps/4) on the user and item
   embeddings, eps ∈ {0.1, 0.25, 0.5, 1.0}, for BPR-MF and APR of the first seed.
 - shilling: ratings kept (1–5); per-user random 8:1:1 split. Each attack injects fake users (1%, 3%, 5% of
@@ -14,7 +18,8 @@ Jobs (`--only`):
   data poisoned with simulated attacks of random targets and sizes), flagged users are dropped and the
   model retrained. The gan attack samples fake profiles from a MultVAE generator (aggregate posterior).
 
-Usage: python benchmarks/robustness.py [--only apr curves shilling] [--seeds 1 2 3] [--dataset ml-1m]
+Usage: python benchmarks/robustness.py [--only apr apr-paper curves shilling report] [--paper-epochs 1000]
+       [--seeds 1 2 3] [--dataset ml-1m]
        [--models EASE BPRMF MultVAE] [--attacks random average ...] [--sizes 0.01 0.03 0.05]
        [--cells CFGAN:average:0.03 ...] [--skip-done] [--detector classic|generator]
 Shilling rows are saved after each cell.
@@ -87,6 +92,32 @@ def apr_job(seeds: list[int], dataset: str) -> tuple[list[dict], dict[int, tuple
     return rows, fitted
 
 
+PAPER = {"factors": 64, "reg": 0.0, "batch_size": 512, "lr": 0.05, "optimizer": "adagrad"}
+
+
+def apr_paper_job(seeds: list[int], dataset: str, epochs: int) -> list[dict]:
+    X = load_movielens(dataset)
+    rows = []
+    for seed in seeds:
+        split = leave_one_out(X, random_state=seed)
+        long_bpr, long_s = timed(BPRMF(**PAPER, epochs=epochs, random_state=seed).fit, split.train)
+        stopped, stopped_s = timed(
+            BPRMF(**PAPER, epochs=epochs, eval_every=5, patience=10, random_state=seed).fit, split.train, valid=split
+        )
+        apr_model = BPRMF(**PAPER, epochs=epochs, eval_every=10, patience=10**6, random_state=seed)
+        apr, apr_s = timed(adversarial_fit, apr_model, split.train, valid=split, pretrained=long_bpr, **APR)
+        fits = (("BPRMF, last epoch", long_bpr, long_s), ("BPRMF, early-stopped", stopped, stopped_s),
+                ("APR, best validation epoch", apr, apr_s))  # fmt: skip
+        for name, model, secs in fits:
+            s = evaluate(model, split, ks=(10, 50, 100), metrics=("hit", "ndcg")).summary
+            rows.append({"dataset": dataset, "seed": seed, "model": name, "epochs": model.epochs_run_,
+                         "best_epoch": getattr(model, "best_epoch_", model.epochs_run_), "fit_s": secs,
+                         "s_per_epoch": model.epoch_seconds_,
+                         **{k: s[k] for k in ("hit@50", "ndcg@50", "hit@100", "ndcg@100", "ndcg@10")}})  # fmt: skip
+            print(rows[-1], flush=True)
+    return rows
+
+
 def curves_job(split: Any, bpr: Any, apr: Any) -> pd.DataFrame:
     frames = []
     for name, model in (("BPRMF", bpr), ("APR", apr)):
@@ -144,6 +175,23 @@ def mean_std(df: pd.DataFrame, by: list[str], cols: list[str]) -> pd.DataFrame:
     return pd.DataFrame(cells, index=m.index)
 
 
+def apr_paper_section(dataset: str, df: pd.DataFrame) -> str:
+    cols = ["hit@50", "ndcg@50", "hit@100", "ndcg@100", "ndcg@10"]
+    table = mean_std(df, ["model"], cols)
+    by_model = df.groupby("model", sort=False)
+    table["best epoch"] = by_model["best_epoch"].mean().round(0).astype(int)
+    table["s/epoch"] = by_model["s_per_epoch"].mean().round(2)
+    mean = by_model[cols].mean()
+    gains = []
+    for base in ("BPRMF, last epoch", "BPRMF, early-stopped"):
+        rel = (mean.loc["APR, best validation epoch"] / mean.loc[base] - 1) * 100
+        gains.append(f"over {base}: " + ", ".join(f"{k} {v:+.1f}%" for k, v in rel.items()))
+    seeds = sorted(df["seed"].unique().tolist())
+    return (f"## APR in the paper's protocol ({dataset}, leave-one-out, seeds {seeds})\n\n"
+            f"MF-BPR {PAPER}, APR eps {APR['eps']}, adv_reg {APR['adv_reg']}.\n\n"
+            f"{markdown_table(table)}\n\nAPR relative to BPR-MF {'; '.join(gains)}.\n")  # fmt: skip
+
+
 def write(saved: dict, out: Path, echo: bool = False) -> None:
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "robustness.json", json.dumps(saved, indent=2))
@@ -160,6 +208,8 @@ def write(saved: dict, out: Path, echo: bool = False) -> None:
                      + ", ".join(f"{k} {v:+.1f}%" for k, v in gain.items())
                      + f"\n\nSeconds per epoch: {df.groupby('model')['s_per_epoch'].mean().round(2).to_dict()}; "
                      f"epochs: {df.groupby('model')['epochs'].mean().round(0).to_dict()}.\n")  # fmt: skip
+    if saved.get("apr_paper"):
+        parts += [apr_paper_section(dataset, df) for dataset, df in pd.DataFrame(saved["apr_paper"]).groupby("dataset")]
     if saved.get("curves"):
         df = pd.DataFrame(saved["curves"])
         curve_plot(df, out / "robustness_curves.png", title="NDCG@10 under embedding attacks (ml-1m, LOO)")
@@ -194,7 +244,8 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=["EASE", "BPRMF", "MultVAE"])
     ap.add_argument("--attacks", nargs="+", default=["random", "average", "bandwagon", "popular", "segment", "gan"])
     ap.add_argument("--sizes", type=float, nargs="+", default=[0.01, 0.03, 0.05])
-    ap.add_argument("--dataset", default="ml-1m", help="dataset of the apr and curves jobs")
+    ap.add_argument("--dataset", default="ml-1m", help="dataset of the apr, apr-paper and curves jobs")
+    ap.add_argument("--paper-epochs", type=int, default=1000, help="MF-BPR and APR epochs of the apr-paper job")
     ap.add_argument("--detector", choices=sorted(DETECTORS), default="classic", help="detector of the shilling job")
     ap.add_argument(
         "--cells",
@@ -206,12 +257,19 @@ def main() -> None:
     args = ap.parse_args()
     path = args.out / "robustness.json"
     saved = json.loads(path.read_text()) if path.exists() else {}
+    if "apr-paper" in args.only:
+        rows = apr_paper_job(args.seeds, args.dataset, args.paper_epochs)
+        kept = [r for r in saved.get("apr_paper", []) if r["dataset"] != args.dataset or r["seed"] not in args.seeds]
+        saved["apr_paper"] = kept + rows
+        write(saved, args.out, echo=True)
     if "apr" in args.only or "curves" in args.only:
         rows, fitted = apr_job(args.seeds if "apr" in args.only else args.seeds[:1], args.dataset)
         if "apr" in args.only:
             saved["apr"] = rows
         if "curves" in args.only:
             saved["curves"] = curves_job(*fitted[args.seeds[0]]).to_dict("records")
+        write(saved, args.out, echo=True)
+    if args.only == ["report"]:
         write(saved, args.out, echo=True)
     if "shilling" in args.only:
         cells = [parse_cell(c) for c in args.cells] if args.cells else [

@@ -7,7 +7,10 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
+from advrec.errors import ConfigError
 from advrec.models.torch_base import TorchRecommender
+
+OPTIMIZERS = {"adam": torch.optim.Adam, "adagrad": torch.optim.Adagrad}
 
 
 class MF(nn.Module):
@@ -44,8 +47,9 @@ def sample_negatives(
 class BPRMF(TorchRecommender):
     """BPR-MF: maximise log σ(s(u,i) − s(u,j)) over observed i and uniformly sampled unobserved j.
 
-    `reg` is the L2 weight on the embeddings of each batch (per example). With a validation set,
-    training stops early on validation NDCG@10.
+    `reg` is the L2 weight on the embeddings of each batch (per example). `optimizer`: "adam" or "adagrad"
+    (the optimizer of the APR paper's MF-BPR). With a validation set, training stops early on validation
+    NDCG@10.
     """
 
     uses_history = False
@@ -63,10 +67,14 @@ class BPRMF(TorchRecommender):
         device: str = "auto",
         random_state: int | None = 2020,
         verbose: bool = False,
+        optimizer: str = "adam",
     ) -> None:
         super().__init__(epochs, batch_size, lr, patience, eval_every, device, random_state, verbose)
+        if optimizer not in OPTIMIZERS:
+            raise ConfigError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {optimizer!r}")
         self.factors = factors
         self.reg = reg
+        self.optimizer = optimizer
 
     def _build(self, n_users: int, n_items: int) -> nn.Module:
         return MF(n_users, n_items, self.factors)
@@ -74,7 +82,7 @@ class BPRMF(TorchRecommender):
     def _train_epoch(self, X: sp.csr_matrix, rng: np.random.Generator) -> float:
         t = self._train
         if not t:
-            t["optimizer"] = torch.optim.Adam(self.network_.parameters(), lr=self.lr)
+            t["optimizer"] = OPTIMIZERS[self.optimizer](self.network_.parameters(), lr=self.lr)
             coo = X.tocoo()
             t["pairs"] = (coo.row.astype(np.int64), coo.col.astype(np.int64))
             t["keys"] = np.sort(t["pairs"][0] * self.n_items_ + t["pairs"][1])
