@@ -95,9 +95,9 @@ def apr_job(seeds: list[int], dataset: str) -> tuple[list[dict], dict[int, tuple
 PAPER = {"factors": 64, "reg": 0.0, "batch_size": 512, "lr": 0.05, "optimizer": "adagrad"}
 
 
-def apr_paper_job(seeds: list[int], dataset: str, epochs: int) -> list[dict]:
+def apr_paper_job(seeds: list[int], dataset: str, epochs: int) -> tuple[list[dict], list[dict]]:
     X = load_movielens(dataset)
-    rows = []
+    rows, curves = [], []
     for seed in seeds:
         split = leave_one_out(X, random_state=seed)
         long_bpr, long_s = timed(BPRMF(**PAPER, epochs=epochs, random_state=seed).fit, split.train)
@@ -115,7 +115,9 @@ def apr_paper_job(seeds: list[int], dataset: str, epochs: int) -> list[dict]:
                          "s_per_epoch": model.epoch_seconds_,
                          **{k: s[k] for k in ("hit@50", "ndcg@50", "hit@100", "ndcg@100", "ndcg@10")}})  # fmt: skip
             print(rows[-1], flush=True)
-    return rows
+            curve = robustness_curve(model, split, eps=(0.1, 0.25, 0.5, 1.0))
+            curves += curve.assign(dataset=dataset, seed=seed, model=name).to_dict("records")
+    return rows, curves
 
 
 def curves_job(split: Any, bpr: Any, apr: Any) -> pd.DataFrame:
@@ -210,6 +212,15 @@ def write(saved: dict, out: Path, echo: bool = False) -> None:
                      f"epochs: {df.groupby('model')['epochs'].mean().round(0).to_dict()}.\n")  # fmt: skip
     if saved.get("apr_paper"):
         parts += [apr_paper_section(dataset, df) for dataset, df in pd.DataFrame(saved["apr_paper"]).groupby("dataset")]
+    if saved.get("apr_paper_curves"):
+        df = pd.DataFrame(saved["apr_paper_curves"])
+        for dataset, part in df[df["method"] != "clean"].groupby("dataset"):
+            piv = part.pivot_table(index=["model", "method"], columns="eps", values="share", sort=False)
+            piv.columns = [f"eps={c:g}" for c in piv.columns]
+            piv.index = [f"{a}, {b}" for a, b in piv.index]
+            seeds = sorted(part["seed"].unique().tolist())
+            head = f"### Share of clean NDCG@10 kept under embedding attacks, paper's protocol ({dataset}"
+            parts.append(f"{head}, mean over seeds {seeds})\n\n{markdown_table(piv, index_name='model, attack')}\n")
     if saved.get("curves"):
         df = pd.DataFrame(saved["curves"])
         curve_plot(df, out / "robustness_curves.png", title="NDCG@10 under embedding attacks (ml-1m, LOO)")
@@ -258,9 +269,10 @@ def main() -> None:
     path = args.out / "robustness.json"
     saved = json.loads(path.read_text()) if path.exists() else {}
     if "apr-paper" in args.only:
-        rows = apr_paper_job(args.seeds, args.dataset, args.paper_epochs)
-        kept = [r for r in saved.get("apr_paper", []) if r["dataset"] != args.dataset or r["seed"] not in args.seeds]
-        saved["apr_paper"] = kept + rows
+        rows, curves = apr_paper_job(args.seeds, args.dataset, args.paper_epochs)
+        for key, new in (("apr_paper", rows), ("apr_paper_curves", curves)):
+            kept = [r for r in saved.get(key, []) if r["dataset"] != args.dataset or r["seed"] not in args.seeds]
+            saved[key] = kept + new
         write(saved, args.out, echo=True)
     if "apr" in args.only or "curves" in args.only:
         rows, fitted = apr_job(args.seeds if "apr" in args.only else args.seeds[:1], args.dataset)
