@@ -54,6 +54,8 @@ from advrec.robustness.report import curve_plot
 
 RESULTS = Path(__file__).resolve().parent / "results"
 APR = {"eps": 0.5, "adv_reg": 1.0}
+ACCURACY = ("hit@50", "ndcg@50", "hit@100", "ndcg@100", "ndcg@10")
+EPS = (0.1, 0.25, 0.5, 1.0)  # embedding-attack budgets
 DETECTORS = {
     "classic": "Detector trained on simulated random, average, bandwagon, popular and segment attacks.",
     "generator": "Detector trained on the same simulations plus simulated attacks whose profiles the defender "
@@ -74,6 +76,15 @@ def timed(fn, *args, **kw):  # type: ignore[no-untyped-def]
     return out, time.perf_counter() - t0
 
 
+def accuracy_row(fitted: Any, split: Any, /, **fields: Any) -> dict:
+    """`fields` plus the fitted model's epochs (run and kept), seconds per epoch and test ACCURACY; printed."""
+    summary = evaluate(fitted, split, ks=(10, 50, 100), metrics=("hit", "ndcg")).summary
+    row = {**fields, "epochs": fitted.epochs_run_, "best_epoch": getattr(fitted, "best_epoch_", fitted.epochs_run_),
+           "s_per_epoch": fitted.epoch_seconds_, **{k: summary[k] for k in ACCURACY}}  # fmt: skip
+    print(row, flush=True)
+    return row
+
+
 def apr_job(seeds: list[int], dataset: str) -> tuple[list[dict], dict[int, tuple[Any, Any, Any]]]:
     X = load_movielens(dataset)
     rows, fitted = [], {}
@@ -83,11 +94,7 @@ def apr_job(seeds: list[int], dataset: str) -> tuple[list[dict], dict[int, tuple
         apr, apr_s = timed(adversarial_fit, BPRMF(random_state=seed, eval_every=2), split.train, valid=split,
                            pretrained=bpr, **APR)  # fmt: skip
         for name, model, secs in (("BPRMF", bpr, bpr_s), ("APR", apr, apr_s)):
-            s = evaluate(model, split, ks=(10, 50, 100), metrics=("hit", "ndcg")).summary
-            rows.append({"dataset": dataset, "seed": seed, "model": name, "epochs": model.epochs_run_, "fit_s": secs,
-                         "s_per_epoch": model.epoch_seconds_,
-                         **{k: s[k] for k in ("hit@50", "ndcg@50", "hit@100", "ndcg@100", "ndcg@10")}})  # fmt: skip
-            print(rows[-1], flush=True)
+            rows.append(accuracy_row(model, split, dataset=dataset, seed=seed, model=name, fit_s=secs))
         fitted[seed] = (split, bpr, apr)
     return rows, fitted
 
@@ -109,13 +116,8 @@ def apr_paper_job(seeds: list[int], dataset: str, epochs: int) -> tuple[list[dic
         fits = (("BPRMF, last epoch", long_bpr, long_s), ("BPRMF, early-stopped", stopped, stopped_s),
                 ("APR, best validation epoch", apr, apr_s))  # fmt: skip
         for name, model, secs in fits:
-            s = evaluate(model, split, ks=(10, 50, 100), metrics=("hit", "ndcg")).summary
-            rows.append({"dataset": dataset, "seed": seed, "model": name, "epochs": model.epochs_run_,
-                         "best_epoch": getattr(model, "best_epoch_", model.epochs_run_), "fit_s": secs,
-                         "s_per_epoch": model.epoch_seconds_,
-                         **{k: s[k] for k in ("hit@50", "ndcg@50", "hit@100", "ndcg@100", "ndcg@10")}})  # fmt: skip
-            print(rows[-1], flush=True)
-            curve = robustness_curve(model, split, eps=(0.1, 0.25, 0.5, 1.0))
+            rows.append(accuracy_row(model, split, dataset=dataset, seed=seed, model=name, fit_s=secs))
+            curve = robustness_curve(model, split, eps=EPS)
             curves += curve.assign(dataset=dataset, seed=seed, model=name).to_dict("records")
     return rows, curves
 
@@ -123,7 +125,7 @@ def apr_paper_job(seeds: list[int], dataset: str, epochs: int) -> tuple[list[dic
 def curves_job(split: Any, bpr: Any, apr: Any) -> pd.DataFrame:
     frames = []
     for name, model in (("BPRMF", bpr), ("APR", apr)):
-        df, secs = timed(robustness_curve, model, split, eps=(0.1, 0.25, 0.5, 1.0))
+        df, secs = timed(robustness_curve, model, split, eps=EPS)
         frames.append(df.assign(model=name))
         print(name, f"{secs:.0f}s", df[["method", "eps", "ndcg@10", "share"]].round(4).to_dict("records"), flush=True)
     return pd.concat(frames, ignore_index=True)
@@ -178,7 +180,7 @@ def mean_std(df: pd.DataFrame, by: list[str], cols: list[str]) -> pd.DataFrame:
 
 
 def apr_paper_section(dataset: str, df: pd.DataFrame) -> str:
-    cols = ["hit@50", "ndcg@50", "hit@100", "ndcg@100", "ndcg@10"]
+    cols = list(ACCURACY)
     table = mean_std(df, ["model"], cols)
     by_model = df.groupby("model", sort=False)
     table["best epoch"] = by_model["best_epoch"].mean().round(0).astype(int)
@@ -187,11 +189,20 @@ def apr_paper_section(dataset: str, df: pd.DataFrame) -> str:
     gains = []
     for base in ("BPRMF, last epoch", "BPRMF, early-stopped"):
         rel = (mean.loc["APR, best validation epoch"] / mean.loc[base] - 1) * 100
-        gains.append(f"over {base}: " + ", ".join(f"{k} {v:+.1f}%" for k, v in rel.items()))
+        gains.append(f"to {base}: " + ", ".join(f"{k} {v:+.1f}%" for k, v in rel.items()))
     seeds = sorted(df["seed"].unique().tolist())
     return (f"## APR in the paper's protocol ({dataset}, leave-one-out, seeds {seeds})\n\n"
             f"MF-BPR {PAPER}, APR eps {APR['eps']}, adv_reg {APR['adv_reg']}.\n\n"
-            f"{markdown_table(table)}\n\nAPR relative to BPR-MF {'; '.join(gains)}.\n")  # fmt: skip
+            f"{markdown_table(table)}\n\nAPR relative {'; '.join(gains)}.\n")  # fmt: skip
+
+
+def share_table(curves: pd.DataFrame, sep: str) -> str:
+    """Markdown: share of clean NDCG@10 kept, a row per model and attack, a column per eps (mean over seeds)."""
+    attacked = curves[curves["method"] != "clean"]  # the clean rows keep 1.0 by definition
+    piv = attacked.pivot_table(index=["model", "method"], columns="eps", values="share", sort=False)
+    piv.columns = [f"eps={c:g}" for c in piv.columns]
+    piv.index = [f"{a}{sep}{b}" for a, b in piv.index]
+    return markdown_table(piv, index_name=f"model{sep.rstrip() or ' /'} attack")
 
 
 def write(saved: dict, out: Path, echo: bool = False) -> None:
@@ -200,7 +211,7 @@ def write(saved: dict, out: Path, echo: bool = False) -> None:
     parts = [f"# Adversarial robustness on ml-1m ({datetime.now(UTC):%Y-%m-%d})\n", __doc__.split("Usage:")[0]]
     if saved.get("apr"):
         df = pd.DataFrame(saved["apr"])
-        cols = ["hit@50", "ndcg@50", "hit@100", "ndcg@100", "ndcg@10"]
+        cols = list(ACCURACY)
         table = mean_std(df, ["model"], cols)
         mean = df.groupby("model")[cols].mean()
         gain = (mean.loc["APR"] / mean.loc["BPRMF"] - 1) * 100
@@ -214,21 +225,14 @@ def write(saved: dict, out: Path, echo: bool = False) -> None:
         parts += [apr_paper_section(dataset, df) for dataset, df in pd.DataFrame(saved["apr_paper"]).groupby("dataset")]
     if saved.get("apr_paper_curves"):
         df = pd.DataFrame(saved["apr_paper_curves"])
-        for dataset, part in df[df["method"] != "clean"].groupby("dataset"):
-            piv = part.pivot_table(index=["model", "method"], columns="eps", values="share", sort=False)
-            piv.columns = [f"eps={c:g}" for c in piv.columns]
-            piv.index = [f"{a}, {b}" for a, b in piv.index]
+        for dataset, part in df.groupby("dataset"):
             seeds = sorted(part["seed"].unique().tolist())
             head = f"### Share of clean NDCG@10 kept under embedding attacks, paper's protocol ({dataset}"
-            parts.append(f"{head}, mean over seeds {seeds})\n\n{markdown_table(piv, index_name='model, attack')}\n")
+            parts.append(f"{head}, mean over seeds {seeds})\n\n{share_table(part, sep=', ')}\n")
     if saved.get("curves"):
         df = pd.DataFrame(saved["curves"])
         curve_plot(df, out / "robustness_curves.png", title="NDCG@10 under embedding attacks (ml-1m, LOO)")
-        attacked = df[df["method"] != "clean"]  # the clean rows keep 1.0 by definition
-        piv = attacked.pivot_table(index=["model", "method"], columns="eps", values="share", sort=False)
-        piv.columns = [f"eps={c:g}" for c in piv.columns]
-        piv.index = [f"{a} {b}" for a, b in piv.index]
-        table = markdown_table(piv, index_name="model / attack")
+        table = share_table(df, sep=" ")
         head = "## Embedding attacks: share of clean NDCG@10 kept"
         parts.append(f"{head}\n\n{table}\n\n![curves](robustness_curves.png)\n")
     if saved.get("shilling"):

@@ -1,4 +1,6 @@
+import numpy as np
 import pytest
+import scipy.sparse as sp
 
 from advrec.errors import ConfigError
 from advrec.models import BPRMF, EASE, ItemKNN, MultVAE, Pop
@@ -23,6 +25,22 @@ def test_conformance(name, tmp_path):
     check_recommender(make, tmp_path, min_accuracy=min_accuracy)
 
 
-def test_bprmf_rejects_an_unknown_optimizer():
+def test_bprmf_rejects_an_unknown_optimizer(toy):
     with pytest.raises(ConfigError, match="optimizer must be one of"):
         BPRMF(optimizer="sgdx")
+    model = BPRMF(epochs=1, device="cpu").set_params(optimizer="sgdx")
+    with pytest.raises(ConfigError, match="optimizer must be one of"):
+        model.fit(toy)
+
+
+def test_bprmf_optimizer_changes_training(toy):
+    """Same seed and settings, another optimizer: other embeddings (the option is not ignored)."""
+    make = lambda opt: BPRMF(factors=4, epochs=3, batch_size=8, lr=0.05, optimizer=opt, device="cpu")  # noqa: E731
+    adam, adagrad = make("adam").fit(toy).embeddings()[0], make("adagrad").fit(toy).embeddings()[0]
+    assert np.abs(adam - adagrad).max() > 1e-4
+
+
+@pytest.fixture
+def toy() -> sp.csr_matrix:
+    rng = np.random.default_rng(0)
+    return sp.csr_matrix((rng.random((20, 15)) < 0.3).astype(np.float32))

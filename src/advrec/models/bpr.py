@@ -70,11 +70,15 @@ class BPRMF(TorchRecommender):
         optimizer: str = "adam",
     ) -> None:
         super().__init__(epochs, batch_size, lr, patience, eval_every, device, random_state, verbose)
-        if optimizer not in OPTIMIZERS:
-            raise ConfigError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {optimizer!r}")
         self.factors = factors
         self.reg = reg
         self.optimizer = optimizer
+        self._optimizer_class()  # fail at construction, not at the first epoch
+
+    def _optimizer_class(self) -> type[torch.optim.Optimizer]:
+        if self.optimizer not in OPTIMIZERS:  # also reached after set_params
+            raise ConfigError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {self.optimizer!r}")
+        return OPTIMIZERS[self.optimizer]
 
     def _build(self, n_users: int, n_items: int) -> nn.Module:
         return MF(n_users, n_items, self.factors)
@@ -82,7 +86,7 @@ class BPRMF(TorchRecommender):
     def _train_epoch(self, X: sp.csr_matrix, rng: np.random.Generator) -> float:
         t = self._train
         if not t:
-            t["optimizer"] = OPTIMIZERS[self.optimizer](self.network_.parameters(), lr=self.lr)
+            t["optimizer"] = self._optimizer_class()(self.network_.parameters(), lr=self.lr)
             coo = X.tocoo()
             t["pairs"] = (coo.row.astype(np.int64), coo.col.astype(np.int64))
             t["keys"] = np.sort(t["pairs"][0] * self.n_items_ + t["pairs"][1])
