@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+LOCK := requirements.lock
+EXTRAS := dev,text,privacy,serve,ann
 SHARED_DATA := $(abspath ../shared/data)
 ifneq ($(wildcard $(SHARED_DATA)/ml-100k/u.data),)
 export ADVREC_DATA_DIR ?= $(SHARED_DATA)
@@ -12,16 +14,29 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 PYTEST_WORKERS ?= 2
 
-.PHONY: venv demo test bench lint clean
+.PHONY: venv demo test bench lint lock clean
 
 venv: $(STAMP)
 
-# torch is pinned and installed first: an unpinned torch pulls a multi-GB CUDA build.
-$(STAMP): pyproject.toml
+# torch is pinned and installed first: an unpinned torch pulls a multi-GB CUDA build. Every version comes from
+# requirements.lock, so a fresh install today resolves what the last `make lock` resolved.
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q "torch==2.13.0"
-	$(BIN)/python -m pip install -q -e ".[dev,text,privacy,serve,ann]"
+	$(BIN)/python -m pip install -q -c $(LOCK) "torch==2.13.0"
+	$(BIN)/python -m pip install -q -c $(LOCK) -e ".[$(EXTRAS)]"
 	touch $(STAMP)
+
+# Re-resolves every dependency from pyproject.toml in a throwaway virtualenv and writes the exact versions to
+# requirements.lock. Run it on purpose, then run `make test` and commit the lock on its own.
+lock:
+	rm -rf .lock-venv
+	$(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install -q "torch==2.13.0"
+	.lock-venv/bin/python -m pip install -q -e ".[$(EXTRAS)]"
+	{ echo "# Exact versions of every dependency of advrec[$(EXTRAS)], written by \`make lock\`; do not edit."; \
+	  .lock-venv/bin/python -m pip freeze --exclude-editable | grep -v '^#'; } > $(LOCK).tmp
+	mv $(LOCK).tmp $(LOCK)
+	rm -rf .lock-venv
 
 demo: $(STAMP)
 	$(BIN)/advrec demo
@@ -40,4 +55,4 @@ lint: $(STAMP)
 	$(BIN)/mypy src/advrec
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) .lock-venv .pytest_cache .ruff_cache .mypy_cache
