@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -10,13 +11,52 @@ import numpy as np
 import scipy.sparse as sp
 
 from advrec.data.interactions import Interactions, as_csr
-from advrec.errors import ConfigError, DataError, ModelFileError, NotFittedError, UnknownIdError
+from advrec.errors import AdvrecError, ConfigError, DataError, ModelFileError, NotFittedError, UnknownIdError
 from advrec.evaluation.ranking import entry_positions, top_k
-from advrec.io import read_model, write_model
+from advrec.io import ARRAYS_FILE, PARAMS_FILE, model_dir, read_model, write_model
 
 R = TypeVar("R", bound="Recommender")
 
 _REGISTRY: dict[str, type[Recommender]] = {}
+
+KINDS = {"float": "f", "int": "iu", "sparse": "", "value": ""}
+
+
+@dataclass(frozen=True)
+class Learned:
+    """What one learned attribute must be when a model is loaded.
+
+    `kind`: "float" or "int" (a dense array of that dtype kind), "sparse" (a sparse matrix), "value" (a JSON
+    value). `axes`: the size of each axis, "users" / "items" for `n_users_` / `n_items_`, an int, or None
+    for any size (arrays only). `optional`: the attribute may be absent, but is checked when present.
+    """
+
+    kind: str
+    axes: tuple[str | int | None, ...] | None = None
+    optional: bool = False
+
+    def check(self, name: str, value: Any, sizes: dict[str, int], folder: Path) -> None:
+        """Raises `ModelFileError` naming the file and `name` when `value` does not fit."""
+        where = folder / (PARAMS_FILE if self.kind == "value" else ARRAYS_FILE)
+        if self.kind == "value":
+            return
+        if self.kind == "sparse" and not sp.issparse(value):
+            raise ModelFileError(f"{where}: array {name!r} must be a sparse matrix, found {type(value).__name__}")
+        if self.kind != "sparse":
+            if not isinstance(value, np.ndarray):
+                raise ModelFileError(f"{where}: array {name!r} is missing (found a {type(value).__name__} instead)")
+            if value.dtype.kind not in KINDS[self.kind]:
+                raise ModelFileError(f"{where}: array {name!r} has dtype {value.dtype}, expected a {self.kind} dtype")
+        if self.axes is None:
+            return
+        expected = tuple(sizes.get(a, a) if isinstance(a, str) else a for a in self.axes)
+        shape = value.shape
+        if len(shape) != len(expected) or any(e is not None and e != n for e, n in zip(expected, shape, strict=False)):
+            want = "(" + ", ".join("any" if a is None else f"{a}" for a in self.axes) + ")"
+            raise ModelFileError(
+                f"{where}: array {name!r} has shape {shape}, expected {want} with n_users_ = {sizes['users']}, "
+                f"n_items_ = {sizes['items']} (from {PARAMS_FILE})"
+            )
 
 
 class Recommender:
@@ -28,6 +68,8 @@ class Recommender:
     """
 
     uses_history: ClassVar[bool] = True
+    # what `load` requires of the learned state, besides n_users_ and n_items_ (each model declares its own)
+    _required_state: ClassVar[dict[str, Learned]] = {}
 
     def __init_subclass__(cls, register: bool = True, **kw: Any) -> None:
         """Subclasses are known by name to `load` and `model_class`, unless declared with `register=False`."""
@@ -188,6 +230,30 @@ class Recommender:
         for k, v in state.items():
             setattr(self, k, v)
 
+    def _check_state(self, state: dict[str, Any], folder: Path) -> None:
+        """Refuses a learned state that lacks what `_required_state` declares or does not fit its shapes.
+
+        Subclasses whose state has more structure (a torch network) extend this; `folder` holds the files.
+        """
+        sizes = {}
+        for key in ("n_users_", "n_items_"):
+            n = state.get(key)
+            if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+                raise ModelFileError(f"{folder / PARAMS_FILE}: {key!r} is {n!r}, expected a non-negative int")
+            sizes[key[2:-1]] = n
+        for name, spec in self._required_state.items():
+            if name not in state:
+                if spec.optional:
+                    continue
+                file = PARAMS_FILE if spec.kind == "value" else ARRAYS_FILE
+                raise ModelFileError(
+                    f"{folder / file}: {'value' if spec.kind == 'value' else 'array'} {name!r} is missing; "
+                    f"a {type(self).__name__} needs {sorted(self._required_state)}"
+                )
+            if state[name] is None and spec.optional:
+                continue
+            spec.check(name, state[name], sizes, folder)
+
     def save(self, path: str | Path) -> Path:
         """Writes `params.json` + `arrays.safetensors` to the folder `path`."""
         self._check_fitted()
@@ -197,7 +263,8 @@ class Recommender:
     @classmethod
     def load(cls: type[R], path: str | Path) -> R:
         """Loads a model saved by `save` (no unpickling); on the base class, the saved class is used."""
-        header, state = read_model(path)
+        folder = model_dir(path)
+        header, state = read_model(folder)
         name = header.get("class")
         target = _REGISTRY.get(str(name))
         if target is None:
@@ -209,7 +276,11 @@ class Recommender:
         for key, value in params.items():  # JSON has no tuples: give tuple-typed parameters their type back
             if isinstance(value, list) and isinstance(defaults.get(key), tuple):
                 params[key] = tuple(value)
-        model = target(**params)
+        try:
+            model = target(**params)
+        except (TypeError, AdvrecError) as exc:
+            raise ModelFileError(f"{folder / PARAMS_FILE}: the parameters of {name} are refused: {exc}") from None
+        model._check_state(state, folder)
         model._restore_state(state)
         return model  # type: ignore[return-value]
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 import scipy.sparse as sp
 
 from advrec.data.interactions import Interactions
 from advrec.errors import ConfigError
-from advrec.models.base import Recommender
+from advrec.models.base import Learned, Recommender
 
 
 class EASE(Recommender):
@@ -16,6 +18,8 @@ class EASE(Recommender):
     The default `l2` suits MovieLens-sized data (tuned on ml-1m validation); larger, sparser catalogues
     usually want a larger value.
     """
+
+    _required_state: ClassVar[dict[str, Learned]] = {"weights_": Learned("float", ("items", "items"))}
 
     def __init__(self, l2: float = 1000.0) -> None:
         self.l2 = l2

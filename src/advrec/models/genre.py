@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 import scipy.sparse as sp
 
 from advrec.data.interactions import Interactions
 from advrec.errors import DataError
-from advrec.models.base import Recommender
+from advrec.models.base import Learned, Recommender
 
 
 class GenreAffinity(Recommender):
@@ -16,6 +18,11 @@ class GenreAffinity(Recommender):
     Genres come from the "|"-separated `genres` column of the item features, so items without any
     interaction are scored too (the cold-start baseline of the text models).
     """
+
+    _required_state: ClassVar[dict[str, Learned]] = {
+        "item_genres_": Learned("float", ("items", None)),
+        "genre_names_": Learned("value"),
+    }
 
     def __init__(self, column: str = "genres") -> None:
         self.column = column

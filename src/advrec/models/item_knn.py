@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 import scipy.sparse as sp
 
 from advrec.data.interactions import Interactions
 from advrec.errors import ConfigError
-from advrec.models.base import Recommender
+from advrec.models.base import Learned, Recommender
 
 
 class ItemKNN(Recommender):
@@ -15,6 +17,8 @@ class ItemKNN(Recommender):
 
     score(u, j) = Σ_{i ∈ history(u)} sim(i, j) over the neighbours kept for j (RecBole's ItemKNN).
     """
+
+    _required_state: ClassVar[dict[str, Learned]] = {"similarity_": Learned("sparse", ("items", "items"))}
 
     def __init__(self, k: int = 200, shrink: float = 0.0, block_size: int = 2048) -> None:
         self.k = k

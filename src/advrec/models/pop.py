@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 import scipy.sparse as sp
 
 from advrec.data.interactions import Interactions
-from advrec.models.base import Recommender
+from advrec.models.base import Learned, Recommender
 
 
 class Pop(Recommender):
     """Most-popular baseline: score(u, i) = number of training users who interacted with i."""
+
+    _required_state: ClassVar[dict[str, Learned]] = {"item_counts_": Learned("float", ("items",))}
 
     def __init__(self) -> None:
         pass

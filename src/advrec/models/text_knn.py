@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import scipy.sparse as sp
 
 from advrec.data.interactions import Interactions, as_csr
 from advrec.errors import ConfigError, DataError
-from advrec.models.base import Recommender
+from advrec.models.base import Learned, Recommender
 from advrec.text.item_text import encode_items
 
 WEIGHTINGS = ("uniform", "rating", "recency")
@@ -45,6 +45,11 @@ class TextKNN(Recommender):
     "recency" by 0.5 ** (r / half_life) where r counts the user's more recent interactions (the history
     must then be `Interactions` with timestamps). `fit` needs `Interactions` with item features.
     """
+
+    _required_state: ClassVar[dict[str, Learned]] = {
+        "item_vectors_": Learned("float", ("items", None)),
+        "encoder_identity_": Learned("value"),
+    }
 
     def __init__(
         self,

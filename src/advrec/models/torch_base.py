@@ -6,6 +6,7 @@ import copy
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,8 +16,9 @@ import torch
 from advrec.data.interactions import Interactions
 from advrec.data.splits import EvalSet, Split
 from advrec.devices import resolve_device
-from advrec.errors import ConfigError, DataError
+from advrec.errors import AdvrecError, ConfigError, DataError, ModelFileError
 from advrec.evaluation.evaluate import evaluate_scores
+from advrec.io import ARRAYS_FILE, PARAMS_FILE
 from advrec.models.base import Recommender
 from advrec.progress import progress_bar
 
@@ -182,6 +184,32 @@ class TorchRecommender(Recommender):
         for name, tensor in self.network_.state_dict().items():
             state[f"network.{name}"] = tensor.detach().cpu().numpy()
         return state
+
+    def _check_state(self, state: dict[str, Any], folder: Path) -> None:
+        """Also refuses network arrays that are missing, unexpected, or of another shape or dtype kind than
+        those of the network `_build(n_users_, n_items_)` makes (built on the meta device: no memory used)."""
+        super()._check_state(state, folder)
+        where, cls = folder / ARRAYS_FILE, type(self).__name__
+        Recommender._restore_state(self, {k: v for k, v in state.items() if not k.startswith("network.")})
+        try:
+            with torch.device("meta"):
+                expected = self._build(self.n_users_, self.n_items_).state_dict()
+        except AdvrecError as exc:
+            raise ModelFileError(f"{folder}: a {cls} network cannot be built from the saved state: {exc}") from None
+        for key, ref in expected.items():
+            name, arr = f"network.{key}", state.get(f"network.{key}")
+            if not isinstance(arr, np.ndarray):
+                raise ModelFileError(f"{where}: array {name!r} is missing; a {cls} network needs {sorted(expected)}")
+            if arr.shape != tuple(ref.shape):
+                raise ModelFileError(
+                    f"{where}: array {name!r} has shape {arr.shape}, expected {tuple(ref.shape)} with "
+                    f"n_users_ = {self.n_users_}, n_items_ = {self.n_items_} (from {PARAMS_FILE})"
+                )
+            if arr.dtype.kind not in ("f" if ref.dtype.is_floating_point else "iub"):
+                raise ModelFileError(f"{where}: array {name!r} has dtype {arr.dtype}, expected {ref.dtype}")
+        extra = sorted(k for k in state if k.startswith("network.") and k[len("network.") :] not in expected)
+        if extra:
+            raise ModelFileError(f"{where}: array {extra[0]!r} is not part of a {cls} network")
 
     def _restore_state(self, state: dict[str, Any]) -> None:
         weights = {
