@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -88,9 +89,32 @@ class IdMap:
         return pd.DataFrame({"index": np.arange(len(self), dtype=np.int64), self.name: self.ids})
 
     @classmethod
-    def from_frame(cls, df: pd.DataFrame, name: str) -> IdMap:
-        order = np.argsort(df["index"].to_numpy())
-        return cls(df[name].to_numpy()[order], name=name)
+    def from_frame(cls, df: pd.DataFrame, name: str, source: str | Path = "id map") -> IdMap:
+        """The map of a table written by `to_frame`: raw ids in column `name`, their indices in "index".
+
+        Refuses (naming `source`, e.g. the file) a missing column, null or repeated raw ids, and indices that
+        are not 0..n-1 each once.
+        """
+        for col in ("index", name):
+            if col not in df.columns:
+                raise DataError(f"{source}: column {col!r} is missing; columns are {list(df.columns)}")
+        index, ids = df["index"].to_numpy(), df[name].to_numpy()
+        if index.dtype.kind not in "iu":
+            raise DataError(f"{source}: column 'index' has dtype {index.dtype}, expected integers")
+        nulls = np.flatnonzero(pd.isna(ids))
+        if len(nulls):
+            raise DataError(f"{source}: column {name!r} has a null id at row {int(nulls[0]) + 1} (from 1)")
+        order = np.argsort(index, kind="stable")
+        wrong = np.flatnonzero(index[order] != np.arange(len(index)))
+        if len(wrong):
+            raise DataError(
+                f"{source}: column 'index' must hold 0..{len(index) - 1} once each; "
+                f"index {int(index[order][wrong[0]])} is out of place (missing, repeated or out of range)"
+            )
+        try:
+            return cls(ids[order], name=name)
+        except DataError as exc:
+            raise DataError(f"{source}: {exc}") from None
 
 
 @dataclass

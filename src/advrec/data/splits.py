@@ -127,9 +127,10 @@ class Split:
         for f in ("interactions.parquet", "users.parquet", "items.parquet", "split.json"):
             if not (path / f).exists():
                 raise DataError(f"{path / f} is missing: not a split directory written by Split.save")
-        users = IdMap.from_frame(pd.read_parquet(path / "users.parquet"), "user")
-        items = IdMap.from_frame(pd.read_parquet(path / "items.parquet"), "item")
+        users = IdMap.from_frame(pd.read_parquet(path / "users.parquet"), "user", path / "users.parquet")
+        items = IdMap.from_frame(pd.read_parquet(path / "items.parquet"), "item", path / "items.parquet")
         long = pd.read_parquet(path / "interactions.parquet")
+        _check_long(long, path / "interactions.parquet", len(users), len(items))
         protocol = json.loads((path / "split.json").read_text())
         side: dict[str, Any] = {}
         if like is not None:
@@ -152,6 +153,32 @@ class Split:
 
 
 # ---------------------------------------------------------------------- helpers
+def _check_long(long: pd.DataFrame, source: Path, n_users: int, n_items: int) -> None:
+    """Refuses (naming `source`) a split table whose indices fall outside the id maps or whose values are
+    not finite; rows are counted from 1."""
+    for col in ("user", "item", "rating", "part"):
+        if col not in long.columns:
+            raise DataError(f"{source}: column {col!r} is missing; columns are {list(long.columns)}")
+    for col, n in (("user", n_users), ("item", n_items)):
+        v = long[col].to_numpy()
+        if v.dtype.kind not in "iu":
+            raise DataError(f"{source}: column {col!r} has dtype {v.dtype}, expected integer indices")
+        bad = np.flatnonzero((v < 0) | (v >= n))
+        if len(bad):
+            raise DataError(f"{source}: column {col!r} has {v[bad[0]]} at row {bad[0] + 1}, outside 0..{n - 1}")
+    for col in ("rating", "time"):
+        if col not in long.columns:
+            continue
+        v = pd.to_numeric(long[col], errors="coerce").to_numpy(np.float64)
+        bad = np.flatnonzero(~np.isfinite(v))
+        if len(bad):
+            raise DataError(f"{source}: column {col!r} has {long[col].iloc[bad[0]]} at row {bad[0] + 1}, not finite")
+    unknown = ~long["part"].isin(PARTS).to_numpy()
+    if unknown.any():
+        row = int(np.flatnonzero(unknown)[0])
+        raise DataError(f"{source}: column 'part' has {long['part'].iloc[row]!r} at row {row + 1}, not one of {PARTS}")
+
+
 def _entries(X: Interactions) -> tuple[np.ndarray, np.ndarray]:
     """Row index of each stored entry (CSR order) and the user degree."""
     deg = np.diff(X.matrix.indptr)
