@@ -31,7 +31,7 @@ import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 from urllib.parse import unquote
 
 from advrec.errors import AdvrecError, ConfigError
@@ -120,7 +120,7 @@ def _key_digest(key: str) -> bytes:
 
 def _content_digest(events: Sequence[Event]) -> bytes:
     """SHA-256 of the batch in a canonical form (JSON of the events' fields, in order)."""
-    rows = [[e.user_id, e.item_id, e.rating, float(e.timestamp)] for e in events]
+    rows = [[e.user_id, e.item_id, None if e.rating is None else float(e.rating), float(e.timestamp)] for e in events]
     return hashlib.sha256(json.dumps(rows, separators=(",", ":"), ensure_ascii=False).encode()).digest()
 
 
@@ -233,7 +233,7 @@ class EventStore:
     def closed(self) -> bool:
         return bool(getattr(self, "_closed", False))
 
-    def __enter__(self) -> EventStore:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -382,7 +382,10 @@ class SQLiteEventStore(EventStore):
         _check_events(events)
         content = _content_digest(events) if key is not None else b""
         now = time.time()
-        rows = [(e.user_id, e.item_id, e.rating, e.timestamp, now) for e in events]
+        rows = [
+            (e.user_id, e.item_id, None if e.rating is None else float(e.rating), float(e.timestamp), now)
+            for e in events
+        ]
 
         def work(conn: sqlite3.Connection) -> AppendResult:
             if key is not None:
@@ -632,8 +635,8 @@ class PostgresEventStore(EventStore):
             now,
             [e.user_id for e in events],
             [e.item_id for e in events],
-            [e.rating for e in events],
-            [e.timestamp for e in events],
+            [None if e.rating is None else float(e.rating) for e in events],
+            [float(e.timestamp) for e in events],
         )
 
         def work(conn: Any) -> AppendResult:
