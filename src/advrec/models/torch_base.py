@@ -15,7 +15,7 @@ import torch
 
 from advrec.data.interactions import Interactions
 from advrec.data.splits import EvalSet, Split
-from advrec.devices import resolve_device
+from advrec.devices import deterministic, resolve_device
 from advrec.errors import AdvrecError, ConfigError, DataError, ModelFileError
 from advrec.evaluation.evaluate import evaluate_scores
 from advrec.io import ARRAYS_FILE, PARAMS_FILE
@@ -113,7 +113,8 @@ class TorchRecommender(Recommender):
         self.device_ = resolve_device(self.device)
         seed = seed_of(self.random_state)
         rng = np.random.default_rng(seed)
-        with torch.random.fork_rng(devices=[self.device_] if self.device_.type == "cuda" else []):
+        forked = torch.random.fork_rng(devices=[self.device_] if self.device_.type == "cuda" else [])
+        with forked, deterministic():
             torch.manual_seed(seed)
             self.network_ = self._build(self.n_users_, self.n_items_).to(self.device_)
             if init is not None:

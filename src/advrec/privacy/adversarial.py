@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from advrec.data.interactions import Interactions
+from advrec.devices import deterministic
 from advrec.errors import ConfigError
 from advrec.models import MultVAE
 from advrec.models.mult_vae import VAE
@@ -255,6 +256,11 @@ def erase_attribute(
 
 def _finetune_decoder(model: MultVAE, X_bin: sp.csr_matrix, epochs: int, valid: Any, lr: float) -> None:
     """Trains the decoder (encoder frozen) on the multinomial likelihood of the erased, noised codes."""
+    with deterministic():
+        _finetune_decoder_epochs(model, X_bin, epochs, valid, lr)
+
+
+def _finetune_decoder_epochs(model: MultVAE, X_bin: sp.csr_matrix, epochs: int, valid: Any, lr: float) -> None:
     net, device = cast(VAE, model.network_), model.device_
     encoder = [net.encoder, net.to_latent]
     decoder = [p for name, p in net.named_parameters() if not name.startswith(("encoder.", "to_latent."))]

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from advrec.data.interactions import Interactions, as_csr
 from advrec.data.splits import Split, as_generator
+from advrec.devices import deterministic
 from advrec.errors import ConfigError
 from advrec.evaluation import evaluate
 from advrec.models.bpr import sample_negatives
@@ -134,10 +135,11 @@ def _loss_gradient(
     """Gradient of the summed loss over all `triples` w.r.t. the (perturbed) tables."""
     leaves = {n: t.detach().clone().requires_grad_(True) for n, t in tables.items()}
     u, i, j = triples
-    for s in range(0, len(u), batch_size):
-        batch = {"users": u[s : s + batch_size], "pos": i[s : s + batch_size], "neg": j[s : s + batch_size]}
-        loss = model.batch_loss(batch, leaves) * len(batch["users"])
-        loss.backward()
+    with deterministic():  # gradients of embedding look-ups accumulate in a thread-count-dependent order otherwise
+        for s in range(0, len(u), batch_size):
+            batch = {"users": u[s : s + batch_size], "pos": i[s : s + batch_size], "neg": j[s : s + batch_size]}
+            loss = model.batch_loss(batch, leaves) * len(batch["users"])
+            loss.backward()
     return {n: cast(torch.Tensor, leaf.grad) for n, leaf in leaves.items()}
 
 
