@@ -37,7 +37,7 @@ def closest_distance(a: sp.spmatrix, b: sp.spmatrix, block: int = 1024) -> np.nd
         stop = min(start + block, a.shape[0])
         inter = np.asarray((a[start:stop] @ bt).toarray(), dtype=np.float64)
         union = size_a[start:stop, None] + size_b[None, :] - inter
-        sim = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+        sim = np.divide(inter, union, out=np.ones_like(inter), where=union > 0)  # two empty rows are alike
         out[start:stop] = 1.0 - sim.max(axis=1)
     return out
 
