@@ -60,3 +60,21 @@ def pg_table() -> Iterator[str]:
 
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(f"DROP TABLE IF EXISTS {name}")  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def pg_schema_url() -> Iterator[str]:
+    """The test PostgreSQL URL with a fresh schema first on the search path (dropped afterwards) and an
+    application name of its own, so that a server started on it sees only its own tables and connections."""
+    url = postgres_url()
+    if url is None:
+        pytest.skip(f"set ${POSTGRES_ENV} to a PostgreSQL URL to run the PostgreSQL store tests")
+    import psycopg
+
+    name = f"advrec_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {name}")  # type: ignore[arg-type]
+    sep = "&" if "?" in url else "?"
+    yield f"{url}{sep}options=-csearch_path%3D{name}&application_name={name}"
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")  # type: ignore[arg-type]

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from serving_helpers import API_KEY, AUTH
+from serving_helpers import AUTH, KEYS
 from typer.testing import CliRunner
 
 from advrec.cli import app as cli
@@ -48,8 +48,9 @@ def approx(mf_run: Path) -> ServedModel:
 
 
 @pytest.fixture
-def client(mf_run: Path, store_url: str) -> Iterator[TestClient]:
-    with TestClient(create_app(mf_run, store_url=store_url, api_keys=[API_KEY], ann="faiss")) as c:
+def client(mf_run: Path, store_url: str, ease_run: Path) -> Iterator[TestClient]:
+    app = create_app(mf_run, store_url=store_url, api_keys=KEYS, ann="faiss", runs_root=ease_run.parent.parent)
+    with TestClient(app, headers=AUTH) as c:
         yield c
 
 
@@ -150,7 +151,7 @@ def test_batch_and_status_and_reload(client: TestClient, mf_run: Path, ease_run:
     status = client.get("/v1/model").json()
     assert status["ann"] == "faiss-hnsw(M=32,efSearch=64)"
     r = client.post("/v1/admin/reload", json={"run_dir": str(ease_run)}, headers=AUTH)
-    assert r.status_code == 422 and "EASE" in r.json()["detail"]
+    assert r.status_code == 422 and r.json()["detail"] == "cannot load run 'ease': not a valid run directory"
     assert client.get("/v1/model").json()["version"] == status["version"]
 
 

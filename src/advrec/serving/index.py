@@ -24,6 +24,8 @@ from advrec.evaluation.ranking import entry_positions, top_k
 from advrec.runs import Run, load_run
 from advrec.serving.ann import AnnOptions, Factors, HNSWIndex, factors_of, first_kept, rank, seen_mask
 
+SCORE_CHUNK = 128  # rows scored in one call (a sparse × dense product holds the interpreter while it runs)
+
 
 def model_version(run_dir: Path) -> str:
     """`<class>-<12 hex digits>`: a digest of the model files, so the same model always has the same version."""
@@ -44,6 +46,9 @@ class Histories:
     liked: sp.csr_matrix
     seen: sp.csr_matrix
     train_users: np.ndarray  # training index of each row, -1 for users the model never saw
+
+    def slice(self, start: int, stop: int) -> Histories:
+        return Histories(self.liked[start:stop], self.seen[start:stop], self.train_users[start:stop])
 
 
 class ServedModel:
@@ -193,6 +198,14 @@ class ServedModel:
         return self._recommend_exact(rows, k, exclude_seen)
 
     def _recommend_exact(self, rows: Histories, k: int, exclude_seen: bool) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        n = rows.liked.shape[0]
+        if n > SCORE_CHUNK:  # one scoring call per chunk: other threads (the event loop) run in between
+            parts = [
+                self._recommend_exact(rows.slice(start, start + SCORE_CHUNK), k, exclude_seen)
+                for start in range(0, n, SCORE_CHUNK)
+            ]
+            strategy = [how for p in parts for how in p[2]]
+            return np.vstack([p[0] for p in parts]), np.vstack([p[1] for p in parts]), strategy
         s, strategy = self.scores(rows)
         s = np.nan_to_num(np.array(s, dtype=np.float32), nan=-np.inf)
         if exclude_seen:
@@ -235,6 +248,11 @@ class ServedModel:
             for row, how in zip(rest.tolist(), exact, strict=True):
                 strategy[row] = how
         return items, values, strategy
+
+    def popular(self, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+        """The k items with most interactions in the training data, and their share of the largest count."""
+        items, values = top_k(self.popularity[None], min(k, self.n_items))
+        return items[0], values[0]
 
     def similar(self, item: int, k: int = 10) -> tuple[np.ndarray, np.ndarray, str]:
         """Items most like `item`: the model's scores for a one-item history, the inner product of item vectors

@@ -70,7 +70,12 @@ class IngestResult(BaseModel):
     accepted: int = Field(description="events committed to the store (all of the batch, or none on error)")
     first_seq: int
     last_seq: int
-    users_not_in_training: int = Field(description="distinct users of the batch that the model did not train on")
+    users_not_in_training: int | None = Field(
+        description="distinct users of the batch that the model did not train on; null unless the key may read"
+    )
+    replayed: bool = Field(
+        default=False, description="true when the Idempotency-Key named a batch stored before: nothing was added"
+    )
 
 
 class HistoryItem(_Strict):
@@ -149,14 +154,40 @@ class Explanation(BaseModel):
     because: list[Contribution] = Field(description="history items that add most to the score")
 
 
+class PopularItems(BaseModel):
+    model_version: str
+    strategy: Strategy = Field(description="popularity: interactions per item in the run's training data")
+    items: list[ScoredItem]
+
+
+def _path_text(value: str) -> str:
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError("run_dir must not contain control characters")
+    return value
+
+
 class ReloadRequest(_Strict):
-    run_dir: str | None = Field(default=None, max_length=4096, description="a run directory; default: the current")
+    run_dir: Annotated[str, AfterValidator(_path_text)] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=4096,
+        description="a run directory under the server's runs root (a relative path is taken from the runs root); "
+        "default: the one served now",
+    )
+
+
+class Forgotten(BaseModel):
+    events_removed: int = Field(description="events of the user deleted from the event store")
+    interactions_removed: int = Field(description="interactions of the user removed from the run's data")
+    method: str = Field(description="how the model was updated: exact recomputation or retraining")
+    model_version: str = Field(description="the model served from now on, fitted without the user")
+    seconds: float
 
 
 class ModelStatus(BaseModel):
     version: str
     model: str
-    run_dir: str
+    run: str = Field(description="the name of the run directory (not its path)")
     loaded_at: float
     n_users: int
     n_items: int

@@ -1,0 +1,1 @@
+"""The API's routers, one per concern: reads, writes, admin, operations."""
