@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -245,3 +246,10 @@ def test_reload_loads_only_runs_under_the_runs_root(
         assert c.post("/v1/admin/reload", json={"run_dir": itemknn_run.name}).json()["model"] == "ItemKNN"
     (ease_run.parent / "escape").unlink()
     assert "\\u202e" in caplog.text and "\u202e" not in caplog.text  # user text is escaped in the log
+
+
+def test_the_default_event_store_is_private_to_its_owner(ease_run: Path, tmp_path: Path) -> None:
+    run = shutil.copytree(ease_run, tmp_path / "ease", ignore=shutil.ignore_patterns("events.db*"))
+    with TestClient(create_app(run, api_keys=KEYS), headers=AUTH) as c:
+        assert c.post("/v1/interactions", json={"events": [{"user_id": "u", "item_id": 1}]}).status_code == 200
+    assert (run / "events.db").stat().st_mode & 0o777 == 0o600
