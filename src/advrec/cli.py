@@ -290,9 +290,28 @@ def serve(
         str | None, typer.Option(help="event store: sqlite:///path.db or postgresql://… (default RUN_DIR/events.db)")
     ] = None,
     api_key_file: Annotated[
-        Path | None, typer.Option(help="API keys, one per line (also read: $ADVREC_API_KEYS, comma-separated)")
+        Path | None,
+        typer.Option(
+            help="API keys, one '<key> <scope>[,<scope>...]' per line, scopes among read, write, admin "
+            "(also read: $ADVREC_API_KEYS, entries separated by ';')"
+        ),
     ] = None,
-    protect_reads: Annotated[bool, typer.Option(help="reads need an API key too")] = False,
+    public_reads: Annotated[
+        bool,
+        typer.Option(
+            help="callers without a key get ad-hoc recommendations, similar and popular items and the API docs; "
+            "a stored user's answers always need the read scope"
+        ),
+    ] = False,
+    protect_reads: Annotated[
+        bool, typer.Option(hidden=True, help="removed: reads need a key with the read scope by default")
+    ] = False,
+    runs_root: Annotated[
+        Path | None, typer.Option(help="admin reloads load only run directories under it (default: RUN_DIR's parent)")
+    ] = None,
+    max_events_per_user: Annotated[
+        int | None, typer.Option(help="most recent events of a user that one read uses (default 10,000)")
+    ] = None,
     access_log: Annotated[bool, typer.Option(help="log every request")] = False,
     ann: Annotated[
         str,
@@ -304,43 +323,46 @@ def serve(
     ann_m: Annotated[int, typer.Option(help="faiss HNSW links per item (memory, build time, recall)")] = 32,
     ann_ef_search: Annotated[int, typer.Option(help="faiss HNSW candidates per search (latency, recall)")] = 64,
 ) -> None:
-    """Serves a run's model over HTTP: recommendations, fold-in, similar items, events, reload (docs at /docs)."""
+    """Serves a run's model over HTTP: recommendations, fold-in, similar items, events, reload, forget.
+
+    Every call but /healthz and /readyz needs 'Authorization: Bearer <key>' with a scope: read (stored users'
+    answers, /v1/model, /metrics, /docs), write (events), admin (reload, forget; also /metrics).
+    """
+    import copy
+    import dataclasses
     import os
 
     import uvicorn
 
-    from advrec.serving.app import (
-        ENV_ANN,
-        ENV_ANN_EF_SEARCH,
-        ENV_ANN_M,
-        ENV_KEY_FILE,
-        ENV_PROTECT_READS,
-        ENV_RUN_DIR,
-        ENV_STORE,
-        create_app,
-    )
+    from advrec.errors import ConfigError
+    from advrec.serving.app import app_for
+    from advrec.serving.settings import ServingSettings
 
+    if protect_reads:
+        _fail(ConfigError("--protect-reads was removed: reads need a key with the read scope by default now"))
     try:  # load once here, so that a bad run directory, store, key file or ann option fails before the server starts
-        probe = create_app(
-            run_dir,
+        settings = ServingSettings(
+            run_dir=run_dir,
             store_url=store,
             api_key_file=api_key_file,
-            protect_reads=protect_reads,
+            public_reads=public_reads,
+            runs_root=runs_root,
             ann=ann,
             ann_m=ann_m,
             ann_ef_search=ann_ef_search,
         )
+        if max_events_per_user is not None:
+            settings = dataclasses.replace(settings, max_events_per_user=max_events_per_user)
+        probe = app_for(settings)
         probe.state.serving.store.close()
     except (AdvrecError, OSError) as err:
         _fail(err)
-    os.environ[ENV_RUN_DIR] = str(run_dir.resolve())
-    os.environ[ENV_STORE] = store or ""
-    os.environ[ENV_KEY_FILE] = str(api_key_file.resolve()) if api_key_file else ""
-    os.environ[ENV_PROTECT_READS] = "1" if protect_reads else ""
-    os.environ[ENV_ANN], os.environ[ENV_ANN_M], os.environ[ENV_ANN_EF_SEARCH] = ann, str(ann_m), str(ann_ef_search)
+    os.environ.update(settings.to_env())
     if not probe.state.serving.keys:
-        console.print("[yellow]no API key configured: writes and admin calls will be refused[/yellow]")
-    console.print(f"serving {probe.state.serving.model.version} on http://{host}:{port} (docs: /docs)")
+        console.print("[yellow]no API key configured: every call but /healthz and /readyz will be refused[/yellow]")
+    console.print(f"serving {probe.state.serving.model.version} on http://{host}:{port}")
+    log_config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)  # the server's own lines (reload, forget) too
+    log_config["loggers"]["advrec"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
     uvicorn.run(
         "advrec.serving.app:app_from_env",
         factory=True,
@@ -349,6 +371,7 @@ def serve(
         workers=workers,
         access_log=access_log,
         log_level="info",
+        log_config=log_config,
     )
 
 
@@ -451,17 +474,26 @@ def audit(
 def forget(
     run_dir: Annotated[Path, typer.Argument(help="a run directory")],
     user: Annotated[str, typer.Option(help="raw user id to forget")],
+    store: Annotated[
+        str | None,
+        typer.Option(
+            help="the event store the server writes to, when not RUN_DIR/events.db (sqlite:///… or postgresql://…)"
+        ),
+    ] = None,
 ) -> None:
-    """Removes a user's data from a run and updates its model (exact recomputation or retraining)."""
+    """Removes a user from a run and its event store and updates its model (exact recomputation or retraining).
+
+    A running server keeps serving what it loaded: forget through it (DELETE /v1/users/{id}) or reload it after.
+    """
     from advrec.privacy.forget import forget_user
 
     try:
-        result = forget_user(run_dir, user)
+        result = forget_user(run_dir, user, store_url=store)
     except AdvrecError as err:
         _fail(err)
     console.print(
-        f"forgot user {user}: {result.interactions_removed} interactions removed, model updated by "
-        f"{result.method} in {result.seconds:.1f}s"
+        f"forgot user {user}: {result.interactions_removed} interactions and {result.events_removed} events removed, "
+        f"model updated by {result.method} in {result.seconds:.1f}s"
     )
 
 
