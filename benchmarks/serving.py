@@ -47,6 +47,7 @@ import numpy as np
 RESULTS = Path(__file__).resolve().parent / "results"
 API_KEY = "serving-benchmark-key-0123456789"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
+AUTH_LINE = f"Authorization: Bearer {API_KEY}\r\n"
 
 
 # ---------------------------------------------------------------------------------------------- machine
@@ -113,7 +114,7 @@ class Server:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> Server:
-        env = {**os.environ, "ADVREC_API_KEYS": API_KEY}
+        env = {**os.environ, "ADVREC_API_KEYS": f"{API_KEY} read,write,admin"}
         cmd = [sys.executable, "-m", "advrec.cli", "serve", str(self.run_dir), "--port", str(self.port)]
         cmd += ["--store", self.store, "--workers", str(self.workers)]
         with self.log.open("ab") as log:
@@ -184,7 +185,7 @@ class RawHTTP:
     async def get(self, path: str) -> int:
         reader, writer = await self._connection()
         try:
-            writer.write(f"GET {path} HTTP/1.1\r\nHost: {self.host}\r\n\r\n".encode())
+            writer.write(f"GET {path} HTTP/1.1\r\nHost: {self.host}\r\n{AUTH_LINE}\r\n".encode())
             head = await reader.readuntil(b"\r\n\r\n")
             status = int(head[9:12])
             length = None
@@ -215,7 +216,7 @@ async def open_loop(base: str, paths: list[str], rate: float, warmup_s: float, c
         get = raw.get
     else:
         limits = httpx.Limits(max_connections=512, max_keepalive_connections=512)
-        hx = httpx.AsyncClient(base_url=base, limits=limits, timeout=10.0)
+        hx = httpx.AsyncClient(base_url=base, limits=limits, timeout=10.0, headers=AUTH)
 
         async def get(path: str) -> int:
             try:
