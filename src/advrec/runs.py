@@ -373,7 +373,8 @@ def check_model_files(path: Path, manifest: dict[str, Any]) -> None:
     digests = file_digests(path / "model")
     if model_digest(digests) == recorded:
         return
-    listed = manifest.get("model_files") if isinstance(manifest.get("model_files"), dict) else {}
+    files = manifest.get("model_files")
+    listed: dict[str, str] = files if isinstance(files, dict) else {}
     changed = sorted(n for n in set(digests) | set(listed) if digests.get(n) != listed.get(n)) if listed else []
     what = ", ".join(
         f"model/{n} ({'missing' if n not in digests else 'unexpected' if n not in listed else 'changed'})"

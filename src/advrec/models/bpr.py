@@ -75,7 +75,7 @@ class BPRMF(TorchRecommender):
         self.optimizer = optimizer
         self._optimizer_class()  # fail at construction, not at the first epoch
 
-    def _optimizer_class(self) -> type[torch.optim.Optimizer]:
+    def _optimizer_class(self) -> type[torch.optim.Adam] | type[torch.optim.Adagrad]:
         if self.optimizer not in OPTIMIZERS:  # also reached after set_params
             raise ConfigError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {self.optimizer!r}")
         return OPTIMIZERS[self.optimizer]
