@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -30,3 +31,33 @@ def data_dir() -> Path:
             pytest.fail(message)
         pytest.skip(message)
     return path
+
+
+# ---------------------------------------------------------------------- statistical claims
+# A test whose assertion is statistical (a metric above a threshold, an AUC in a band) takes its seeds from the
+# `seed` fixture and records each measured value with `claim(name, value)` before asserting on it.
+# `benchmarks/test_spread.py` runs those tests (marker `statistical`) over seeds 0-9 and tabulates each claim's
+# range, from which the thresholds are set (range and margin written beside each assertion).
+SEED_ENV = "ADVREC_TEST_SEED"
+CLAIMS_ENV = "ADVREC_CLAIMS_FILE"
+
+
+@pytest.fixture(scope="session")
+def seed() -> int:
+    """The seed of the statistical tests: `$ADVREC_TEST_SEED`, default 0 (what `make test` runs)."""
+    return int(os.environ.get(SEED_ENV, "0"))
+
+
+@pytest.fixture
+def claim(request: pytest.FixtureRequest, seed: int):  # type: ignore[no-untyped-def]
+    """`claim(name, value)` returns `value`, and appends it to `$ADVREC_CLAIMS_FILE` (JSON lines) when set."""
+
+    def record(name: str, value: float) -> float:
+        path = os.environ.get(CLAIMS_ENV)
+        if path:
+            line = {"test": request.node.nodeid, "claim": name, "seed": seed, "value": float(value)}
+            with open(path, "a") as fh:
+                fh.write(json.dumps(line) + "\n")
+        return value
+
+    return record

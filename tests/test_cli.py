@@ -13,17 +13,16 @@ runner = CliRunner()
 pytestmark = pytest.mark.integration
 
 
-def test_train_evaluate_recommend(tmp_path, data_dir):
+@pytest.mark.statistical
+def test_train_evaluate_recommend(tmp_path, data_dir, seed, claim):
     run = tmp_path / "ease"
-    res = runner.invoke(
-        app,
-        ["train", "EASE", "--dataset", "ml-100k", "--set", "l2=200", "--out", str(run), "--data-dir", str(data_dir)],
-    )
+    args = ["train", "EASE", "--dataset", "ml-100k", "--set", "l2=200", "--seed", str(2020 + seed)]
+    res = runner.invoke(app, [*args, "--out", str(run), "--data-dir", str(data_dir)])
     assert res.exit_code == 0, res.output
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["model"] == {"class": "EASE", "params": {"l2": 200}}
     assert manifest["dataset"]["name"] == "ml-100k" and manifest["split"]["name"] == "ratio_split"
-    assert manifest["metrics"]["ndcg@10"] > 0.2 and manifest["model_bytes"] > 0
+    assert claim("EASE NDCG@10", manifest["metrics"]["ndcg@10"]) > 0.2 and manifest["model_bytes"] > 0  # 0.278-0.303
     assert {"python", "numpy", "torch"} <= set(manifest["versions"])
     res = runner.invoke(app, ["evaluate", str(run)])
     assert res.exit_code == 0, res.output

@@ -93,16 +93,17 @@ def test_temporal_split_cuts_globally(X):
     assert abs(split.train.nnz / X.nnz - 0.8) < 0.05
 
 
-def test_holdout_users_strong_generalization():
-    X = two_communities(n_users=60, n_items=30)
-    split = holdout_users(X, n_valid=10, n_test=10, random_state=0)
+@pytest.mark.statistical
+def test_holdout_users_strong_generalization(seed, claim):
+    X = two_communities(n_users=60, n_items=30, random_state=seed)
+    split = holdout_users(X, n_valid=10, n_test=10, random_state=seed)
     train_users = set(np.flatnonzero(split.train.user_counts()))
     held = np.flatnonzero(split.test.user_counts())
     assert not train_users & set(held)
     assert not train_users & set(np.flatnonzero(split.valid.user_counts()))
-    # fold-in is about 80% of each held-out user's items
+    # fold-in is 80% of each held-out user's items, rounded up: 0.831-0.868 of them over seeds 0-9
     fi, te = split.fold_in.user_counts()[held], split.test.user_counts()[held]
-    assert np.all(fi >= te) and abs(fi.sum() / (fi.sum() + te.sum()) - 0.8) < 0.06
+    assert np.all(fi >= te) and 0.78 < claim("fold-in share", fi.sum() / (fi.sum() + te.sum())) < 0.92
     es = split.eval_set("test")
     assert set(es.users) == set(held)
     assert es.history[held].nnz == fi.sum()

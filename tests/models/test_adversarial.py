@@ -61,11 +61,13 @@ class Collapsed(CFGAN, register=False):
         return np.tile(np.arange(X.shape[1], dtype=np.float32), (len(rows), 1))
 
 
-def test_mode_collapse_alarm_fires_only_on_a_collapsed_generator(caplog):
-    X = two_communities(n_users=60, n_items=200, density=0.1)
-    healthy = small_cfgan(mode="user", epochs=30).fit(X)
+@pytest.mark.statistical
+def test_mode_collapse_alarm_fires_only_on_a_collapsed_generator(caplog, seed, claim):
+    X = two_communities(n_users=60, n_items=200, density=0.1, random_state=seed)
+    healthy = small_cfgan(mode="user", epochs=30, random_state=seed).fit(X)
     # an untrained generator scores unseen items almost alike (a real collapse); a trained one does not
-    assert not [e for e in healthy.collapse_epochs_ if e > 10], healthy.collapse_epochs_
+    last_alarm = claim("last epoch with an alarm (healthy)", max(healthy.collapse_epochs_, default=0))
+    assert last_alarm <= 10, healthy.collapse_epochs_  # no alarm at all (0) over seeds 0-9
     caplog.clear()
     with caplog.at_level("WARNING"):
         collapsed = Collapsed(g_hidden=(16,), d_hidden=(8,), mode="user", epochs=3, device="cpu").fit(X)

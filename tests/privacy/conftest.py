@@ -28,15 +28,21 @@ def _random_matrix(n_users: int = 400, n_items: int = 300, density: float = 0.06
 
 
 @pytest.fixture
-def random_matrix():
-    """Factory of random 0/1 users×items matrices (no structure: a model can only memorize them)."""
-    return _random_matrix
+def random_matrix(seed: int):
+    """Factory of random 0/1 users×items matrices (no structure: a model can only memorize them); the test
+    seed shifts every matrix's seed."""
+
+    def make(n_users: int = 400, n_items: int = 300, density: float = 0.06, seed: int = 1) -> sp.csr_matrix:
+        return _random_matrix(n_users, n_items, density, seed + 1000 * test_seed)
+
+    test_seed = seed
+    return make
 
 
 @pytest.fixture
-def tiny_gendered() -> Interactions:
+def tiny_gendered(seed: int) -> Interactions:
     """200 users × 60 items in two taste groups; group = gender (F likes items 0-29, M items 30-59)."""
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     n, m = 200, 60
     female = rng.random(n) < 0.5
     liked = np.where(female[:, None], np.arange(m)[None, :] < 30, np.arange(m)[None, :] >= 30)

@@ -59,20 +59,24 @@ def test_same_seed_same_model_and_ghost_equals_hooks(random_matrix):
 
 
 @pytest.mark.integration
-def test_private_bpr_beats_random_ranking_on_ml100k(data_dir):
+@pytest.mark.statistical
+def test_private_bpr_beats_random_ranking_on_ml100k(data_dir, seed, claim):
     X = load_movielens("ml-100k", data_dir=data_dir)
-    split = ratio_split(X, (0.8, 0.1, 0.1), random_state=1)
-    model = fit_private(BPRMF(factors=16, epochs=5, batch_size=300, lr=3e-2, random_state=0), split.train,
+    split = ratio_split(X, (0.8, 0.1, 0.1), random_state=1 + seed)
+    model = fit_private(BPRMF(factors=16, epochs=5, batch_size=300, lr=3e-2, random_state=seed), split.train,
                         epsilon=8.0, max_grad_norm=0.01)  # fmt: skip
     assert model.epsilon_ <= 8.0 + 0.02
-    ndcg = evaluate(model, split, ks=(10,), metrics=("ndcg",)).summary["ndcg@10"]
-    rng = np.random.default_rng(0)
+    ndcg = claim("DP NDCG@10", evaluate(model, split, ks=(10,), metrics=("ndcg",)).summary["ndcg@10"])
+    rng = np.random.default_rng(seed)
     random = evaluate_scores(lambda h, u: rng.random((len(u), X.n_items)), split.eval_set("test"), ks=(10,),
                              metrics=("ndcg",))  # fmt: skip
-    assert ndcg > 5 * random.summary["ndcg@10"] and ndcg > 0.08
-    plain = fit_billboard(BPRMF(factors=16, epochs=5, batch_size=100, lr=1e-2, random_state=0), split.train)
+    over_random = claim("DP NDCG@10 over random", ndcg / random.summary["ndcg@10"])
+    plain = fit_billboard(BPRMF(factors=16, epochs=5, batch_size=100, lr=1e-2, random_state=seed), split.train)
     assert not hasattr(plain, "epsilon_") and privacy_manifest(plain)["private"] is False
-    assert evaluate(plain, split, ks=(10,), metrics=("ndcg",)).summary["ndcg@10"] > ndcg
+    plain_ndcg = evaluate(plain, split, ks=(10,), metrics=("ndcg",)).summary["ndcg@10"]
+    over_dp = claim("non-private NDCG@10 over DP", plain_ndcg / ndcg)
+    # seeds 0-9: over random 14.2-32.7, DP NDCG@10 0.128-0.160, non-private over DP 1.31-1.57
+    assert over_random > 8 and ndcg > 0.08 and over_dp > 1.1
 
 
 class NormedMF(MF):

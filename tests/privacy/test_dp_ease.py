@@ -85,10 +85,11 @@ def test_forget_recomputes_a_dp_ease_with_its_noise_scale(tiny_gendered, tmp_pat
 
 
 @pytest.mark.integration
-def test_dp_ease_at_epsilon_8_beats_popularity_on_ml100k(data_dir):
+@pytest.mark.statistical
+def test_dp_ease_at_epsilon_8_beats_popularity_on_ml100k(data_dir, seed, claim):
     X = load_movielens("ml-100k", data_dir=data_dir)
-    split = ratio_split(X, (0.8, 0.1, 0.1), random_state=1)
-    model = fit_private(EASE(l2=5.0), split.train, epsilon=8.0, gram_rank=100)
+    split = ratio_split(X, (0.8, 0.1, 0.1), random_state=1 + seed)
+    model = fit_private(EASE(l2=5.0), split.train, epsilon=8.0, gram_rank=100, seed=seed)
     ndcg = evaluate(model, split, ks=(10,), metrics=("ndcg",)).summary["ndcg@10"]
     pop = evaluate(Pop().fit(split.train), split, ks=(10,), metrics=("ndcg",)).summary["ndcg@10"]
-    assert model.epsilon_ <= 8.0 + 1e-3 and ndcg > 1.4 * pop
+    assert model.epsilon_ <= 8.0 + 1e-3 and claim("NDCG@10 over Pop's", ndcg / pop) > 1.4  # 1.71-1.84, seeds 0-9

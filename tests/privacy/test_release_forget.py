@@ -89,10 +89,11 @@ def test_forget_pop_by_recomputation(tiny_gendered, tmp_path):
     np.testing.assert_array_equal(run.model.item_counts_, Pop().fit(drop_user(split, 0).train).item_counts_)
 
 
-def test_membership_score_of_a_forgotten_user_falls_to_non_member_level(random_matrix):
+@pytest.mark.statistical
+def test_membership_score_of_a_forgotten_user_falls_to_non_member_level(random_matrix, seed, claim):
     X = random_matrix(400, 300)
-    parts = partition_users(X, random_state=0)
-    attack = MembershipAttack(k=10, item_dim=16, random_state=0)
+    parts = partition_users(X, random_state=seed)
+    attack = MembershipAttack(k=10, item_dim=16, random_state=seed)
     attack.fit(EASE(l2=0.5).fit(parts.shadow_in), parts.shadow_in, parts.shadow_out)
     target = EASE(l2=0.5).fit(parts.target_in)
     members = attack.score(target, parts.target_in)
@@ -102,9 +103,13 @@ def test_membership_score_of_a_forgotten_user_falls_to_non_member_level(random_m
     keep[forgotten] = False
     after = EASE(l2=0.5).fit(parts.target_in[keep])  # what forget computes: EASE without those users
     scores_after = attack.score(after, parts.target_in[forgotten])
-    assert members[forgotten].min() > 0.9
-    assert scores_after.mean() <= np.quantile(non_members, 0.9)
-    assert abs(scores_after.mean() - non_members.mean()) < 0.2
+    before = claim("forgotten users' lowest score before", members[forgotten].min())
+    after_mean = claim("their mean score after", scores_after.mean())
+    q90 = claim("non-members' 90th percentile", np.quantile(non_members, 0.9))
+    gap = claim("after minus non-members' mean", scores_after.mean() - non_members.mean())
+    # seeds 0-9: before 0.997-0.999; after 0.006-0.211 vs non-members' 90th percentile 0.027-0.273 (after ≤ q90 on
+    # every seed); gap to non-members' mean -0.038 to 0.125
+    assert before > 0.9 and after_mean <= q90 and abs(gap) < 0.2
 
 
 def test_membership_audit_of_a_run_needs_held_out_users(tiny_gendered, tmp_path):

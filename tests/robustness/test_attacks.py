@@ -122,34 +122,48 @@ def test_without_users_empties_rows() -> None:
     assert Y.nnz == X.nnz - X.user_counts()[[0, 5]].sum()
 
 
+# Thresholds of the statistical tests, set with a margin beyond the worst of seeds 0-9; the measured range
+# (min-max over the seeds, benchmarks/results/test_spread.md) is beside each.
+RANK_SHIFT_MIN = 120  # 169-264 places
+DETECTOR_F1_MIN = {"average": 0.9, "bandwagon": 0.6}  # 1.000-1.000, 0.727-1.000
+FAKES_KEPT_MAX = 0.55  # share of bandwagon fakes the defence keeps: 0.000-0.429 (median 0.054)
+BLIND_F1_MAX, AWARE_F1_MIN = 0.3, 0.85  # 0.000-0.000, 0.943-1.000
+
+
 @pytest.fixture(scope="module")
-def ml100k(data_dir):  # type: ignore[no-untyped-def]
+def ml100k(data_dir, seed):  # type: ignore[no-untyped-def]
     X = load_movielens("ml-100k", data_dir=data_dir)
-    split = ratio_split(X, (0.8, 0.1, 0.1), random_state=1)
-    return split, pick_targets(split.train, 3, random_state=1)
+    split = ratio_split(X, (0.8, 0.1, 0.1), random_state=1 + seed)
+    return split, pick_targets(split.train, 3, random_state=1 + seed)
 
 
 @pytest.mark.integration
-def test_bandwagon_attack_pushes_targets_on_ml100k(ml100k) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.statistical
+def test_bandwagon_attack_pushes_targets_on_ml100k(ml100k, seed, claim) -> None:  # type: ignore[no-untyped-def]
     split, targets = ml100k
     clean = ItemKNN().fit(split.train)
-    poisoned, _ = inject(split.train, ShillingAttack("bandwagon", targets, size=0.05, filler=0.01), random_state=0)
+    attack = ShillingAttack("bandwagon", targets, size=0.05, filler=0.01)
+    poisoned, _ = inject(split.train, attack, random_state=seed)
     effect = attack_effect(clean, ItemKNN().fit(poisoned), split, targets, ks=(10, 50))
-    assert effect["rank_shift"] > 100  # the targets climb about a quarter of the catalogue
-    assert effect["hr@50_after"] >= effect["hr@50_before"]
+    # the targets climb about a seventh of the catalogue, yet rarely into the top 50: HR@50 after - before is
+    # -0.019 to 0.000 over seeds 0-9, so no claim is made on it
+    claim("HR@50 after - before", effect["hr@50_after"] - effect["hr@50_before"])
+    assert claim("rank shift", effect["rank_shift"]) > RANK_SHIFT_MIN
 
 
 @pytest.mark.integration
-def test_detector_finds_average_and_bandwagon_fakes_on_ml100k(ml100k) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.statistical
+def test_detector_finds_average_and_bandwagon_fakes_on_ml100k(ml100k, seed, claim) -> None:  # type: ignore[no-untyped-def]
     split, targets = ml100k
-    detector = ShillingDetector(random_state=0)
+    detector = ShillingDetector(random_state=seed)
     detector.fit(split.train)
+    f1 = {}
     for kind in ("average", "bandwagon"):
-        poisoned, fake = inject(split.train, ShillingAttack(kind, targets, size=0.03), random_state=5)
-        scores = detection_scores(detector.detect(poisoned), fake, poisoned.n_users)
-        assert scores["f1"] >= 0.9, (kind, scores)
+        poisoned, fake = inject(split.train, ShillingAttack(kind, targets, size=0.03), random_state=5 + seed)
+        f1[kind] = claim(f"{kind} F1", detection_scores(detector.detect(poisoned), fake, poisoned.n_users)["f1"])
     model, dropped = robust_fit(EASE(l2=100.0), poisoned, detector)
-    assert len(set(fake) - set(dropped)) <= len(fake) // 10  # at most a tenth of the fakes kept
+    kept = claim("share of fakes kept", len(set(fake) - set(dropped)) / len(fake))
+    assert all(f1[k] >= DETECTOR_F1_MIN[k] for k in f1) and kept <= FAKES_KEPT_MAX, (f1, kept)
     assert model.is_fitted
 
 
@@ -177,15 +191,18 @@ def test_detector_needs_a_generator_for_gan_simulations() -> None:
 
 
 @pytest.mark.integration
-def test_generator_aware_detector_finds_gan_fakes_on_ml100k(ml100k) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.statistical
+def test_generator_aware_detector_finds_gan_fakes_on_ml100k(ml100k, seed, claim) -> None:  # type: ignore[no-untyped-def]
     from advrec.generative import ProfileGenerator
     from advrec.models import MultVAE
 
     split, targets = ml100k
-    attacker = ProfileGenerator(MultVAE(epochs=30, random_state=1), prior="posterior").fit(split.train)
-    defender = ProfileGenerator(MultVAE(epochs=30, random_state=2), prior="posterior").fit(split.train)
-    poisoned, fake = inject(split.train, ShillingAttack("gan", targets, size=0.03, generator=attacker), random_state=5)
-    classic = ShillingDetector(simulations=3, random_state=0).fit(split.train)
-    aware = ShillingDetector(simulations=3, generator=defender, random_state=0).fit(split.train)
-    assert detection_scores(classic.detect(poisoned), fake, poisoned.n_users)["f1"] < 0.5  # blind to them
-    assert detection_scores(aware.detect(poisoned), fake, poisoned.n_users)["f1"] >= 0.9
+    attacker = ProfileGenerator(MultVAE(epochs=30, random_state=1 + seed), prior="posterior").fit(split.train)
+    defender = ProfileGenerator(MultVAE(epochs=30, random_state=2 + seed), prior="posterior").fit(split.train)
+    attack = ShillingAttack("gan", targets, size=0.03, generator=attacker)
+    poisoned, fake = inject(split.train, attack, random_state=5 + seed)
+    classic = ShillingDetector(simulations=3, random_state=seed).fit(split.train)
+    aware = ShillingDetector(simulations=3, generator=defender, random_state=seed).fit(split.train)
+    blind_f1 = claim("classic detector F1", detection_scores(classic.detect(poisoned), fake, poisoned.n_users)["f1"])
+    aware_f1 = claim("generator-aware F1", detection_scores(aware.detect(poisoned), fake, poisoned.n_users)["f1"])
+    assert blind_f1 < BLIND_F1_MAX and aware_f1 >= AWARE_F1_MIN  # the classic detector is blind to them

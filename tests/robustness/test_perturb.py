@@ -13,15 +13,18 @@ from advrec.robustness import adversarial_fit, apr_hook, attack_embeddings, robu
 from advrec.robustness.perturb import _loss_gradient, _training_triples, fast_gradient, project
 from advrec.testing import community_accuracy, two_communities
 
-
-@pytest.fixture(scope="module")
-def data():  # type: ignore[no-untyped-def]
-    return two_communities(n_users=60, n_items=30, random_state=0)
+# Thresholds of the statistical tests, set from their spread over seeds 0-9 (benchmarks/test_spread.py).
+APR_COMMUNITY_ACCURACY_MIN = 0.85  # 0.922-0.978 over seeds 0-9
 
 
 @pytest.fixture(scope="module")
-def bpr(data):  # type: ignore[no-untyped-def]
-    return BPRMF(factors=8, epochs=30, batch_size=64, lr=0.05, random_state=0).fit(data)
+def data(seed):  # type: ignore[no-untyped-def]
+    return two_communities(n_users=60, n_items=30, random_state=seed)
+
+
+@pytest.fixture(scope="module")
+def bpr(data, seed):  # type: ignore[no-untyped-def]
+    return BPRMF(factors=8, epochs=30, batch_size=64, lr=0.05, random_state=seed).fit(data)
 
 
 def test_fast_gradient_and_projection_bound_rows() -> None:
@@ -33,14 +36,17 @@ def test_fast_gradient_and_projection_bound_rows() -> None:
     assert torch.allclose(p, torch.tensor([[0.6, 0.8], [0.1, 0.0]]))
 
 
-def test_apr_trains_from_the_pretrained_start(data, bpr) -> None:  # type: ignore[no-untyped-def]
-    apr = adversarial_fit(BPRMF(factors=8, epochs=10, batch_size=64, lr=0.05, random_state=0), data,
+@pytest.mark.statistical
+def test_apr_trains_from_the_pretrained_start(data, bpr, seed, claim) -> None:  # type: ignore[no-untyped-def]
+    apr = adversarial_fit(BPRMF(factors=8, epochs=10, batch_size=64, lr=0.05, random_state=seed), data,
                           eps=0.5, adv_reg=1.0, pretrained=bpr)  # fmt: skip
     assert apr.adversarial_ == {"method": "APR", "eps": 0.5, "adv_reg": 1.0, "pretrain_epochs": 30}
     assert not hasattr(apr, "batch_hooks")
     assert not np.allclose(apr.embeddings()[0], bpr.embeddings()[0])
-    assert community_accuracy(apr, data) >= 0.9
-    again = adversarial_fit(BPRMF(factors=8, epochs=10, batch_size=64, lr=0.05, random_state=0), data, pretrained=bpr)
+    assert claim("community accuracy", community_accuracy(apr, data)) >= APR_COMMUNITY_ACCURACY_MIN
+    again = adversarial_fit(
+        BPRMF(factors=8, epochs=10, batch_size=64, lr=0.05, random_state=seed), data, pretrained=bpr
+    )
     np.testing.assert_array_equal(apr.embeddings()[1], again.embeddings()[1])
 
 
@@ -65,13 +71,15 @@ def _train_loss(model, data) -> float:  # type: ignore[no-untyped-def]
         return float(model.batch_loss({"users": triples[0], "pos": triples[1], "neg": triples[2]}))
 
 
+@pytest.mark.statistical
 @pytest.mark.parametrize("method", ["fgsm", "pgd"])
-def test_attacks_respect_eps_and_raise_the_loss(data, bpr, method) -> None:  # type: ignore[no-untyped-def]
-    attacked = attack_embeddings(bpr, data, eps=0.5, method=method, steps=5, random_state=0)
+def test_attacks_respect_eps_and_raise_the_loss(data, bpr, method, seed, claim) -> None:  # type: ignore[no-untyped-def]
+    attacked = attack_embeddings(bpr, data, eps=0.5, method=method, steps=5, random_state=seed)
     for clean, adv in zip(bpr.embeddings(), attacked.embeddings(), strict=True):
         norms = np.linalg.norm(adv - clean, axis=1)
         assert norms.max() <= 0.5 + 1e-5
-    assert _train_loss(attacked, data) > _train_loss(bpr, data)
+    # seeds 0-9: FGSM 1.74-6.74, PGD 1.81-7.32
+    assert claim("attacked / clean loss", _train_loss(attacked, data) / _train_loss(bpr, data)) > 1.3
     assert np.allclose(bpr.embeddings()[0], attack_embeddings(bpr, data, eps=0.0).embeddings()[0])
     with pytest.raises(ConfigError, match="method"):
         attack_embeddings(bpr, data, eps=0.5, method="bim")
@@ -86,10 +94,11 @@ def test_loss_gradient_matches_autograd_on_one_batch(data, bpr) -> None:  # type
         assert torch.allclose(small[name], full[name], atol=1e-5)
 
 
-def test_robustness_curve_rows(data, bpr) -> None:  # type: ignore[no-untyped-def]
-    split = ratio_split(data, (0.8, 0.0, 0.2), random_state=0)
-    model = BPRMF(factors=8, epochs=20, batch_size=64, lr=0.05, random_state=0).fit(split.train)
+@pytest.mark.statistical
+def test_robustness_curve_rows(data, bpr, seed, claim) -> None:  # type: ignore[no-untyped-def]
+    split = ratio_split(data, (0.8, 0.0, 0.2), random_state=seed)
+    model = BPRMF(factors=8, epochs=20, batch_size=64, lr=0.05, random_state=seed).fit(split.train)
     df = robustness_curve(model, split, eps=(0.5, 2.0), methods=("fgsm",))
     assert list(df["method"]) == ["clean", "fgsm", "fgsm"]
     assert df["share"].iloc[0] == 1.0
-    assert df["ndcg@10"].iloc[2] <= df["ndcg@10"].iloc[0]
+    assert claim("NDCG@10 share kept at eps 2", df["ndcg@10"].iloc[2] / df["ndcg@10"].iloc[0]) < 0.9  # 0.55-0.78
