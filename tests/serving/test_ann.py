@@ -29,10 +29,10 @@ FAISS = AnnOptions("faiss")
 
 
 @pytest.fixture(scope="module")
-def mf_run(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
+def mf_run(tmp_path_factory: pytest.TempPathFactory, data_dir: Path, seed: int) -> Path:
     """BPR-MF on ml-100k, 10 epochs of 32 factors (a couple of seconds): item vectors with structure."""
     params = {"epochs": 10, "factors": 32, "batch_size": 8192, "device": "cpu"}
-    cfg = ExperimentConfig(dataset="ml-100k", data_dir=str(data_dir), model="BPRMF", params=params)
+    cfg = ExperimentConfig(dataset="ml-100k", data_dir=str(data_dir), model="BPRMF", params=params, seed=2020 + seed)
     path, _ = run_experiment(cfg, tmp_path_factory.mktemp("ann") / "bprmf")
     return path
 
@@ -64,11 +64,12 @@ def recall(got: np.ndarray, want: np.ndarray) -> float:
 
 
 @needs_faiss
-def test_top10_recall_against_exact_scoring(exact: ServedModel, approx: ServedModel) -> None:
+@pytest.mark.statistical
+def test_top10_recall_against_exact_scoring(exact: ServedModel, approx: ServedModel, claim) -> None:  # type: ignore[no-untyped-def]
     rows = all_users(exact)
     want, want_scores, _ = exact.recommend(rows, k=10)
     got, got_scores, strategy = approx.recommend(rows, k=10)
-    assert recall(got, want) >= 0.95
+    assert claim("top-10 recall", recall(got, want)) >= 0.93  # 0.973-0.987 over seeds 0-9
     assert set(strategy) == {"user-vector"} and (got >= 0).all()
     # scores are the model's own, and each list is ordered by them
     model_scores = np.take_along_axis(approx.model.score(approx.history, np.arange(approx.n_users)), got, axis=1)
@@ -99,14 +100,16 @@ def test_seen_items_are_excluded(approx: ServedModel, client: TestClient, mf_run
 
 
 @needs_faiss
-def test_similar_items_come_from_the_item_vectors(approx: ServedModel, client: TestClient, mf_run: Path) -> None:
+@pytest.mark.statistical
+def test_similar_items_come_from_the_item_vectors(approx: ServedModel, client: TestClient, mf_run: Path, claim) -> None:  # type: ignore[no-untyped-def]
     _, V = load_run(mf_run).model.embeddings()
     items = np.arange(0, approx.n_items, 7)
     exact_sim = V[items] @ V.T
     exact_sim[np.arange(len(items)), items] = -np.inf
     want = np.argsort(-exact_sim, axis=1, kind="stable")[:, :10]
     got = np.stack([approx.similar(int(i), k=10)[0] for i in items])
-    assert recall(got, want) >= 0.95 and not (got == items[:, None]).any()
+    # recall 0.954-0.975 over seeds 0-9
+    assert claim("similar-items recall", recall(got, want)) >= 0.92 and not (got == items[:, None]).any()
     raw = approx.item_ids[3]
     body = client.get(f"/v1/items/{raw}/similar", params={"k": 5}).json()
     assert body["strategy"] == "item-vector" and len(body["items"]) == 5
