@@ -118,7 +118,8 @@ def test_healthz_answers_while_four_clients_send_the_heaviest_requests(ease_run:
     Measured on the shared 2-core machine (load average 1.5–2.9): /healthz p50 9–13 ms, p90 32–42 ms, max
     145–262 ms over 5 s, while the four clients completed 40–80 heavy requests. The code before this test (reads
     on the event loop, the whole batch scored and encoded in one call) gave p50 480–710 ms and max 1.7 s. The
-    bounds asserted leave room for a busier machine: p50 under 100 ms, max under 1 s.
+    bounds asserted leave room for a busier machine: p50 under 100 ms and p90 under 500 ms; the maximum, one
+    sample at the mercy of the scheduler, is printed, not asserted.
     """
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -164,7 +165,7 @@ def test_healthz_answers_while_four_clients_send_the_heaviest_requests(ease_run:
     p50, p90, worst = statistics.median(latencies), latencies[int(0.9 * (len(latencies) - 1))], latencies[-1]
     print(f"/healthz under load: n={len(latencies)} p50 {p50 * 1e3:.1f} ms, p90 {p90 * 1e3:.1f} ms, ", end="")
     print(f"max {worst * 1e3:.1f} ms; {len(done)} heavy requests")
-    assert p50 < 0.1 and worst < 1.0, (p50, worst)
+    assert p50 < 0.1 and p90 < 0.5, (p50, p90, worst)
 
 
 def own_tcp_ports() -> set[int]:
