@@ -3,13 +3,18 @@ import pytest
 import scipy.sparse as sp
 
 from advrec.errors import ConfigError
-from advrec.models import BPRMF, EASE, ItemKNN, MultVAE, Pop
+from advrec.models import BPRMF, EASE, GFCF, SANSA, ItemKNN, MultVAE, Pop
 from advrec.testing import check_recommender
 
 FACTORIES = {
     "Pop": (lambda: Pop(), None),
     "ItemKNN": (lambda: ItemKNN(k=10), 0.9),
     "EASE": (lambda: EASE(l2=1.0), 0.9),
+    "EASE-float32": (lambda: EASE(l2=1.0, dtype="float32"), 0.9),
+    "SANSA": (lambda: SANSA(l2=1.0, density=0.1), 0.9),
+    "SANSA-icf": (lambda: SANSA(l2=1.0, density=0.1, factorizer="icf"), 0.9),
+    "GFCF": (lambda: GFCF(k=4), 0.9),
+    "GFCF-pruned": (lambda: GFCF(k=4, max_neighbors=5), 0.9),
     "BPRMF": (lambda: BPRMF(factors=8, epochs=30, batch_size=64, lr=0.02, device="cpu"), 0.9),
     "BPRMF-adagrad": (
         lambda: BPRMF(factors=8, epochs=30, batch_size=64, lr=0.1, optimizer="adagrad", device="cpu"),
@@ -21,6 +26,8 @@ FACTORIES = {
 
 @pytest.mark.parametrize("name", list(FACTORIES))
 def test_conformance(name, tmp_path):
+    if name.startswith("SANSA"):
+        pytest.importorskip("sansa", reason="SANSA needs the sansa package (and SuiteSparse)")
     make, min_accuracy = FACTORIES[name]
     check_recommender(make, tmp_path, min_accuracy=min_accuracy)
 

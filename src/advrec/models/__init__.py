@@ -5,11 +5,13 @@ from advrec.models.bpr import BPRMF
 from advrec.models.cfgan import CFGAN
 from advrec.models.ease import EASE
 from advrec.models.genre import GenreAffinity
+from advrec.models.gfcf import GFCF
 from advrec.models.hybrid import TextEASE
 from advrec.models.irgan import IRGAN
 from advrec.models.item_knn import ItemKNN
 from advrec.models.mult_vae import MultVAE
 from advrec.models.pop import Pop
+from advrec.models.sansa import SANSA
 from advrec.models.text_knn import TextKNN
 from advrec.models.torch_base import TorchRecommender
 
@@ -17,7 +19,9 @@ __all__ = [
     "BPRMF",
     "CFGAN",
     "EASE",
+    "GFCF",
     "IRGAN",
+    "SANSA",
     "GenreAffinity",
     "ItemKNN",
     "MultVAE",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
@@ -11,31 +13,86 @@ from advrec.data.interactions import Interactions
 from advrec.errors import ConfigError
 from advrec.models.base import Learned, Recommender
 
+DTYPES = ("float64", "float32")
+GB = 1e9
+
+
+def available_memory() -> int | None:
+    """Bytes this process can still allocate: MemAvailable, capped by a cgroup limit; None when unknown."""
+    avail: int | None = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                avail = int(line.split()[1]) * 1024
+                break
+    except (OSError, ValueError, IndexError):
+        pass
+    if avail is None:
+        try:
+            avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError, AttributeError):
+            return None
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit != "max":
+            used = int(Path("/sys/fs/cgroup/memory.current").read_text().strip())
+            avail = min(avail, int(limit) - used)
+    except (OSError, ValueError):
+        pass
+    return avail
+
+
+def ease_memory_need(n_items: int, dtype: str = "float64") -> int:
+    """Bytes EASE allocates at its peak: the dense item×item Gram matrix and its inverse."""
+    return 2 * n_items * n_items * np.dtype(dtype).itemsize
+
 
 class EASE(Recommender):
     """EASE: B = I − P·diag(1/diag(P)), P = (XᵀX + l2·I)⁻¹; scores = history · B.
 
     The default `l2` suits MovieLens-sized data (tuned on ml-1m validation); larger, sparser catalogues
-    usually want a larger value.
+    usually want a larger value. `dtype` is the precision of the solve ("float32" halves the memory).
+    Before allocating, `fit` checks that the two dense item×item matrices fit in the available memory and
+    refuses otherwise, naming `SANSA` and `GFCF`, which scale to large catalogues.
     """
 
     _required_state: ClassVar[dict[str, Learned]] = {"weights_": Learned("float", ("items", "items"))}
 
-    def __init__(self, l2: float = 1000.0) -> None:
+    def __init__(self, l2: float = 1000.0, dtype: str = "float64") -> None:
         self.l2 = l2
+        self.dtype = dtype
 
     def fit(self, X: Interactions | sp.spmatrix, valid: object = None) -> EASE:
         if not self.l2 > 0:
             raise ConfigError(f"l2 must be positive, got {self.l2}")
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
         m = self._check_fit_input(X)
+        self._check_memory(m.shape[1])
         self._set_shape(m)
-        gram = (m.T @ m).toarray().astype(np.float64)
+        gram = (m.T @ m).astype(self.dtype).toarray()
         gram[np.diag_indices_from(gram)] += self.l2
         P = np.linalg.inv(gram)
-        B = P / (-np.diag(P))
-        B[np.diag_indices_from(B)] = 0.0
-        self.weights_ = B.astype(np.float32)
+        del gram
+        P /= -np.diag(P).copy()
+        P[np.diag_indices_from(P)] = 0.0
+        self.weights_ = P.astype(np.float32, copy=False)
         return self
+
+    def _check_memory(self, n_items: int) -> None:
+        """Refuses, before any allocation, a catalogue whose dense matrices do not fit in memory."""
+        need = ease_memory_need(n_items, self.dtype)
+        avail = available_memory()
+        if avail is None or need <= avail:
+            return
+        hint = ""
+        if self.dtype == "float64" and ease_memory_need(n_items, "float32") <= avail:
+            hint = f"dtype='float32' needs {ease_memory_need(n_items, 'float32') / GB:.1f} GB; "
+        raise ConfigError(
+            f"EASE on {n_items:,} items needs about {need / GB:.1f} GB (the dense {n_items:,} × {n_items:,} "
+            f"{self.dtype} Gram matrix and its inverse) but this machine has {avail / GB:.1f} GB available; "
+            f"{hint}for a catalogue this size use SANSA (a sparse approximate inverse of the same model) or GFCF"
+        )
 
     def _contributions(self, items: np.ndarray, target: int) -> np.ndarray:
         return self.weights_[items, target]
