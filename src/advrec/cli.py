@@ -52,15 +52,20 @@ def datasets(
     data_dir: DataDir = None, counts: bool = typer.Option(True, help="load present datasets to count")
 ) -> None:
     """Known datasets: where their files are, whether they are present, and their counts."""
-    from advrec.data.movielens import load_movielens
+    from advrec.data.datasets import LOADERS, OFFICIAL_SPLITS, load_dataset
     from advrec.data.registry import list_datasets
 
     table = Table("dataset", "present", "users", "items", "interactions", "folder")
     for st in list_datasets(data_dir):
         n = ("", "", "")
-        if st.present and counts and st.name.startswith("ml-"):
-            X = load_movielens(st.name, data_dir=data_dir, download=False)
-            n = (f"{X.n_users:,}", f"{X.n_items:,}", f"{X.nnz:,}")
+        if st.present and counts and st.name in LOADERS:
+            try:
+                X = load_dataset(st.name, data_dir=data_dir)
+            except AdvrecError as err:
+                _fail(err)
+            parts = X.meta.get("official_parts") if st.name in OFFICIAL_SPLITS else None
+            split = f" ({' + '.join(f'{v:,} {k}' for k, v in parts.items())})" if parts else ""
+            n = (f"{X.n_users:,}", f"{X.n_items:,}", f"{X.nnz:,}{split}")
         present = "yes" if st.present else f"no (missing {', '.join(st.missing)})"
         table.add_row(st.name, present, *n, str(st.folder))
     console.print(table)

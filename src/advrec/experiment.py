@@ -10,15 +10,19 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from advrec.data.datasets import IMPLICIT_DATASETS, load_dataset, official_split
 from advrec.data.interactions import Interactions
-from advrec.data.movielens import load_movielens
 from advrec.data.splits import Split, cold_items, holdout_users, leave_one_out, ratio_split, temporal_split
 from advrec.errors import ConfigError
 from advrec.evaluation.evaluate import Report, evaluate
 from advrec.models.base import Recommender, model_class
 from advrec.runs import Timer, save_run
 
-Protocol = Literal["ratio", "leave_one_out", "temporal", "holdout_users", "cold_items"]
+Protocol = Literal["ratio", "leave_one_out", "temporal", "holdout_users", "cold_items", "official", "official_full"]
+""""official": a dataset's published split (gowalla) with validation carved from train (`OFFICIAL_VALID_SHARE` of
+each user's training items, seed `seed`); "official_full": the same with all of train and no validation."""
+
+OFFICIAL_VALID_SHARE = 0.1
 
 
 class ExperimentConfig(BaseModel):
@@ -112,11 +116,26 @@ def build_model(name: str, params: dict[str, Any], source: str = "parameters") -
 
 
 def load_data(cfg: ExperimentConfig) -> Interactions:
-    return load_movielens(cfg.dataset, data_dir=cfg.data_dir, min_rating=cfg.min_rating, core=cfg.core)
+    """The configuration's dataset; `min_rating` is not applied to implicit datasets (gowalla: every value is 1)."""
+    min_rating = None if cfg.dataset in IMPLICIT_DATASETS else cfg.min_rating
+    return load_dataset(cfg.dataset, data_dir=cfg.data_dir, min_rating=min_rating, core=cfg.core)
+
+
+def _official_split(X: Interactions, cfg: ExperimentConfig) -> Split:
+    """The dataset's published split; refused when `core` would have changed the data it is over."""
+    if cfg.core:
+        raise ConfigError(f"key 'core': the {cfg.protocol} protocol uses the published split as is; leave core unset")
+    share = OFFICIAL_VALID_SHARE if cfg.protocol == "official" else None
+    split = official_split(cfg.dataset, data_dir=cfg.data_dir, valid_share=share, random_state=cfg.seed)
+    if split.train.users != X.users or split.train.items != X.items:
+        raise ConfigError(f"key 'dataset': the official split of {cfg.dataset} is not over the users and items loaded")
+    return split
 
 
 def make_split(X: Interactions, cfg: ExperimentConfig) -> Split:
     """The split the configuration asks for."""
+    if cfg.protocol in ("official", "official_full"):
+        return _official_split(X, cfg)
     if cfg.protocol == "ratio":
         return ratio_split(X, cfg.ratios, random_state=cfg.seed)
     if cfg.protocol == "leave_one_out":

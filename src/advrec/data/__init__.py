@@ -1,8 +1,20 @@
 """Data: `Interactions` (users×items CSR + id maps + side tables) and loaders of known and custom datasets."""
 
+from advrec.data.datasets import load_dataset, official_split
 from advrec.data.frames import load_interactions
+from advrec.data.gowalla import gowalla_split, load_gowalla
 from advrec.data.interactions import IdMap, Interactions
 from advrec.data.movielens import load_movielens
 from advrec.data.registry import list_datasets
 
-__all__ = ["IdMap", "Interactions", "list_datasets", "load_interactions", "load_movielens"]
+__all__ = [
+    "IdMap",
+    "Interactions",
+    "gowalla_split",
+    "list_datasets",
+    "load_dataset",
+    "load_gowalla",
+    "load_interactions",
+    "load_movielens",
+    "official_split",
+]

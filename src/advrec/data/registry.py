@@ -42,7 +42,11 @@ _CHUNK = 1 << 20
 
 @dataclass(frozen=True)
 class DatasetInfo:
-    """A known dataset: the files its loader needs and the known sha256 of every file we check."""
+    """A known dataset: the files its loader needs and the known sha256 of every file we check.
+
+    `url` is the archive to download ("" when there is none: the files are put in place by hand, from
+    `source`).
+    """
 
     name: str
     url: str
@@ -52,6 +56,7 @@ class DatasetInfo:
     sha256: Mapping[str, str] = field(default_factory=dict)  # file -> sha256 (needed files and extras)
     description: str = ""
     license: str = ""
+    source: str = ""  # where the files come from, when there is no download URL
 
 
 @dataclass(frozen=True)
@@ -133,6 +138,26 @@ DATASETS: dict[str, DatasetInfo] = {
         description="Last.fm HetRec 2011: listening counts of 1,892 users on 17,632 artists, social graph",
         license="non-commercial use only; see readme.txt",
     ),
+    "gowalla": DatasetInfo(
+        name="gowalla",
+        url="",
+        folder="lightgcn-gowalla",
+        archive_folder="",
+        files=("train.txt", "test.txt", "user_list.txt", "item_list.txt"),
+        sha256={
+            "README.md": "d2eea49ca83f034c71ddaa03422d4491e86fb6131bccfb35e35ec5f575a10955",
+            "item_list.txt": "6b186f92890cc3f0c15a6dae5d6285f125a302bb8c5ea0cd9a16cf9c16347139",
+            "test.txt": "099a2a73924e4b754dc6efd730d764f492321b53c38eb93298850c83acf57be3",
+            "train.txt": "7244696fdeb23911319cf7b689f2e15a3c4c92549c873a5677b44e3f13cc3e62",
+            "user_list.txt": "5344c4d0deef610e1f148f23ad216a0db03b36f88834cd39a06786a672c5f5a1",
+        },
+        description=(
+            "Gowalla check-ins, the LightGCN/NGCF split: 29,858 users, 40,981 locations, "
+            "810,128 train + 217,242 test interactions (implicit)"
+        ),
+        license="research use only (no licence for the data itself was found)",
+        source="the Data/gowalla/ folder of the kuandeng/LightGCN repository on GitHub, commit b067ec05",
+    ),
 }
 
 
@@ -180,10 +205,14 @@ def verify_files(folder: str | Path, info: DatasetInfo | str) -> None:
 
 def _not_found(info: DatasetInfo, folder: Path, reason: str) -> DatasetNotFoundError:
     missing = _missing(folder, info)
-    inside = f"folder {info.archive_folder}/ of" if info.archive_folder else "the root of"
+    if info.url:
+        inside = f"folder {info.archive_folder}/ of" if info.archive_folder else "the root of"
+        origin = f"the {inside} {info.url}"
+    else:
+        origin = info.source or "the dataset's publisher"
     return DatasetNotFoundError(
         f"dataset {info.name!r} is not in {folder} (missing: {', '.join(missing)}); {reason}.\n"
-        f"To use it offline, put the files {', '.join(info.files)} (from the {inside} {info.url}) into "
+        f"To use it offline, put the files {', '.join(info.files)} (from {origin}) into "
         f"{folder}{os.sep}, or pass data_dir= (or set {ENV_VAR}) to the folder that holds {info.folder}{os.sep}."
     )
 
@@ -210,6 +239,8 @@ def dataset_dir(
             if verify:
                 verify_files(candidate, info)
             return candidate
+    if not info.url:
+        raise _not_found(info, folder, "it has no download URL")
     if not download:
         raise _not_found(info, folder, "downloading is off (download=False)")
     try:

@@ -1,0 +1,64 @@
+"""One entry point for every known dataset: `load_dataset(name)` and, where one was published, `official_split`."""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+from advrec.data.gowalla import gowalla_split, load_gowalla
+from advrec.data.interactions import Interactions
+from advrec.data.movielens import MOVIELENS, load_movielens
+from advrec.data.splits import Split
+from advrec.errors import ConfigError, UnknownDatasetError
+
+__all__ = ["IMPLICIT_DATASETS", "LOADERS", "OFFICIAL_SPLITS", "load_dataset", "official_split"]
+
+LOADERS: dict[str, Callable[..., Interactions]] = {
+    **{name: partial(load_movielens, name) for name in MOVIELENS},
+    "gowalla": load_gowalla,
+}
+"""Loaders by dataset name; each takes `data_dir` and its own options."""
+
+OFFICIAL_SPLITS: dict[str, Callable[..., Split]] = {"gowalla": gowalla_split}
+"""Datasets published with their own train/test split, and its reader."""
+
+IMPLICIT_DATASETS = frozenset({"gowalla"})
+"""Datasets whose every value is 1 (no ratings): `min_rating` does not apply to them."""
+
+
+def _check_options(name: str, fn: Callable[..., Any], kw: dict[str, Any], what: str) -> dict[str, Any]:
+    """`kw` less None values the function does not take; any other unknown key raises `ConfigError`."""
+    params = [p for p in inspect.signature(fn).parameters if p != "data_dir"]
+    for key, value in kw.items():
+        if key not in params and value is not None:
+            raise ConfigError(f"{what}({name!r}) has no option {key!r}; its options: {', '.join(params)}")
+    return {k: v for k, v in kw.items() if k in params}
+
+
+def load_dataset(name: str, data_dir: str | os.PathLike[str] | None = None, **kw: Any) -> Interactions:
+    """A known dataset as `Interactions`: MovieLens names go to `load_movielens`, "gowalla" to `load_gowalla`.
+
+    `kw` are the loader's options (e.g. `min_rating`, `core`); an option the loader does not take raises
+    `ConfigError` naming it, unless its value is None.
+    """
+    if name not in LOADERS:
+        raise UnknownDatasetError(f"no loader for dataset {name!r}; loadable datasets: {', '.join(sorted(LOADERS))}")
+    fn = LOADERS[name]
+    return fn(data_dir=data_dir, **_check_options(name, fn, kw, "load_dataset"))
+
+
+def official_split(name: str, data_dir: str | os.PathLike[str] | None = None, **kw: Any) -> Split:
+    """The train/test split published with dataset `name` (see `gowalla_split` for its options).
+
+    `official_split("gowalla")` carves validation from train (share 0.1, seed 2020);
+    `official_split("gowalla", valid_share=None)` keeps all of train and has `valid=None`.
+    """
+    if name not in OFFICIAL_SPLITS:
+        raise ConfigError(
+            f"dataset {name!r} has no official split; datasets with one: {', '.join(sorted(OFFICIAL_SPLITS))}"
+        )
+    fn = OFFICIAL_SPLITS[name]
+    return fn(data_dir=data_dir, **_check_options(name, fn, kw, "official_split"))
