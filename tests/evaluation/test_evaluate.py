@@ -1,10 +1,16 @@
+import logging
+
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.sparse as sp
 
 from advrec.data.interactions import IdMap, Interactions
 from advrec.data.splits import Split
+from advrec.errors import ConfigError
 from advrec.evaluation import evaluate
+from advrec.evaluation.evaluate import _hits
+from advrec.evaluation.ranking import BYTES_PER_CELL, DEFAULT_MEMORY_BUDGET, users_per_chunk
 
 
 class Fixed:
@@ -87,3 +93,107 @@ def test_compare_paired():
 def test_bad_score_shape():
     with pytest.raises(ValueError, match="shape"):
         evaluate(Fixed(np.zeros((3, 5))), _split())
+
+
+# ---------------------------------------------------------------------- chunks, budgets, samples
+class Recording(Fixed):
+    """A fixed scorer that records how many users each call asked for."""
+
+    def __init__(self, S):
+        super().__init__(S)
+        self.calls = []
+
+    def score(self, history, users):
+        self.calls.append(len(users))
+        return super().score(history, users)
+
+
+def _random_split(n_users=23, n_items=9, seed=0):
+    """Random train/valid/test parts, each user with at least one training item; some with no test items."""
+    rng = np.random.default_rng(seed)
+    part = rng.choice(4, size=(n_users, n_items), p=[0.45, 0.25, 0.1, 0.2])  # 0 none, 1 train, 2 valid, 3 test
+    part[:, 0] = np.where(part[:, 0] == 0, 1, part[:, 0])
+    no_test = rng.random(n_users) < 0.2
+    part[no_test] = np.where(part[no_test] == 3, 1, part[no_test])
+    train, valid, test = (_X((part == v).astype(float)) for v in (1, 2, 3))
+    return Split(train=train, valid=valid, test=test, protocol={"name": "random"})
+
+
+def _tied_scores(n_users=23, n_items=9, seed=1):
+    s = np.random.default_rng(seed).integers(0, 4, size=(n_users, n_items)).astype(np.float32)  # many ties
+    s[1, 2:4] = np.nan  # user 1 has test items
+    return s
+
+
+@pytest.mark.parametrize("size", [1, 2, 5, 22, 23, 100])
+def test_chunked_equals_unchunked(size):
+    split, S = _random_split(), _tied_scores()
+    whole = evaluate(Fixed(S), split, ks=(1, 3, 20), batch_size=10_000)
+    model = Recording(S)
+    chunked = evaluate(model, split, ks=(1, 3, 20), batch_size=size)
+    assert max(model.calls) <= size and sum(model.calls) == len(whole.per_user)
+    pd.testing.assert_frame_equal(chunked.per_user, whole.per_user)
+    assert chunked.summary == whole.summary
+
+
+def test_memory_budget_sets_the_chunk_size():
+    split, S = _random_split(), _tied_scores()
+    n_items = S.shape[1]
+    model = Recording(S)
+    rep = evaluate(model, split, ks=(3,), memory_budget=4 * n_items * BYTES_PER_CELL)
+    assert set(model.calls[:-1]) == {4} and model.calls[-1] <= 4
+    assert rep.summary == evaluate(Fixed(S), split, ks=(3,)).summary
+
+
+def test_users_per_chunk_arithmetic():
+    assert users_per_chunk(1000, 16_000) == 1  # 1000 items × 16 bytes per cell
+    assert users_per_chunk(1000, 16_000 * 7 + 15_999) == 7
+    assert users_per_chunk(10**9, 1) == 1  # never less than one user
+    assert users_per_chunk(40_981) == DEFAULT_MEMORY_BUDGET // (40_981 * BYTES_PER_CELL) == 818
+    with pytest.raises(ConfigError, match="memory_budget"):
+        users_per_chunk(10, 0)
+    with pytest.raises(ConfigError, match="batch_size"):
+        evaluate(Fixed(_tied_scores()), _random_split(), batch_size=0)
+
+
+def test_sampled_users_are_labelled_and_fixed_by_the_seed():
+    split, S = _random_split(), _tied_scores()
+    full = evaluate(Fixed(S), split, ks=(3,))
+    n = len(full.per_user)
+    assert full.protocol["users"] == f"all {n} users" and f"Users: all {n} users." in full.markdown()
+    a = evaluate(Fixed(S), split, ks=(3,), sample_users=5, random_state=7)
+    b = evaluate(Fixed(S), split, ks=(3,), sample_users=5, random_state=7, batch_size=2)
+    c = evaluate(Fixed(S), split, ks=(3,), sample_users=5, random_state=8)
+    assert a.protocol["users"] == f"sample of 5 of {n} users (seed 7)"
+    assert "sample of 5" in a.markdown() and "sample of 5" in repr(a)
+    assert a.summary["n_users"] == 5 and list(a.per_user.index) == list(b.per_user.index)
+    assert list(a.per_user.index) != list(c.per_user.index)
+    assert set(a.per_user.index) <= set(full.per_user.index)
+    pd.testing.assert_frame_equal(a.per_user, full.per_user.loc[a.per_user.index])  # same values, fewer users
+    drawn = evaluate(Fixed(S), split, ks=(3,), sample_users=5, random_state=np.random.default_rng(3))
+    seed = int(drawn.protocol["users"].split("seed ")[1].rstrip(")"))  # the label's seed redraws the sample
+    again = evaluate(Fixed(S), split, ks=(3,), sample_users=5, random_state=seed)
+    assert list(again.per_user.index) == list(drawn.per_user.index)
+    assert evaluate(Fixed(S), split, ks=(3,), sample_users=n + 5).protocol["users"] == f"all {n} users"
+    with pytest.raises(ConfigError, match="sample_users"):
+        evaluate(Fixed(S), split, sample_users=0)
+
+
+def test_progress_without_a_terminal_logs_each_chunk(caplog):
+    split, S = _random_split(), _tied_scores()
+    with caplog.at_level(logging.INFO, logger="advrec.evaluation.evaluate"):
+        evaluate(Fixed(S), split, ks=(3,), batch_size=8, progress=True)
+    lines = [r.getMessage() for r in caplog.records]
+    n = len(evaluate(Fixed(S), split, ks=(3,)).per_user)
+    assert len(lines) == -(-n // 8) and lines[-1].startswith(f"evaluated {n} of {n} users")
+    caplog.clear()
+    evaluate(Fixed(S), split, ks=(3,), batch_size=8)
+    assert not caplog.records
+
+
+def test_hits_need_the_item_in_the_target_row():
+    target = sp.csr_matrix(np.array([[0, 1, 0, 1], [1, 0, 0, 0]], dtype=np.float32))
+    items = np.array([[1, 2, 3], [1, 0, 3]])
+    scores = np.array([[3.0, 2.0, -np.inf], [3.0, 2.0, 1.0]])
+    assert _hits(target, items, scores).tolist() == [[True, False, False], [False, True, False]]
+    assert not _hits(sp.csr_matrix((2, 4)), items, scores).any()

@@ -86,3 +86,18 @@ def test_errors() -> None:
         top_k(np.array([[0.1, 0.2]]), 0)
     with pytest.raises(ValueError, match="2-D"):
         top_k(np.array([0.1, 0.2]), 1)
+
+
+def test_read_only_and_half_precision_inputs() -> None:
+    s = np.array([[0.1, 0.9, 0.5, 0.5], [4.0, 1.0, 3.0, 2.0]], dtype=np.float16)
+    s.flags.writeable = False
+    items, values = top_k(s, 2)
+    assert items.tolist() == [[1, 2], [0, 2]] and values.dtype == np.float16
+
+
+def test_tie_between_kth_and_next_is_resolved_by_index() -> None:
+    s = np.array([[2.0, 1.0, 3.0, 1.0, 1.0], [NEG, 1.0, NEG, NEG, 0.0]])
+    items, values = top_k(s, 2)
+    assert items.tolist() == [[2, 0], [1, 4]]
+    items, values = top_k(s, 3)
+    assert items.tolist() == [[2, 0, 1], [1, 4, 0]] and np.isneginf(values[1, 2])

@@ -92,6 +92,15 @@ def _valid_items(top_items: np.ndarray, n_items: int) -> np.ndarray:
     return flat
 
 
+def item_counts(top_items: np.ndarray, n_items: int) -> np.ndarray:
+    """How many of the (n_users, K) recommendation lists hold each item: an int64 array of shape (n_items,).
+
+    Negative ids are padding and are ignored. Counts of several blocks of users add up, so the item metrics
+    below can be computed from the counts of a stream of user chunks.
+    """
+    return np.bincount(_valid_items(top_items, n_items), minlength=n_items)
+
+
 def item_coverage(top_items: np.ndarray, n_items: int) -> float:
     """ItemCoverage = |∪_u L_u| / n_items over the (n_users, K) recommendation lists.
 
@@ -99,7 +108,13 @@ def item_coverage(top_items: np.ndarray, n_items: int) -> float:
     """
     if n_items < 1:
         raise ValueError(f"n_items must be ≥ 1, got {n_items}")
-    return float(np.unique(_valid_items(top_items, n_items)).size / n_items)
+    return coverage_of_counts(item_counts(top_items, n_items))
+
+
+def coverage_of_counts(counts: np.ndarray) -> float:
+    """ItemCoverage from per-item recommendation counts (`item_counts`): the share of items recommended."""
+    c = np.asarray(counts)
+    return float(np.count_nonzero(c) / c.size)
 
 
 def novelty(top_items: np.ndarray, item_popularity: np.ndarray, n_users: int) -> float:
@@ -112,13 +127,19 @@ def novelty(top_items: np.ndarray, item_popularity: np.ndarray, n_users: int) ->
     pop = np.asarray(item_popularity)
     if pop.ndim != 1:
         raise ValueError(f"item_popularity must be 1-D (n_items,), got shape {pop.shape}")
+    return novelty_of_counts(item_counts(top_items, pop.size), pop, n_users)
+
+
+def novelty_of_counts(counts: np.ndarray, item_popularity: np.ndarray, n_users: int) -> float:
+    """Novelty from per-item recommendation counts (`item_counts`): Σ_i c_i·(−log2(pop_i / n_users)) / Σ_i c_i."""
     if n_users < 1:
         raise ValueError(f"n_users must be ≥ 1, got {n_users}")
-    items = _valid_items(top_items, pop.size)
-    if items.size == 0:
+    c = np.asarray(counts, dtype=np.float64)
+    total = c.sum()
+    if total == 0:
         return float("nan")
-    p = np.maximum(pop[items].astype(np.float64), 1.0)
-    return float(np.mean(-np.log2(p / n_users)))
+    p = np.maximum(np.asarray(item_popularity, dtype=np.float64), 1.0)
+    return float(c @ -np.log2(p / n_users) / total)
 
 
 def gini_index(top_items: np.ndarray, n_items: int) -> float:
@@ -131,12 +152,17 @@ def gini_index(top_items: np.ndarray, n_items: int) -> float:
     """
     if n_items < 1:
         raise ValueError(f"n_items must be ≥ 1, got {n_items}")
-    counts = np.sort(np.bincount(_valid_items(top_items, n_items), minlength=n_items)).astype(np.float64)
-    total = counts.sum()
+    return gini_of_counts(item_counts(top_items, n_items))
+
+
+def gini_of_counts(counts: np.ndarray) -> float:
+    """GiniIndex from per-item recommendation counts (`item_counts`), as `gini_index` defines it."""
+    c = np.sort(np.asarray(counts)).astype(np.float64)
+    n, total = c.size, c.sum()
     if total == 0:
         return float("nan")
-    i = np.arange(1, n_items + 1, dtype=np.float64)
-    return float(np.sum((2 * i - n_items - 1) * counts) / (n_items * total))
+    i = np.arange(1, n + 1, dtype=np.float64)
+    return float(np.sum((2 * i - n - 1) * c) / (n * total))
 
 
 def paired_test(a: np.ndarray, b: np.ndarray, method: Literal["t", "wilcoxon"] = "t") -> dict[str, Any]:

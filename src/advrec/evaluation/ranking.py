@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
+import torch
+
+from advrec.errors import ConfigError
 
 
 def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -18,8 +21,8 @@ def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     are excluded items, which the caller must mask (e.g. ``values == -inf``). When k ≥ n_items every
     item is returned, sorted (shape (n_users, n_items)). NaN scores are rejected.
 
-    Cost: one argpartition over the matrix plus a sort of the k chosen per row; only rows whose k-th
-    value is tied with an item outside the chosen set get a full stable sort.
+    Cost: one partial selection over the matrix (`torch.topk` of k + 1 per row, no full index array) plus a
+    sort of those; only rows whose k-th and (k+1)-th values tie get a full stable sort.
     """
     s = np.asarray(scores)
     if s.ndim != 2:
@@ -36,17 +39,18 @@ def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         items = np.argsort(-s, axis=1, kind="stable").astype(np.int64, copy=False)
         return items, np.take_along_axis(s, items, axis=1)
 
-    # Cheap path: the k largest (unordered), then order them by (score desc, index asc).
-    items = np.argpartition(s, n_items - k, axis=1)[:, n_items - k :]
-    values = np.take_along_axis(s, items, axis=1)
+    # Cheap path: the k + 1 largest (torch.topk: no full index array), ordered by (score desc, index asc).
+    block = np.ascontiguousarray(s, dtype=s.dtype if s.dtype in (np.float32, np.float64) else np.float64)
+    values_t, items_t = torch.topk(torch.from_numpy(block if block.flags.writeable else block.copy()), k + 1, dim=1)
+    items, values = items_t.numpy(), values_t.numpy().astype(s.dtype, copy=False)
     order = np.lexsort((items, -values), axis=1)
     items = np.take_along_axis(items, order, axis=1)
     values = np.take_along_axis(values, order, axis=1)
 
-    # The chosen set is only arbitrary where an item outside it ties with the k-th value; then more
-    # than k items score ≥ that value. Redo only those rows with a stable full sort.
-    kth = values[:, -1:]
-    tied = np.count_nonzero(s >= kth, axis=1) > k
+    # The chosen k are only arbitrary where an item outside them ties with the k-th value, that is where the
+    # (k+1)-th largest value equals the k-th. Redo only those rows with a stable full sort.
+    tied = values[:, k] == values[:, k - 1]
+    items, values = items[:, :k], values[:, :k]
     if tied.any():
         fixed = np.argsort(-s[tied], axis=1, kind="stable")[:, :k]
         items[tied] = fixed
@@ -57,3 +61,25 @@ def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 def entry_positions(rows: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
     """(row, column) of every stored entry of a CSR matrix: for fancy-indexing a dense score block."""
     return np.repeat(np.arange(rows.shape[0]), np.diff(rows.indptr)), rows.indices
+
+
+DEFAULT_MEMORY_BUDGET = 512 * 2**20
+"""Bytes the dense blocks of one chunk of users may take when scoring and ranking all items (512 MiB)."""
+
+BYTES_PER_CELL = 16
+"""Bytes per (user, item) cell of a chunk: the scores a model returns (float32, or float64 for some), the
+working float32 copy with excluded items at -inf, and boolean NaN masks."""
+
+
+def users_per_chunk(n_items: int, memory_budget: int = DEFAULT_MEMORY_BUDGET) -> int:
+    """How many users to score and rank at once so that their dense blocks fit in `memory_budget` bytes.
+
+    A chunk of c users over n items takes about c · n · `BYTES_PER_CELL` bytes, so
+    c = max(1, memory_budget // (n · BYTES_PER_CELL)). A model's own scoring may take more (a network's
+    hidden layers): leave room for it in the budget.
+    """
+    if n_items < 1:
+        raise ConfigError(f"n_items must be ≥ 1, got {n_items}")
+    if memory_budget < 1:
+        raise ConfigError(f"memory_budget must be a positive number of bytes, got {memory_budget}")
+    return max(1, int(memory_budget) // (int(n_items) * BYTES_PER_CELL))

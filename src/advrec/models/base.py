@@ -12,7 +12,7 @@ import scipy.sparse as sp
 
 from advrec.data.interactions import Interactions, as_csr
 from advrec.errors import AdvrecError, ConfigError, DataError, ModelFileError, NotFittedError, UnknownIdError
-from advrec.evaluation.ranking import entry_positions, top_k
+from advrec.evaluation.ranking import DEFAULT_MEMORY_BUDGET, entry_positions, top_k, users_per_chunk
 from advrec.io import ARRAYS_FILE, PARAMS_FILE, model_dir, read_model, write_model
 
 R = TypeVar("R", bound="Recommender")
@@ -181,26 +181,30 @@ class Recommender:
         users: Any,
         k: int = 10,
         exclude_seen: bool = True,
-        batch_size: int = 4096,
+        batch_size: int | None = None,
+        memory_budget: int = DEFAULT_MEMORY_BUDGET,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k item indices and scores, (len(users), k) each; seen items are excluded unless told.
 
-        When fewer than k items are left for a user, the tail holds item -1 with score -inf.
+        Users are scored in chunks whose dense blocks fit `memory_budget` bytes (`batch_size` users per chunk
+        when given). When fewer than k items are left for a user, the tail holds item -1 with score -inf.
         """
         if k < 1:
             raise ConfigError(f"k must be at least 1, got {k}")
+        if batch_size is not None and batch_size < 1:
+            raise ConfigError(f"batch_size must be ≥ 1 users, got {batch_size}")
         h, u = self._check_score_input(history, users)
         k_eff = min(k, self.n_items_)
+        size = batch_size or users_per_chunk(self.n_items_, memory_budget)
         items = np.full((len(u), k), -1, dtype=np.int64)
         scores = np.full((len(u), k), -np.inf, dtype=np.float32)
-        for start in range(0, len(u), batch_size):
-            ub = u[start : start + batch_size]
+        for start in range(0, len(u), size):
+            ub = u[start : start + size]
             s = np.array(self._score(h, ub), dtype=np.float32)
             if exclude_seen:
                 s[entry_positions(h[ub])] = -np.inf
             ti, ts = top_k(s, k_eff)
-            ti = np.where(np.isfinite(ts), ti, -1)
-            items[start : start + len(ub), :k_eff] = ti
+            items[start : start + len(ub), :k_eff] = np.where(np.isfinite(ts), ti, -1)
             scores[start : start + len(ub), :k_eff] = ts
         return items, scores
 
