@@ -6,10 +6,12 @@ from advrec.data.gowalla import gowalla_split, load_gowalla
 from advrec.data.interactions import IdMap, Interactions
 from advrec.data.movielens import load_movielens
 from advrec.data.registry import list_datasets
+from advrec.data.synthetic import fit_power_law, synthetic_interactions
 
 __all__ = [
     "IdMap",
     "Interactions",
+    "fit_power_law",
     "gowalla_split",
     "list_datasets",
     "load_dataset",
@@ -17,4 +19,5 @@ __all__ = [
     "load_interactions",
     "load_movielens",
     "official_split",
+    "synthetic_interactions",
 ]
