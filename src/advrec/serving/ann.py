@@ -18,11 +18,12 @@ import scipy.sparse as sp
 
 from advrec.errors import ConfigError
 from advrec.models import BPRMF, IRGAN, Recommender
+from advrec.models.ials import IALS
 
 ANN_METHODS = ("none", "faiss")
 DEFAULT_M = 32
 DEFAULT_EF_SEARCH = 64
-VECTOR_MODELS = "BPRMF, IRGAN"
+VECTOR_MODELS = "BPRMF, IALS, IRGAN"
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,7 @@ def factors_of(model: Recommender, history: sp.csr_matrix, check_users: int = 8)
         user = np.hstack([U, np.ones((len(U), 1), U.dtype)])
         item = np.hstack([V, b[:, None]])
         query = np.hstack([V, np.zeros((len(V), 1), V.dtype)])
-    elif isinstance(model, BPRMF):
+    elif isinstance(model, BPRMF | IALS):
         user, item = model.embeddings()
         query = item
     else:
