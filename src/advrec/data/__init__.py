@@ -6,6 +6,7 @@ from advrec.data.gowalla import gowalla_split, load_gowalla
 from advrec.data.interactions import IdMap, Interactions
 from advrec.data.movielens import load_movielens
 from advrec.data.registry import list_datasets
+from advrec.data.streamed import load_interactions_streamed
 from advrec.data.synthetic import fit_power_law, synthetic_interactions
 
 __all__ = [
@@ -17,6 +18,7 @@ __all__ = [
     "load_dataset",
     "load_gowalla",
     "load_interactions",
+    "load_interactions_streamed",
     "load_movielens",
     "official_split",
     "synthetic_interactions",

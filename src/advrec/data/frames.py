@@ -16,7 +16,7 @@ import math
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 import numpy as np
 import pandas as pd
@@ -35,6 +35,7 @@ _SEP_NAMES = {"\t": "tabs", ",": "commas", ";": "semicolons", "|": "'|'", "::": 
 _UNIT_SEP = "\x1f"  # stands in for a multi-character separator such as "::"
 _INT_RE = r"-?(?:0|[1-9][0-9]*)"
 _COMPRESSED = {".gz": gzip.decompress, ".bz2": bz2.decompress, ".xz": lzma.decompress}
+_OPENERS: dict[str, Any] = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
 _PARQUET = {".parquet", ".pq"}
 
 
@@ -54,6 +55,28 @@ def _read_bytes(path: Path) -> bytes:
         except (OSError, EOFError, lzma.LZMAError, ValueError) as e:
             raise DataError(f"{path}: cannot be decompressed ({e})") from None
     return raw
+
+
+def open_binary(path: Path) -> BinaryIO:
+    """`path` opened for reading bytes, decompressed when it ends in .gz/.bz2/.xz; errors name the file."""
+    opener = _OPENERS.get(path.suffix.lower(), open)
+    try:
+        return opener(path, "rb")  # type: ignore[no-any-return]
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: is a folder, not a file") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot be read ({e.strerror or e})") from None
+
+
+def read_head(path: Path, size: int = 1 << 20) -> bytes:
+    """The first `size` bytes of the file (decompressed)."""
+    with open_binary(path) as f:
+        try:
+            return f.read(size)
+        except (OSError, EOFError, lzma.LZMAError) as e:
+            raise DataError(f"{path}: cannot be decompressed ({e})") from None
 
 
 def _plain_suffix(path: Path) -> str:
@@ -256,7 +279,7 @@ class DelimitedFile:
             key = df.loc[dup, list(cols)].iloc[0]
             rows = np.flatnonzero((df[list(cols)] == key).all(axis=1).to_numpy())[:2]
             first, second = self.line_of(rows)
-            desc = ", ".join(f"{c} {key[c]!r}" for c in cols)
+            desc = ", ".join(f"{c} {_scalar(key[c])!r}" for c in cols)
             raise self.error(second, f"duplicate {what} ({desc}); it is also on line {first}")
 
 
@@ -287,7 +310,7 @@ def read_delimited(
 def sniff_sep(path: str | Path, encoding: str = "utf-8") -> str:
     """The field separator of a text file: from its extension when its first line agrees, else sniffed."""
     path = Path(path)
-    raw = _read_bytes(path)
+    raw = read_head(path)
     first = next((ln for ln in raw.split(b"\n") if ln.strip()), b"").decode(encoding, errors="replace")
     if not first:
         raise DataError(f"{path}: the file is empty")
@@ -359,6 +382,27 @@ def _read_parquet(path: Path, user: str, item: str, rating: str | None, time: st
 
 
 # ---------------------------------------------------------------------- public loader
+def check_arguments(
+    user: str,
+    item: str,
+    rating: str | None,
+    time: str | None,
+    min_rating: float | None,
+    core: int | None,
+    duplicates: str,
+) -> None:
+    """The checks of `load_interactions`' arguments; a bad one raises `ConfigError` naming it."""
+    if duplicates not in ("last", "sum", "error"):
+        raise ConfigError(f"duplicates must be 'last', 'sum' or 'error', not {duplicates!r}")
+    if min_rating is not None and rating is None:
+        raise ConfigError("min_rating needs a rating column: pass rating='<column name>'")
+    if core is not None and core < 0:
+        raise ConfigError(f"core must be ≥ 0, not {core}")
+    named = [c for c in (user, item, rating, time) if c is not None]
+    if len(set(named)) != len(named):
+        raise ConfigError(f"user, item, rating and time must be different columns: {user}, {item}, {rating}, {time}")
+
+
 def load_interactions(
     path: str | Path,
     user: str = "user",
@@ -378,19 +422,12 @@ def load_interactions(
     Bad input raises `DataError` naming the file, the line (header = line 1) and the problem.
     """
     path = Path(path)
-    if duplicates not in ("last", "sum", "error"):
-        raise ConfigError(f"duplicates must be 'last', 'sum' or 'error', not {duplicates!r}")
-    if min_rating is not None and rating is None:
-        raise ConfigError("min_rating needs a rating column: pass rating='<column name>'")
-    if core is not None and core < 0:
-        raise ConfigError(f"core must be ≥ 0, not {core}")
+    check_arguments(user, item, rating, time, min_rating, core, duplicates)
     columns: dict[str, Kind] = {user: "id", item: "id"}
     if rating is not None:
         columns[rating] = "float"
     if time is not None:
         columns[time] = "float"
-    if len(columns) != len([c for c in (user, item, rating, time) if c is not None]):
-        raise ConfigError(f"user, item, rating and time must be different columns: {user}, {item}, {rating}, {time}")
 
     src: DelimitedFile | None = None
     if _plain_suffix(path) in _PARQUET:
@@ -405,7 +442,7 @@ def load_interactions(
             row = int(np.flatnonzero(df.duplicated([user, item]).to_numpy())[0])
             raise DataError(
                 f"{path}, row {row + 1} (counting from 1): duplicate interaction "
-                f"(user {df[user].iloc[row]!r}, item {df[item].iloc[row]!r})"
+                f"({user} {_scalar(df[user].iloc[row])!r}, {item} {_scalar(df[item].iloc[row])!r})"
             )
     X = Interactions.from_frame(df, user=user, item=item, rating=rating, time=time, duplicates=duplicates)
     X.name = path.name.split(".")[0]
@@ -421,3 +458,8 @@ def load_interactions(
         "duplicates": duplicates,
     }
     return X
+
+
+def _scalar(value: Any) -> Any:
+    """A numpy scalar as the plain Python value, for messages."""
+    return value.item() if isinstance(value, np.generic) else value
