@@ -93,6 +93,14 @@ def test_a_larger_random_file_with_integer_ids(tmp_path: Path) -> None:
     assert expected.users.ids.dtype.kind == "i"
 
 
+@pytest.mark.parametrize("late", ["007", "+7", "-0", "7.0", "abc"])
+def test_ids_turn_to_text_when_a_late_one_is_not_a_canonical_integer(tmp_path: Path, late: str) -> None:
+    path = write(tmp_path, f"user,item\n1,5\n2,6\n3,7\n7,8\n{late},9\n")
+    streamed = load_interactions_streamed(path, batch_rows=2)
+    identical(load_interactions(path), streamed)
+    assert streamed.users.ids.dtype.kind == ("i" if late == "-0" else "U")  # "-0" is canonical: user 0
+
+
 def test_tsv_gzip_and_crlf(tmp_path: Path) -> None:
     text = GOOD.replace(",", "\t").replace("\n", "\r\n")
     path = tmp_path / "x.tsv.gz"

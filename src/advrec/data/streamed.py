@@ -1,16 +1,19 @@
 """Interactions from CSV and Parquet files too large to parse at once.
 
-The file is read in batches (pyarrow's streaming CSV reader, `ParquetFile.iter_batches`); raw ids become indices
-as they arrive, through one growing Arrow dictionary per column (hashing in C++, no Python per row); only the
-indices, values and times are kept, 4-8 bytes a row. At the end the rows are scattered by user into the CSR
-arrays and each user's row is sorted by item, duplicates resolved chunk by chunk in place, so the peak memory
-stays within about 2.5 times the final CSR and id maps. The result equals `load_interactions`' on the same file
-(same id order, same duplicate rules, same messages for bad rows, which name the line an editor shows).
+The file is read in batches (pyarrow's streaming CSV reader in 1 MiB blocks, grouped into `batch_rows` rows;
+Parquet a row group at a time); each batch's ids are dictionary-encoded by Arrow and its distinct ids mapped to
+indices through a lookup kept across batches (hashing in C and C++, no Python per row); only the indices,
+values and times are kept, 8 bytes a row (16 with times). At the end the rows are scattered by user into the
+CSR arrays and each user's row is sorted by item, duplicates resolved chunk by chunk in place, so the peak
+memory is about twice the final CSR and id maps plus a constant (measured in `benchmarks/data_scale.py`). The
+result equals `load_interactions`' on the same file (same id order, same duplicate rules, same messages for bad
+rows, which name the line an editor shows).
 """
 
 from __future__ import annotations
 
 import csv
+import ctypes
 import io
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,7 +30,6 @@ import pyarrow.parquet as pq
 import scipy.sparse as sp
 
 from advrec.data.frames import (
-    _INT_RE,
     _PARQUET,
     _SEP_NAMES,
     _plain_suffix,
@@ -45,68 +47,122 @@ _SCAN = 1 << 24  # bytes read at a time when a bad row's line is looked up
 _BLOCK = 1 << 20  # bytes of CSV parsed at a time
 
 
+def _glibc() -> ctypes.CDLL | None:
+    """glibc, for `malloc_trim`; None elsewhere."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc_trim.argtypes = [ctypes.c_size_t]
+    except (OSError, AttributeError):
+        return None
+    return libc
+
+
+_LIBC = _glibc()
+
+
 # ---------------------------------------------------------------------- ids
 def _is_text(t: pa.DataType) -> bool:
     return bool(pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t))
 
 
-class _IdCodes:
-    """Raw ids → indices 0..n-1 in order of first appearance, across batches (a growing Arrow dictionary).
+class _Lookup:
+    """Codes 0..n-1 of ids in order of first appearance: a large pandas Index whose hash table is built once and
+    kept, and a small one of the ids added since, folded into the large one when it reaches a quarter of it (so
+    each id is hashed O(log n) times in all, not once a batch)."""
 
-    Text ids are stripped; at the end they become int64 when every one is a canonical integer, as
-    `load_interactions` does; float ids that are all integral become int64 too.
+    def __init__(self, values: np.ndarray) -> None:
+        self.main = pd.Index(values[:0])
+        self.recent = pd.Index(values[:0])
+
+    def codes(self, values: np.ndarray) -> np.ndarray:
+        """Codes of `values`, adding those not seen before (in their order)."""
+        out = self.main.get_indexer(values)
+        miss = np.flatnonzero(out < 0)
+        if len(miss):
+            new = pd.unique(values[miss][self.recent.get_indexer(values[miss]) < 0])
+            if len(new):
+                self.recent = self.recent.append(pd.Index(new))
+            out[miss] = len(self.main) + self.recent.get_indexer(values[miss])
+            if len(self.recent) > max(len(self.main) // 4, 1 << 16):
+                self.main, self.recent = self.main.append(self.recent), self.recent[:0]
+        return out.astype(np.int32)
+
+    def ids(self) -> np.ndarray:
+        return np.concatenate([self.main.to_numpy(), self.recent.to_numpy()])
+
+
+class _IdCodes:
+    """Raw ids → indices 0..n-1 in order of first appearance, across batches.
+
+    Each batch is dictionary-encoded by Arrow; its distinct ids go through a `_Lookup`. Text ids are stripped,
+    and kept as int64 while every one is a canonical integer (as `load_interactions` does at the end), as text
+    from the first that is not; float ids that are all integral become int64 at the end.
     """
 
     def __init__(self) -> None:
-        self.known: pa.Array | None = None
+        self.lookup: _Lookup | None = None
+        self.text = False  # True once a text id that is not a canonical integer was seen
 
-    def encode(self, col: pa.Array) -> tuple[np.ndarray, int | None]:
+    def encode(self, col: pa.ChunkedArray) -> tuple[np.ndarray, int | None]:
         """(index of each row, the first row whose id is missing or empty, or None)."""
         if pa.types.is_dictionary(col.type):
             col = col.cast(col.type.value_type)
-        enc = pc.dictionary_encode(col)
-        d = enc.dictionary
+        enc = pc.dictionary_encode(col)  # one dictionary shared by the chunks
+        d = enc.chunk(0).dictionary if enc.num_chunks else pa.array([], col.type)
+        idx = np.concatenate([c.indices.fill_null(0).to_numpy() for c in enc.chunks])
+        bad = np.concatenate([c.indices.is_null().to_numpy(zero_copy_only=False) for c in enc.chunks])
         if _is_text(d.type):
             d = pc.utf8_trim_whitespace(d)
-        idx = enc.indices.fill_null(0).to_numpy()
-        bad_entry = pc.fill_null(pc.equal(d, ""), False) if _is_text(d.type) else None
-        if pa.types.is_floating(d.type):
-            bad_entry = pc.is_nan(d)
-        bad = enc.indices.is_null().to_numpy(zero_copy_only=False)
-        if bad_entry is not None:
-            bad = bad | bad_entry.to_numpy(zero_copy_only=False)[idx]
+            bad |= pc.equal(d, "").to_numpy(zero_copy_only=False)[idx]
+        elif pa.types.is_floating(d.type):
+            bad |= pc.is_nan(d).to_numpy(zero_copy_only=False)[idx]
         if bad.any():
             return idx, int(np.argmax(bad))
-        return self._global(d)[idx], None
+        return self._codes(d)[idx], None
 
-    def _global(self, d: pa.Array) -> np.ndarray:
-        """Indices of the (batch) dictionary entries `d`, adding the ids not seen before."""
-        if self.known is None:
-            enc = pc.dictionary_encode(d)
-            self.known = enc.dictionary
-            return enc.indices.to_numpy().astype(np.int32)
-        pos = pc.index_in(d, value_set=self.known)
-        new = pos.is_null().to_numpy(zero_copy_only=False)
-        mapping = pos.fill_null(0).to_numpy().astype(np.int32)
-        if new.any():
-            enc = pc.dictionary_encode(d.filter(pa.array(new)))
-            mapping[new] = len(self.known) + enc.indices.to_numpy()
-            self.known = pa.concat_arrays([self.known, enc.dictionary])
-        return mapping
+    def _codes(self, d: pa.Array) -> np.ndarray:
+        if not _is_text(d.type):
+            values = d.to_numpy(zero_copy_only=False)
+        elif not self.text and (ints := _canonical_ints(d)) is not None:
+            values = ints
+        else:
+            if not self.text and self.lookup is not None:  # from now on every id is text
+                self.lookup = _relabelled(self.lookup)
+            self.text = True
+            values = np.asarray(d.to_numpy(zero_copy_only=False), dtype=object)
+        if self.lookup is None:
+            self.lookup = _Lookup(values)
+        return self.lookup.codes(values)
 
     def ids(self) -> np.ndarray:
-        known = self.known if self.known is not None else pa.array([], pa.string())
-        if _is_text(known.type):
-            if len(known) and pc.all(pc.match_substring_regex(known, f"^{_INT_RE}$")).as_py():
-                try:
-                    return known.cast(pa.int64()).to_numpy()
-                except (pa.ArrowInvalid, OverflowError):
-                    pass
-            return np.asarray(known.to_numpy(zero_copy_only=False), dtype=str)
-        values = known.to_numpy(zero_copy_only=False)
+        values = self.lookup.ids() if self.lookup is not None else np.empty(0, dtype=np.int64)
+        if self.text:
+            return values.astype(str)
         if values.dtype.kind == "f" and np.all(values == np.round(values)):
             return values.astype(np.int64)
         return values
+
+
+def _canonical_ints(d: pa.Array) -> np.ndarray | None:
+    """`d` (stripped text) as int64 when every value is a canonical integer (`-?(0|[1-9][0-9]*)`: no '+', no
+    leading zeros); else None."""
+    try:
+        values = d.cast(pa.int64()).to_numpy()
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    magnitude = np.abs(values)
+    digits = np.ones(len(values), dtype=np.int64)
+    for k in range(1, 19):  # digits of |v|, without float rounding
+        digits += magnitude >= 10**k
+    sign = pc.starts_with(d, "-").to_numpy(zero_copy_only=False)
+    return values if np.array_equal(pc.utf8_length(d).to_numpy(), digits + sign) else None
+
+
+def _relabelled(lookup: _Lookup) -> _Lookup:
+    """The same codes with the integer ids written as text."""
+    out = _Lookup(np.empty(0, dtype=object))
+    out.codes(np.asarray(lookup.ids().astype(str), dtype=object))
+    return out
 
 
 # ---------------------------------------------------------------------- sources
@@ -219,7 +275,7 @@ class _CsvSource:
 
 @dataclass
 class _ParquetSource:
-    """A Parquet file read in batches of `batch_rows` rows."""
+    """A Parquet file read a row group at a time, in batches of at most `batch_rows` rows."""
 
     path: Path
     columns: list[str]
@@ -243,13 +299,16 @@ class _ParquetSource:
         return DataError(f"{self.path}, row {row + 1} (counting from 1): {problem}")
 
     def batches(self) -> Iterator[pa.RecordBatch]:
-        yield from self.file.iter_batches(batch_size=self.batch_rows, columns=self.columns, use_threads=False)
+        # one row group at a time: iter_batches holds on to the buffers of the batches it has returned
+        for k in range(self.file.num_row_groups):
+            group = self.file.read_row_group(k, columns=self.columns, use_threads=False)
+            yield from group.to_batches(max_chunksize=self.batch_rows)
 
 
 _Source = _CsvSource | _ParquetSource
 
 
-def _numbers(col: pa.Array, name: str, src: _Source, first: int) -> np.ndarray:
+def _numbers(col: pa.ChunkedArray, name: str, src: _Source, first: int) -> np.ndarray:
     """A rating or time column as finite float64 (datetimes as seconds); a bad row raises naming its line."""
     if pa.types.is_timestamp(col.type) or pa.types.is_date(col.type):
         col = col.cast(pa.timestamp("s")).cast(pa.int64())
@@ -290,18 +349,38 @@ class _Part:
     first: int  # data row number of the batch's first row
 
 
-def _grouped(batches: Iterator[pa.RecordBatch], rows: int) -> Iterator[pa.RecordBatch]:
-    """The batches joined into batches of at least `rows` rows (the last may be smaller)."""
+def _grouped(batches: Iterator[pa.RecordBatch], rows: int) -> Iterator[pa.Table]:
+    """The batches joined (not copied) into tables of at least `rows` rows (the last may be smaller)."""
     pending: list[pa.RecordBatch] = []
     n = 0
     for batch in batches:
         pending.append(batch)
         n += batch.num_rows
         if n >= rows:
-            yield pa.Table.from_batches(pending).combine_chunks().to_batches()[0]
+            yield pa.Table.from_batches(pending)
             pending, n = [], 0
     if n:
-        yield pa.Table.from_batches(pending).combine_chunks().to_batches()[0]
+        yield pa.Table.from_batches(pending)
+
+
+def _stable_order(keys: np.ndarray) -> np.ndarray:
+    """`np.argsort(keys, kind="stable")` for non-negative integer keys, by 16-bit radix passes when they fit in
+    32 bits (three times faster on a million keys)."""
+    top = int(keys.max()) if len(keys) else 0
+    if top >= 2**32:
+        return np.argsort(keys, kind="stable")
+    order = np.argsort((keys & 0xFFFF).astype(np.uint16), kind="stable")
+    if top >= 2**16:
+        order = order[np.argsort((keys[order] >> 16).astype(np.uint16), kind="stable")]
+    return order
+
+
+def _release_memory() -> None:
+    """Hands freed memory back to the system: Arrow's pool, and glibc's heap, where the batches' arrays (a few MB
+    each, below glibc's mmap threshold) would otherwise stay resident while the large CSR arrays are mapped."""
+    pa.default_memory_pool().release_unused()
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
 
 
 def _read_parts(
@@ -321,9 +400,10 @@ def _read_parts(
         t = None if time is None else _numbers(batch.column(time), time, src, first)
         parts.append(_Part(codes[0], codes[1], r, t, first))
         first += batch.num_rows
+        _release_memory()
     if not first:
         raise DataError(f"{src.path}: no data rows")
-    pa.default_memory_pool().release_unused()  # the reader's buffers, before the CSR arrays are allocated
+    _release_memory()  # the reader's buffers, before the CSR arrays are allocated
     return parts, users, items
 
 
@@ -343,7 +423,7 @@ def _scatter(parts: list[_Part], n_users: int, keep_rows: bool) -> dict[str, Any
     out: dict[str, Any] = {"indptr": indptr, "indices": np.empty(nnz, dtype=np.int32)}
     cursor = indptr[:-1].copy()
     for part in parts:
-        order = np.argsort(part.u, kind="stable")
+        order = _stable_order(part.u)
         u = part.u[order]
         group = np.r_[0, np.flatnonzero(u[1:] != u[:-1]) + 1]
         dest = cursor[u] + np.arange(len(u)) - np.repeat(group, np.diff(np.r_[group, len(u)]))
@@ -352,6 +432,7 @@ def _scatter(parts: list[_Part], n_users: int, keep_rows: bool) -> dict[str, Any
         part.u[order] = dest  # the destination of each row, in file order
         out["indices"][part.u] = part.i
         part.i = np.empty(0, dtype=np.int32)
+    _release_memory()
     for key, attr, dtype in (("data", "r", np.float32), ("time", "t", np.float64), ("row", "first", np.int64)):
         if (key == "row" and not keep_rows) or (key != "row" and getattr(parts[0], attr) is None):
             out[key] = None
@@ -362,7 +443,9 @@ def _scatter(parts: list[_Part], n_users: int, keep_rows: bool) -> dict[str, Any
             out[key][part.u] = values + np.arange(len(part.u)) if key == "row" else values
             if key != "row":
                 setattr(part, attr, None)
+        _release_memory()
     parts.clear()
+    _release_memory()
     return out
 
 
@@ -379,7 +462,7 @@ def _resolve(csr: dict[str, Any], n_items: int, duplicates: str, chunk: int) -> 
     for a, b in pairwise(bounds.tolist()):
         s, e = int(indptr[a]), int(indptr[b])
         key = np.repeat(np.arange(b - a, dtype=np.int64), np.diff(indptr[a : b + 1])) * n_items + indices[s:e]
-        order = np.lexsort((times[s:e], key)) if times is not None else np.argsort(key, kind="stable")
+        order = np.lexsort((times[s:e], key)) if times is not None else _stable_order(key)
         key = key[order]
         last = np.r_[key[1:] != key[:-1], True]
         if duplicates == "error" and not last.all():
@@ -421,7 +504,7 @@ def load_interactions_streamed(
     core: int | None = None,
     duplicates: str = "last",
     encoding: str = "utf-8",
-    batch_rows: int = 1_000_000,
+    batch_rows: int = 500_000,
 ) -> Interactions:
     """`load_interactions` for files of any size: the same arguments and result, read `batch_rows` rows at a
     time (CSV: about that many; a single-character `sep`; no line breaks inside quoted values).
@@ -434,16 +517,7 @@ def load_interactions_streamed(
     if batch_rows < 1:
         raise ConfigError(f"batch_rows must be ≥ 1, not {batch_rows}")
     columns = [c for c in (user, item, rating, time) if c is not None]
-    src: _Source
-    if _plain_suffix(path) in _PARQUET:
-        src = _ParquetSource(path, columns, batch_rows)
-    else:
-        sep = sep if sep is not None else sniff_sep(path, encoding)
-        if len(sep) != 1:
-            raise ConfigError(
-                f"{path}: the streamed reader takes a one-character sep, not {sep!r}: use load_interactions"
-            )
-        src = _CsvSource(path, sep, columns, batch_rows, encoding)
+    src = _source(path, columns, sep, encoding, batch_rows)
     parts, users, items = _read_parts(src, user, item, rating, time)
     user_ids, item_ids = users.ids(), items.ids()
     del users, items
@@ -464,6 +538,15 @@ def load_interactions_streamed(
         X = X.core_filter(core)
     X.meta = {"dataset": X.name, "source": str(path), "min_rating": min_rating, "core": core, "duplicates": duplicates}
     return X
+
+
+def _source(path: Path, columns: list[str], sep: str | None, encoding: str, batch_rows: int) -> _Source:
+    if _plain_suffix(path) in _PARQUET:
+        return _ParquetSource(path, columns, batch_rows)
+    sep = sep if sep is not None else sniff_sep(path, encoding)
+    if len(sep) != 1:
+        raise ConfigError(f"{path}: the streamed reader takes a one-character sep, not {sep!r}: use load_interactions")
+    return _CsvSource(path, sep, columns, batch_rows, encoding)
 
 
 def _interactions(csr: dict[str, Any], user_ids: np.ndarray, item_ids: np.ndarray) -> Interactions:
