@@ -12,7 +12,7 @@ FACTORIES = {
     "EASE": (lambda: EASE(l2=1.0), 0.9),
     "EASE-float32": (lambda: EASE(l2=1.0, dtype="float32"), 0.9),
     "SANSA": (lambda: SANSA(l2=1.0, density=0.1), 0.9),
-    "SANSA-icf": (lambda: SANSA(l2=1.0, density=0.1, factorizer="icf"), 0.9),
+    "SANSA-cholmod": (lambda: SANSA(l2=1.0, density=0.1, factorizer="cholmod"), 0.9),
     "GFCF": (lambda: GFCF(k=4), 0.9),
     "GFCF-pruned": (lambda: GFCF(k=4, max_neighbors=5), 0.9),
     "BPRMF": (lambda: BPRMF(factors=8, epochs=30, batch_size=64, lr=0.02, device="cpu"), 0.9),

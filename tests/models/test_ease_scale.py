@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from advrec.errors import ConfigError
+from advrec.errors import ConfigError, DataError
 from advrec.models import EASE, SANSA
 from advrec.models import ease as ease_module
 from advrec.models import sansa as sansa_module
@@ -20,32 +20,46 @@ def toy() -> sp.csr_matrix:
     return sp.csr_matrix(dense)
 
 
-def test_memory_need_is_gram_plus_inverse():
-    assert ease_module.ease_memory_need(40_981) == 2 * 40_981**2 * 8
-    assert ease_module.ease_memory_need(1000, "float32") == 2 * 1000**2 * 4
+def test_memory_need_is_the_gram_matrix_and_the_weights():
+    # the Gram matrix is inverted in place; a float64 solve adds the float32 weights
+    assert ease_module.ease_memory_need(40_981) == 40_981**2 * (8 + 4)  # 20.2 GB: Gowalla
+    assert ease_module.ease_memory_need(1000, "float32") == 1000**2 * 4
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_in_place_inverse(dtype):
+    rng = np.random.default_rng(0)
+    x = rng.random((40, 9))
+    a = (x.T @ x + np.eye(9)).astype(dtype)
+    expected = np.linalg.inv(a.astype(np.float64))
+    out = ease_module.invert_spd_in_place(a, block=4)  # blocks of 4 rows: 9 is not a multiple
+    assert out is a
+    np.testing.assert_allclose(a, expected, rtol=1e-4 if dtype == np.float32 else 1e-10, atol=1e-6)
+    with pytest.raises(DataError, match="not positive definite"):
+        ease_module.invert_spd_in_place(-np.eye(3))
 
 
 def test_memory_guard_names_need_memory_and_alternatives(toy, monkeypatch):
-    monkeypatch.setattr(ease_module, "available_memory", lambda: 3_000)  # 3 kB: 25 items need 10 kB
+    monkeypatch.setattr(ease_module, "available_memory", lambda: 2_000)  # 25 items: 7.5 kB (float64), 2.5 kB (float32)
     with pytest.raises(ConfigError) as err:
         EASE(l2=1.0).fit(toy)
     msg = str(err.value)
-    assert "needs about 0.0 GB" in msg and "25 × 25 float64" in msg  # the need
-    assert "0.0 GB available" in msg  # the machine's memory
+    assert "needs about 7.5 kB" in msg and "25 × 25 float64" in msg  # the need
+    assert "this machine has 2.0 kB available" in msg  # the machine's memory
     assert "SANSA" in msg and "GFCF" in msg  # the alternatives
-    assert "float32" not in msg.split(";")[1]  # float32 (5 kB) does not fit either: not offered
+    assert "dtype='float32'" not in msg  # float32 does not fit either: not offered
 
 
 def test_memory_guard_offers_float32_when_it_fits(monkeypatch):
     monkeypatch.setattr(ease_module, "available_memory", lambda: int(16e9))
-    with pytest.raises(ConfigError, match=r"needs about 26\.9 GB.*16\.0 GB available; dtype='float32' needs 13\.4 GB"):
+    with pytest.raises(ConfigError, match=r"needs about 20\.2 GB.*16\.0 GB available; dtype='float32' needs 6\.7 GB"):
         EASE()._check_memory(40_981)
     EASE(dtype="float32")._check_memory(20_000)  # 3.2 GB: allowed
 
 
 def test_memory_guard_refuses_before_allocating(toy, monkeypatch):
     monkeypatch.setattr(ease_module, "available_memory", lambda: 0)
-    monkeypatch.setattr(np.linalg, "inv", lambda a: pytest.fail("allocated before refusing"))
+    monkeypatch.setattr(ease_module, "invert_spd_in_place", lambda a: pytest.fail("allocated before refusing"))
     with pytest.raises(ConfigError, match="needs about"):
         EASE(l2=1.0).fit(toy)
 
@@ -78,7 +92,7 @@ def test_sansa_without_pruning_equals_ease(toy):
 
 def test_sansa_pruned_is_sparse_and_close_to_ease(toy, tmp_path):
     pytest.importorskip("sansa")
-    model = SANSA(l2=5.0, density=0.4).fit(toy)
+    model = SANSA(l2=5.0, density=0.4, factorizer="cholmod").fit(toy)
     assert model.encoder_.nnz <= 0.4 * 25**2 and model.decoder_.nnz <= 0.4 * 25**2
     users = np.arange(toy.shape[0])
     S, E = model.score(toy, users), EASE(l2=5.0).fit(toy).score(toy, users)

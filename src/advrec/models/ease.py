@@ -8,13 +8,21 @@ from typing import ClassVar
 
 import numpy as np
 import scipy.sparse as sp
+from scipy.linalg import lapack
 
 from advrec.data.interactions import Interactions
-from advrec.errors import ConfigError
+from advrec.errors import ConfigError, DataError
 from advrec.models.base import Learned, Recommender
 
 DTYPES = ("float64", "float32")
-GB = 1e9
+
+
+def _size(n_bytes: float) -> str:
+    """A byte count for people: GB, MB or kB."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6)):
+        if n_bytes >= 0.1 * scale:
+            return f"{n_bytes / scale:.1f} {unit}"
+    return f"{n_bytes / 1e3:.1f} kB"
 
 
 def available_memory() -> int | None:
@@ -43,17 +51,40 @@ def available_memory() -> int | None:
 
 
 def ease_memory_need(n_items: int, dtype: str = "float64") -> int:
-    """Bytes EASE allocates at its peak: the dense item×item Gram matrix and its inverse."""
-    return 2 * n_items * n_items * np.dtype(dtype).itemsize
+    """Bytes EASE allocates at its peak: the dense item×item Gram matrix, inverted in place, and its float32
+    copy (the weights) when the solve is not in float32."""
+    itemsize = np.dtype(dtype).itemsize
+    return n_items * n_items * (itemsize + (4 if itemsize != 4 else 0))
+
+
+def invert_spd_in_place(a: np.ndarray, block: int = 512) -> np.ndarray:
+    """Inverse of the symmetric positive definite C-contiguous `a`, written over `a` (Cholesky, no n×n copy)."""
+    potrf, potri = lapack.get_lapack_funcs(("potrf", "potri"), (a,))
+    c, info = potrf(a.T, lower=False, overwrite_a=True, clean=False)  # a.T: the same matrix, Fortran order
+    if info == 0:
+        c, info = potri(c, lower=False, overwrite_c=True)
+    if info != 0:
+        raise DataError(f"the regularised Gram matrix is not positive definite (LAPACK info {info}); raise l2")
+    if not np.shares_memory(c, a):
+        a[...] = c.T
+    # the inverse is in a's lower triangle: mirror it into the upper one, a block of rows at a time
+    n = a.shape[0]
+    for start in range(0, n, block):
+        stop = min(start + block, n)
+        a[start:stop, stop:] = a[stop:, start:stop].T
+        d = a[start:stop, start:stop]
+        d[...] = np.tril(d) + np.tril(d, -1).T
+    return a
 
 
 class EASE(Recommender):
     """EASE: B = I − P·diag(1/diag(P)), P = (XᵀX + l2·I)⁻¹; scores = history · B.
 
     The default `l2` suits MovieLens-sized data (tuned on ml-1m validation); larger, sparser catalogues
-    usually want a larger value. `dtype` is the precision of the solve ("float32" halves the memory).
-    Before allocating, `fit` checks that the two dense item×item matrices fit in the available memory and
-    refuses otherwise, naming `SANSA` and `GFCF`, which scale to large catalogues.
+    usually want a larger value. `dtype` is the precision of the solve: "float64" needs 12·n² bytes (the
+    Gram matrix, inverted in place, and the float32 weights), "float32" 4·n². Before allocating, `fit` checks
+    that this fits in the available memory and refuses otherwise, naming `SANSA` and `GFCF`, which scale to
+    large catalogues.
     """
 
     _required_state: ClassVar[dict[str, Learned]] = {"weights_": Learned("float", ("items", "items"))}
@@ -70,10 +101,9 @@ class EASE(Recommender):
         m = self._check_fit_input(X)
         self._check_memory(m.shape[1])
         self._set_shape(m)
-        gram = (m.T @ m).astype(self.dtype).toarray()
-        gram[np.diag_indices_from(gram)] += self.l2
-        P = np.linalg.inv(gram)
-        del gram
+        P = (m.T @ m).astype(self.dtype).toarray()  # the Gram matrix, then its inverse in the same memory
+        P[np.diag_indices_from(P)] += self.l2
+        invert_spd_in_place(P)
         P /= -np.diag(P).copy()
         P[np.diag_indices_from(P)] = 0.0
         self.weights_ = P.astype(np.float32, copy=False)
@@ -87,10 +117,11 @@ class EASE(Recommender):
             return
         hint = ""
         if self.dtype == "float64" and ease_memory_need(n_items, "float32") <= avail:
-            hint = f"dtype='float32' needs {ease_memory_need(n_items, 'float32') / GB:.1f} GB; "
+            hint = f"dtype='float32' needs {_size(ease_memory_need(n_items, 'float32'))}; "
         raise ConfigError(
-            f"EASE on {n_items:,} items needs about {need / GB:.1f} GB (the dense {n_items:,} × {n_items:,} "
-            f"{self.dtype} Gram matrix and its inverse) but this machine has {avail / GB:.1f} GB available; "
+            f"EASE on {n_items:,} items needs about {_size(need)} (the dense {n_items:,} × {n_items:,} "
+            f"{self.dtype} Gram matrix, inverted in place, and the weights) but this machine has {_size(avail)} "
+            "available; "
             f"{hint}for a catalogue this size use SANSA (a sparse approximate inverse of the same model) or GFCF"
         )
 

@@ -68,7 +68,7 @@ class SANSA(Recommender):
         self,
         l2: float = 100.0,
         density: float = 0.005,
-        factorizer: str = "cholmod",
+        factorizer: str = "icf",
         scans: int = 3,
         finetune_steps: int = 10,
     ) -> None:
