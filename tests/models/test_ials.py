@@ -13,6 +13,7 @@ import torch
 
 from advrec.data.splits import ratio_split
 from advrec.errors import ConfigError, DataError
+from advrec.models import ials
 from advrec.models.ials import IALS, SparseRows, cg_solve
 from advrec.testing import check_recommender, two_communities
 
@@ -83,13 +84,15 @@ def test_fold_in_is_the_dense_closed_form_user_step(counts: sp.csr_matrix, scali
     np.testing.assert_allclose(model.fold_in(counts), want, rtol=1e-5, atol=1e-5)
 
 
-def test_cg_steps_are_textbook_cg_per_user(counts: sp.csr_matrix) -> None:
+@pytest.mark.parametrize("width", [9, 4], ids=["one-block", "three-column-blocks"])
+def test_cg_steps_are_textbook_cg_per_user(counts: sp.csr_matrix, width: int) -> None:
     """The batched CG does, for every user, what plain CG does on that user's system (from the same start)."""
     rng = np.random.default_rng(1)
     R = counts.toarray().astype(np.float64)
     Y, X0 = rng.standard_normal((9, 4)), rng.standard_normal((12, 4))
     lam = np.linspace(0.1, 1.0, 12)
-    rows = SparseRows.build(counts, 2.0, torch.from_numpy(lam), torch.float64, torch.device("cpu"))
+    rows = SparseRows.build(counts, 2.0, lam, torch.float64, torch.device("cpu"), width)
+    assert len(rows.blocks) == -(-9 // width)
     Yt = torch.from_numpy(Y)
     for steps in (1, 3):
         x = torch.from_numpy(X0.copy())
@@ -124,12 +127,22 @@ def test_cg_with_enough_steps_is_the_exact_solver(counts: sp.csr_matrix) -> None
 
 
 @pytest.mark.parametrize("solver", ["cg", "cholesky"])
-def test_chunks_change_nothing(counts: sp.csr_matrix, solver: str) -> None:
+@pytest.mark.parametrize("blocks", [False, True], ids=["one-column-block", "column-blocks-of-3"])
+def test_chunks_change_nothing(
+    counts: sp.csr_matrix, solver: str, blocks: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Row chunks (chunk_size) and column blocks (the cache budget, here 3 columns of 4 float64 factors)."""
     whole = fitted(counts, solver=solver)
+    if blocks:
+        monkeypatch.setattr(ials, "_CACHE", 3 * 4 * 8)
     chunked = fitted(counts, solver=solver, chunk_size=5)
-    np.testing.assert_allclose(chunked.user_factors_, whole.user_factors_, rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(chunked.item_factors_, whole.item_factors_, rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(chunked.fold_in(counts), whole.fold_in(counts), rtol=1e-12, atol=1e-12)
+    for got, want in [
+        (chunked.user_factors_, whole.user_factors_),
+        (chunked.item_factors_, whole.item_factors_),
+        (chunked.fold_in(counts), whole.fold_in(counts)),
+        (chunked.loss(counts), whole.loss(counts)),
+    ]:
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
 
 
 def test_fold_in_of_training_rows_gives_their_converged_vectors(counts: sp.csr_matrix) -> None:
@@ -141,8 +154,10 @@ def test_fold_in_of_training_rows_gives_their_converged_vectors(counts: sp.csr_m
         model.fold_in(counts[:, :4])
 
 
-def test_same_seed_same_factors_with_one_and_two_threads() -> None:
-    """Large enough for torch to split its kernels over threads (3,000 × 400, 24,000 interactions)."""
+def test_same_seed_same_factors_with_one_and_two_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """3,000 × 400 (24,000 interactions) in row chunks of 500 (shared by two worker threads) and column blocks of
+    100; the Gramians of 3,000 rows go through torch's threads."""
+    monkeypatch.setattr(ials, "_CACHE", 100 * 16 * 4)
     rng = np.random.default_rng(0)
     X = sp.random(3000, 400, density=0.02, random_state=rng, format="csr", dtype=np.float32)
     X.data[:] = 1.0
@@ -151,7 +166,7 @@ def test_same_seed_same_factors_with_one_and_two_threads() -> None:
     try:
         for threads in (1, 2):
             torch.set_num_threads(threads)
-            m = IALS(factors=16, iterations=2, device="cpu", random_state=7).fit(X)
+            m = IALS(factors=16, iterations=2, chunk_size=500, device="cpu", random_state=7).fit(X)
             out.append((m.user_factors_, m.item_factors_))
     finally:
         torch.set_num_threads(before)
