@@ -39,7 +39,7 @@ RNG_BLOCK = 4096
 """Users per random stream: the draws of users in one block come from that block's stream."""
 
 _ROUNDS = 12  # rounds of rejection before the exact fallback for users still short of distinct items
-_FALLBACK_CELLS = 1 << 21  # users × items cells of one batch of the exact fallback
+_FALLBACK_CELLS = 1 << 20  # users × items cells of one batch of the exact fallback
 _TIME_SPAN = (1_230_768_000, 1_293_840_000)  # 2009-01-01 .. 2011-01-01, seconds
 
 
