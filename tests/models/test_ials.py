@@ -57,7 +57,16 @@ def textbook_cg(A: np.ndarray, b: np.ndarray, x: np.ndarray, steps: int) -> np.n
 
 
 def fitted(R: sp.csr_matrix, **kw: object) -> IALS:
-    params = {"factors": 4, "iterations": 5, "device": "cpu", "dtype": "float64", "random_state": 0} | kw
+    params = {
+        "factors": 4,
+        "alpha": 1.0,
+        "reg": 0.1,
+        "iterations": 5,
+        "device": "cpu",
+        "dtype": "float64",
+        "random_state": 0,
+    }
+    params |= kw
     return IALS(**params).fit(R)  # type: ignore[arg-type]
 
 
