@@ -245,3 +245,22 @@ def test_served_with_the_ann_index(tmp_path: Path) -> None:
     want, _, _ = exact.recommend(rows, k=5)
     assert set(strategy) == {"user-vector"}
     assert np.mean([len(set(a) & set(b)) / 5 for a, b in zip(items.tolist(), want.tolist(), strict=True)]) >= 0.95
+
+
+def test_duplicates_are_summed_zeros_dropped_and_the_input_left_alone(counts: sp.csr_matrix) -> None:
+    """Entries are weights r: a pair stored twice counts twice; a stored zero is no interaction."""
+    m = counts.tocsr()
+    free = int(np.setdiff1d(np.arange(m.shape[1]), m[0].indices)[0])  # a column user 0 has not seen
+    rows = np.repeat(np.arange(m.shape[0]), np.diff(m.indptr))
+    # each count c stored as (c − 1) and 1 at the same pair, plus a stored 0 at (0, free); rows stay in order
+    r = np.r_[rows, rows, 0]
+    c = np.r_[m.indices, m.indices, free]
+    v = np.r_[m.data - 1.0, np.ones(m.nnz), 0.0].astype(np.float32)
+    order = np.argsort(r, kind="stable")
+    indptr = np.r_[0, np.cumsum(np.bincount(r, minlength=m.shape[0]))]
+    messy = sp.csr_matrix((v[order], c[order], indptr), shape=m.shape)
+    assert not messy.has_canonical_format
+    before = (messy.data.copy(), messy.indices.copy())
+    np.testing.assert_allclose(fitted(messy).user_factors_, fitted(m).user_factors_, rtol=1e-10, atol=1e-12)
+    np.testing.assert_array_equal(messy.data, before[0])
+    np.testing.assert_array_equal(messy.indices, before[1])

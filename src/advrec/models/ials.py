@@ -108,6 +108,12 @@ class SparseRows:
         n_rows, n_cols = m.shape
         n_blocks = max(1, -(-n_cols // width))
         width = max(1, -(-n_cols // n_blocks))  # blocks of equal width
+        lengths = np.diff(m.indptr)
+        reg_t = torch.from_numpy(reg).to(device, dtype).reshape(-1, 1)
+        if n_blocks == 1:
+            crow1, col1 = (torch.from_numpy(a.astype(np.int64)).to(device) for a in (m.indptr, m.indices))
+            weight1 = torch.from_numpy(m.data).to(device, dtype) * alpha
+            return cls([ColumnBlock(0, n_cols, crow1, col1, weight1)], reg_t, lengths)
         block = m.indices // width
         order = np.argsort(block, kind="stable")  # by block, then as in m (by row, then column)
         keys = block.astype(np.int64) * n_rows + np.repeat(np.arange(n_rows), np.diff(m.indptr))
@@ -122,7 +128,7 @@ class SparseRows:
             ColumnBlock(k * width, min((k + 1) * width, n_cols), crow_t[k], col[e - n : e], weight[e - n : e])
             for k, (e, n) in enumerate(zip(ends.tolist(), crow[:, -1].tolist(), strict=True))
         ]
-        return cls(blocks, torch.from_numpy(reg).to(device, dtype).reshape(-1, 1), np.diff(m.indptr))
+        return cls(blocks, reg_t, lengths)
 
     @property
     def n_rows(self) -> int:
@@ -369,12 +375,13 @@ class IALS(Recommender):
     # ------------------------------------------------------------------ data
     def _weights(self, X: Interactions | sp.spmatrix, what: str) -> sp.csr_matrix:
         """`X` as a users×items CSR matrix of non-negative weights r (duplicates summed, zeros dropped)."""
-        m = as_csr(X, what).copy()
+        m = as_csr(X, what)
         if (m.data < 0).any():
             raise DataError(f"{what} has negative values; pass interactions as non-negative weights")
-        m.sum_duplicates()
-        m.eliminate_zeros()
-        m.sort_indices()
+        if not m.has_canonical_format or not m.data.all():  # else used as it is, without a copy
+            m = m.copy()
+            m.sum_duplicates()
+            m.eliminate_zeros()
         return m
 
     def _torch(self) -> tuple[torch.device, torch.dtype]:
