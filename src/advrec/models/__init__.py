@@ -7,6 +7,7 @@ from advrec.models.ease import EASE
 from advrec.models.genre import GenreAffinity
 from advrec.models.gfcf import GFCF
 from advrec.models.hybrid import TextEASE
+from advrec.models.ials import IALS
 from advrec.models.irgan import IRGAN
 from advrec.models.item_knn import ItemKNN
 from advrec.models.mult_vae import MultVAE
@@ -20,6 +21,7 @@ __all__ = [
     "CFGAN",
     "EASE",
     "GFCF",
+    "IALS",
     "IRGAN",
     "SANSA",
     "GenreAffinity",

@@ -17,8 +17,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from advrec.errors import ConfigError
-from advrec.models import BPRMF, IRGAN, Recommender
-from advrec.models.ials import IALS
+from advrec.models import BPRMF, IALS, IRGAN, Recommender
 
 ANN_METHODS = ("none", "faiss")
 DEFAULT_M = 32
