@@ -141,7 +141,8 @@ def split(
     dataset: Annotated[str, typer.Option(help="dataset name")] = "ml-100k",
     out: Annotated[Path, typer.Option(help="folder to write the split to")] = Path("splits/split"),
     protocol: Annotated[
-        str, typer.Option(help="ratio | leave_one_out | temporal | holdout_users | cold_items")
+        str,
+        typer.Option(help="ratio | leave_one_out | temporal | holdout_users | cold_items | official | official_full"),
     ] = "ratio",
     seed: int = 2020,
     min_rating: Annotated[float | None, typer.Option(help="keep ratings ≥ this, as implicit feedback")] = 3.0,
@@ -166,7 +167,10 @@ def train(
     dataset: Annotated[str | None, typer.Option(help="dataset name")] = None,
     sets: Annotated[list[str] | None, typer.Option("--set", help="model parameter key=value (repeatable)")] = None,
     config: Annotated[Path | None, typer.Option(help="experiment TOML file")] = None,
-    protocol: Annotated[str | None, typer.Option(help="ratio | leave_one_out | temporal | holdout_users")] = None,
+    protocol: Annotated[
+        str | None,
+        typer.Option(help="ratio | leave_one_out | temporal | holdout_users | official | official_full (gowalla)"),
+    ] = None,
     seed: int | None = None,
     min_rating: float | None = None,
     core: int | None = None,

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from advrec.data.datasets import IMPLICIT_DATASETS, load_dataset
 from advrec.data.interactions import Interactions
-from advrec.data.movielens import load_movielens
 from advrec.errors import ConfigError, DataError, ModelFileError
 from advrec.io import atomic_write_text, to_jsonable
 
@@ -52,7 +52,8 @@ def _dataset_of(manifest: dict[str, Any], data_dir: str | None) -> Interactions:
     name = ds.get("name")
     if not name:
         raise ModelFileError("the manifest names no dataset; attribute and DCR audits need the source data")
-    return load_movielens(name, data_dir=data_dir, min_rating=ds.get("min_rating"), core=ds.get("core"))
+    min_rating = None if name in IMPLICIT_DATASETS else ds.get("min_rating")
+    return load_dataset(name, data_dir=data_dir, min_rating=min_rating, core=ds.get("core"))
 
 
 def audit_run(
