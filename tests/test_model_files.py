@@ -15,7 +15,20 @@ from safetensors.numpy import load_file, save_file
 
 from advrec.errors import ModelFileError
 from advrec.io import ARRAYS_FILE, PARAMS_FILE
-from advrec.models import BPRMF, CFGAN, EASE, IRGAN, GenreAffinity, ItemKNN, MultVAE, Pop, TextEASE, TextKNN
+from advrec.models import (
+    BPRMF,
+    CFGAN,
+    EASE,
+    GFCF,
+    IRGAN,
+    SANSA,
+    GenreAffinity,
+    ItemKNN,
+    MultVAE,
+    Pop,
+    TextEASE,
+    TextKNN,
+)
 from advrec.models.base import _REGISTRY, Recommender
 from advrec.testing import two_communities
 
@@ -44,6 +57,13 @@ def make(name: str) -> Recommender:
         return ItemKNN(k=3).fit(X)
     if name == "EASE":
         return EASE(l2=1.0).fit(X)
+    if name == "GFCF":
+        return GFCF(k=2).fit(X)
+    if name == "SANSA":  # made-up factors: fitting needs the optional sansa package
+        factor = sp.random(8, 8, density=0.4, format="csr", random_state=0, dtype=np.float32)
+        model = SANSA()
+        model.__dict__.update(n_users_=12, n_items_=8, encoder_=factor, decoder_=factor.T.tocsr())
+        return model
     if name == "GenreAffinity":
         return GenreAffinity().fit(_genre_data())
     if name == "BPRMF":
@@ -94,7 +114,8 @@ def copy_of(src: Path, dst: Path) -> Path:
 
 def test_every_registered_model_has_a_case():
     assert set(MODELS) == {
-        "BPRMF", "CFGAN", "EASE", "GenreAffinity", "IRGAN", "ItemKNN", "MultVAE", "Pop", "TextEASE", "TextKNN"
+        "BPRMF", "CFGAN", "EASE", "GFCF", "GenreAffinity", "IRGAN", "ItemKNN", "MultVAE", "Pop", "SANSA", "TextEASE",
+        "TextKNN",
     }  # fmt: skip
 
 
