@@ -57,6 +57,9 @@ class SANSA(Recommender):
     (exact sparse Cholesky, then pruned) or "icf" (incomplete Cholesky of the Gram matrix of X with columns
     rescaled by the fourth root of the Gram's squared column norms: less memory, a differently regularised
     model). `scans` / `finetune_steps`: iterations of the approximate inverse of the factor.
+
+    Gowalla (40,981 items, benchmarks/gowalla.py): "icf" at density 0.005 fits in 4 to 7 minutes on one
+    core with a 4.7 GB peak and keeps 134 MB; CHOLMOD's exact factor of the same Gram matrix passed 7 GiB.
     """
 
     _required_state: ClassVar[dict[str, Learned]] = {
