@@ -93,6 +93,19 @@ def test_fold_in_is_the_dense_closed_form_user_step(counts: sp.csr_matrix, scali
     np.testing.assert_allclose(model.fold_in(counts), want, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("solver", ["cholesky", "cg"])
+def test_one_iteration_is_a_dense_user_step_then_a_dense_item_step(counts: sp.csr_matrix, solver: str) -> None:
+    """From the seeded start (U0, V0 uniform on [0, 0.01), users drawn first), one iteration solves every user
+    against V0, then every item against the new users; CG with d = 4 steps reaches the same solutions."""
+    model = fitted(counts, iterations=1, solver=solver, cg_steps=4, alpha=2.0, reg=0.3, random_state=5)
+    rng = np.random.default_rng(5)
+    _, V0 = (rng.random((n, 4)) * 0.01 for n in counts.shape)
+    R = counts.toarray().astype(np.float64)
+    U1 = dense_step(R, V0, 2.0, np.full(12, 0.3))
+    np.testing.assert_allclose(model.user_factors_, U1, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(model.item_factors_, dense_step(R.T, U1, 2.0, np.full(9, 0.3)), rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("width", [9, 4], ids=["one-block", "three-column-blocks"])
 def test_cg_steps_are_textbook_cg_per_user(counts: sp.csr_matrix, width: int) -> None:
     """The batched CG does, for every user, what plain CG does on that user's system (from the same start)."""
@@ -211,7 +224,7 @@ def test_save_load_keeps_fold_in(counts: sp.csr_matrix, tmp_path: Path) -> None:
         {"cg_steps": 0},
         {"dtype": "float16"},
         {"chunk_size": 0},
-        {"init_std": -0.1},
+        {"init_scale": -0.1},
     ],
 )
 def test_bad_parameters_are_refused(bad: dict[str, object]) -> None:
