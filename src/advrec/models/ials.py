@@ -16,8 +16,9 @@ Each half-step solves, for all users at once (the item step is the same on the t
 previous factors (Takács, Pilászy & Tikk, RecSys 2011, as `implicit` does) or exactly (`solver="cholesky"`).
 A CG step needs A_u v_u for every user: v @ YᵀY (one dense product), plus Σ_{i∈I_u} (c_ui − 1)(y_i·v_u) y_i,
 computed as a sampled dense product at the nonzeros (`torch.sparse.sampled_addmm`) followed by a sparse × dense
-product, column block by column block (`SparseRows`). Rows go in chunks of at most `_CHUNK_NNZ` nonzeros and
-`_BUDGET` bytes of temporaries, which `torch.get_num_threads()` worker threads share (`ChunkRunner`). Cost of
+product, column block by column block (`SparseRows`). Rows go in chunks of at most max(`_CHUNK_NNZ`,
+`_BLOCK_NNZ` · blocks) nonzeros and `_BUDGET` bytes of temporaries, which `torch.get_num_threads()` worker
+threads share (`ChunkRunner`). Cost of
 one iteration (both half-steps): (cg_steps + 1) · (4·nnz·d + (n_users + n_items)·d²) multiply-adds plus the two
 Gramians; memory: the factors, one copy of the matrix per side, and per chunk in flight 4·rows·d + nnz floats.
 """
@@ -56,7 +57,8 @@ REG_SCALINGS = ("none", "frequency")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 _BUDGET = 256 << 20  # bytes of temporaries per chunk of rows
 _CACHE = 2 << 20  # bytes of fixed factors per column block (best of 1, 2, 4, 8 MiB measured here)
-_CHUNK_NNZ = 1 << 17  # nonzeros per chunk of rows: enough chunks to share among threads
+_CHUNK_NNZ = 1 << 17  # nonzeros per chunk of rows: enough chunks to share among threads, but at least
+_BLOCK_NNZ = 1 << 15  # nonzeros per column block of a chunk on average, so each kernel outweighs its overhead
 _TINY = 1e-20  # squared residual below which a row's CG stops moving (as implicit)
 
 
@@ -158,10 +160,12 @@ def frequency_reg(
     return reg * f / mean, mean
 
 
-def row_chunks(lengths: np.ndarray, per_row: int, per_nnz: int, chunk_size: int | None) -> list[tuple[int, int]]:
-    """Consecutive row ranges: of `chunk_size` rows, or (None) of at most `_CHUNK_NNZ` nonzeros and `_BUDGET`
-    bytes of temporaries (per_row + per_nnz · nonzeros), at least one row each. The cut depends on the data
-    only, never on the thread count."""
+def row_chunks(
+    lengths: np.ndarray, per_row: int, per_nnz: int, max_nnz: int, chunk_size: int | None
+) -> list[tuple[int, int]]:
+    """Consecutive row ranges: of `chunk_size` rows, or (None) of at most `max_nnz` nonzeros and `_BUDGET` bytes
+    of temporaries (per_row + per_nnz · nonzeros), at least one row each. The cut depends on the data only,
+    never on the thread count."""
     n = len(lengths)
     if chunk_size is not None:
         return [(a, min(a + chunk_size, n)) for a in range(0, n, chunk_size)]
@@ -170,7 +174,7 @@ def row_chunks(lengths: np.ndarray, per_row: int, per_nnz: int, chunk_size: int 
     bounds = [0]
     while bounds[-1] < n:
         a = bounds[-1]
-        by_nnz = np.searchsorted(nnz, (nnz[a - 1] if a else 0) + _CHUNK_NNZ, side="right")
+        by_nnz = np.searchsorted(nnz, (nnz[a - 1] if a else 0) + max_nnz, side="right")
         by_cost = np.searchsorted(cost, (cost[a - 1] if a else 0) + _BUDGET, side="right")
         bounds.append(min(max(int(min(by_nnz, by_cost)), a + 1), n))
     return list(itertools.pairwise(bounds))
@@ -305,11 +309,10 @@ class IALS(Recommender):
     and tests). Factors start uniform on [0, init_scale), as implicit's do: on Gowalla N(0, (0.1/√d)²) (Rendle et
     al.) gave the same Recall@20 (valid 0.1589 at 64 factors, 0.2035 at 256), on the 100k × 10k synthetic set a
     lower one (test 0.0400-0.0403 against 0.0424-0.0428, two seeds; the nonnegative start leans on popularity,
-    all that set holds). `chunk_size`: rows solved together (None: at most 2^17 nonzeros and 256 MiB of
-    temporaries a chunk). With `valid`,
-    NDCG@10 is measured every `eval_every` iterations, the best factors are kept and training stops after
-    `patience` evaluations without improvement. An iteration (a user step and an item step) is an epoch of
-    `training_log_`. New users get vectors from `fold_in`.
+    all that set holds). `chunk_size`: rows solved together (None: cut by nonzeros and memory, see the module
+    docstring). With `valid`, NDCG@10 is measured every `eval_every` iterations, the best factors are kept and
+    training stops after `patience` evaluations without improvement. An iteration (a user step and an item step)
+    is an epoch of `training_log_`. New users get vectors from `fold_in`.
 
     The defaults (reg 10, alpha 100, no frequency scaling at 64 factors) are the best validation Recall@20 of a
     grid on Gowalla (benchmarks/ials.py); sparser or denser data may want others.
@@ -417,7 +420,8 @@ class IALS(Recommender):
         with runner.one_thread():
             gram = Y.T @ Y
         if self.solver == "cg":
-            chunks = row_chunks(rows.lengths, 6 * d * itemsize, 3 * itemsize, self.chunk_size)
+            max_nnz = max(_CHUNK_NNZ, _BLOCK_NNZ * len(rows.blocks))
+            chunks = row_chunks(rows.lengths, 6 * d * itemsize, 3 * itemsize, max_nnz, self.chunk_size)
             with runner.one_thread():
                 runner.map(lambda a, b: cg_solve(rows.rows(a, b), X[a:b], Y, gram, self.cg_steps), chunks)
             return
