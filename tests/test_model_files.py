@@ -20,6 +20,7 @@ from advrec.models import (
     CFGAN,
     EASE,
     GFCF,
+    IALS,
     IRGAN,
     SANSA,
     GenreAffinity,
@@ -66,6 +67,8 @@ def make(name: str) -> Recommender:
         return model
     if name == "GenreAffinity":
         return GenreAffinity().fit(_genre_data())
+    if name == "IALS":
+        return IALS(factors=3, iterations=2, device="cpu", random_state=0).fit(X)
     if name == "BPRMF":
         return BPRMF(factors=4, **TORCH).fit(X)
     if name == "MultVAE":
@@ -114,8 +117,8 @@ def copy_of(src: Path, dst: Path) -> Path:
 
 def test_every_registered_model_has_a_case():
     assert set(MODELS) == {
-        "BPRMF", "CFGAN", "EASE", "GFCF", "GenreAffinity", "IRGAN", "ItemKNN", "MultVAE", "Pop", "SANSA", "TextEASE",
-        "TextKNN",
+        "BPRMF", "CFGAN", "EASE", "GFCF", "GenreAffinity", "IALS", "IRGAN", "ItemKNN", "MultVAE", "Pop", "SANSA",
+        "TextEASE", "TextKNN",
     }  # fmt: skip
 
 
