@@ -118,7 +118,9 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=list(GRIDS))  # run all, or --update a few
     ap.add_argument("--quick", action="store_true", help="one configuration, 3 epochs: a smoke test")
     ap.add_argument("--out", type=Path, default=RESULTS)
-    ap.add_argument("--update", action="store_true", help="keep the other models' rows of the saved results")
+    ap.add_argument(
+        "--update", action="store_true", help="keep the other models' rows of the saved results (and the notes)"
+    )
     args = ap.parse_args()
     rows = []
     saved = args.out / "recbole_ml1m.json"
@@ -140,7 +142,9 @@ def main() -> None:
     if not args.quick:
         args.out.mkdir(parents=True, exist_ok=True)
         stamp = datetime.now(UTC).strftime("%Y-%m-%d")
-        (args.out / "recbole_ml1m.md").write_text(f"# RecBole ml-1m protocol ({stamp})\n\n{table}\n")
+        md = args.out / "recbole_ml1m.md"
+        notes = md.read_text().partition("\nNotes:")[1:] if md.exists() else ("", "")
+        md.write_text(f"# RecBole ml-1m protocol ({stamp})\n\n{table}\n{''.join(notes)}")
         (args.out / "recbole_ml1m.json").write_text(json.dumps(rows, indent=2))
     sys.stdout.flush()
 

@@ -12,7 +12,7 @@ from advrec.models import BPRMF, EASE, ItemKNN, MultVAE, Pop
 pytestmark = pytest.mark.integration
 
 # Thresholds of the statistical tests, set from their spread over seeds 0-9 (benchmarks/test_spread.py).
-# NDCG@10 over Pop's, seeds 0-9: ItemKNN 1.99-2.19, EASE 2.11-2.25, BPRMF 1.75-1.95, MultVAE 1.53-1.85
+# NDCG@10 over Pop's, seeds 0-9: ItemKNN 1.99-2.19, EASE 2.11-2.25, BPRMF 2.17-2.32, MultVAE 1.64-1.85
 OVER_POP_MIN = 1.3
 
 
@@ -49,7 +49,7 @@ def test_early_stopping_keeps_best_epoch(split):
     model = BPRMF(epochs=12, lr=5e-3, patience=3, device="cpu").fit(split.train, valid=split)
     log = model.training_log_
     assert model.epochs_run_ == len(log) <= 12
-    best = max(r["valid_ndcg@10"] for r in log)
+    best = max(r["valid_ndcg@10"] for r in log if "valid_ndcg@10" in r)  # validated every eval_every epochs
     assert model.best_valid_ndcg_ == pytest.approx(best)
     # the weights kept are those of the best epoch
     again = evaluate(model, split, ks=(10,), on="valid").summary["ndcg@10"]
@@ -66,7 +66,7 @@ def test_history_models_score_unseen_users(data_dir, seed, claim):
         model.fit(split.train, valid=split)
         ndcg = evaluate(model, split, ks=(10,)).summary["ndcg@10"]
         ratios[type(model).__name__] = claim(f"{type(model).__name__}: NDCG@10 over Pop's", ndcg / pop)
-    assert min(ratios.values()) > 1, ratios  # seeds 0-9: EASE 1.67-2.38, ItemKNN 1.48-2.32, MultVAE 1.14-1.44
+    assert min(ratios.values()) > 1, ratios  # seeds 0-9: EASE 1.67-2.38, ItemKNN 1.48-2.32, MultVAE 1.06-1.42
     bpr = BPRMF(epochs=1, device="cpu").fit(split.train)
     # BPRMF keeps one vector per user: users are rows of the training matrix, so held-out users have
     # untrained vectors; scoring a user outside the matrix is refused

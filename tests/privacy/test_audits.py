@@ -38,8 +38,8 @@ COPIES_AUC_MIN, COPIES_SHARE_MIN = 0.65, 0.95  # 0.724-0.793, 0.990-1.000
 FRESH_SHARE_BAND, FRESH_AUC_BAND = (0.3, 0.7), (0.35, 0.65)  # 0.418-0.580, 0.460-0.534
 PLANTED_BACC_MIN, PLANTED_AUC_MIN = 0.74, 0.84  # 0.792-0.856, 0.886-0.932
 NOISE_BACC_BAND = (0.4, 0.6)  # 0.469-0.535
-GENDER_FROM_CODE_MIN, GENDER_FROM_LIST_MIN = 0.78, 0.8  # 0.857-0.995, 0.900-0.975
-ERASE_BEFORE_MIN, ERASE_AFTER_MAX = 0.9, 0.6  # 0.980-1.000, 0.328-0.398
+GENDER_FROM_CODE_MIN, GENDER_FROM_LIST_MIN = 0.78, 0.8  # 0.911-0.991, 0.896-0.980
+ERASE_BEFORE_MIN, ERASE_AFTER_MAX = 0.9, 0.6  # 0.985-1.000, 0.336-0.415
 
 
 def test_centroid_gap_and_helpers_known_answers():
@@ -172,7 +172,7 @@ def test_conditioned_decoder_reads_the_group_and_survives_save(tiny_gendered, tm
     # F users' taste: items 0-29; the smallest margin of own over other items among 5 + 5 users
     own_margin = min((s_women[:, :30].mean(1) - s_women[:, 30:].mean(1)).min(),
                      (s_men[:, 30:].mean(1) - s_men[:, :30].mean(1)).min())  # fmt: skip
-    assert claim("own-taste margin", own_margin) > 0  # 0.120-0.245
+    assert claim("own-taste margin", own_margin) > 0  # 0.117-0.256
     loaded = MultVAE.load(model.save(tmp_path / "m"))
     users = np.arange(20)
     np.testing.assert_allclose(loaded.score(X, users), model.score(X, users), rtol=1e-5, atol=1e-6)

@@ -127,7 +127,7 @@ def test_without_users_empties_rows() -> None:
 RANK_SHIFT_MIN = 120  # 169-264 places
 DETECTOR_F1_MIN = {"average": 0.9, "bandwagon": 0.6}  # 1.000-1.000, 0.727-1.000
 FAKES_KEPT_MAX = 0.55  # share of bandwagon fakes the defence keeps: 0.000-0.429 (median 0.054)
-BLIND_F1_MAX, AWARE_F1_MIN = 0.3, 0.85  # 0.000-0.000, 0.943-1.000
+BLIND_F1_MAX, AWARE_F1_MIN = 0.3, 0.85  # 0.000-0.000, 0.963-1.000
 
 
 @pytest.fixture(scope="module")

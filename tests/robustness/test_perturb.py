@@ -14,7 +14,7 @@ from advrec.robustness.perturb import _loss_gradient, _training_triples, fast_gr
 from advrec.testing import community_accuracy, two_communities
 
 # Thresholds of the statistical tests, set from their spread over seeds 0-9 (benchmarks/test_spread.py).
-APR_COMMUNITY_ACCURACY_MIN = 0.85  # 0.922-0.978 over seeds 0-9
+APR_COMMUNITY_ACCURACY_MIN = 0.8  # 0.867-0.961 over seeds 0-9 (0.922-0.978 with uniform negatives)
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +78,7 @@ def test_attacks_respect_eps_and_raise_the_loss(data, bpr, method, seed, claim) 
     for clean, adv in zip(bpr.embeddings(), attacked.embeddings(), strict=True):
         norms = np.linalg.norm(adv - clean, axis=1)
         assert norms.max() <= 0.5 + 1e-5
-    # seeds 0-9: FGSM 1.74-6.74, PGD 1.81-7.32
+    # seeds 0-9: FGSM 2.41-4.93, PGD 2.39-5.48
     assert claim("attacked / clean loss", _train_loss(attacked, data) / _train_loss(bpr, data)) > 1.3
     assert np.allclose(bpr.embeddings()[0], attack_embeddings(bpr, data, eps=0.0).embeddings()[0])
     with pytest.raises(ConfigError, match="method"):
@@ -101,4 +101,4 @@ def test_robustness_curve_rows(data, bpr, seed, claim) -> None:  # type: ignore[
     df = robustness_curve(model, split, eps=(0.5, 2.0), methods=("fgsm",))
     assert list(df["method"]) == ["clean", "fgsm", "fgsm"]
     assert df["share"].iloc[0] == 1.0
-    assert claim("NDCG@10 share kept at eps 2", df["ndcg@10"].iloc[2] / df["ndcg@10"].iloc[0]) < 0.9  # 0.55-0.78
+    assert claim("NDCG@10 share kept at eps 2", df["ndcg@10"].iloc[2] / df["ndcg@10"].iloc[0]) < 0.9  # 0.25-0.48

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -12,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from advrec.errors import ConfigError
-from advrec.models.torch_base import TorchRecommender, csr_to_torch
+from advrec.models.torch_base import TorchRecommender, csr_to_sparse_torch, csr_to_torch
 
 OptimizerFactory = Callable[["MultVAE", Callable[[], torch.optim.Optimizer]], torch.optim.Optimizer]
 """(model, make_default_optimizer) -> the optimizer to train with (e.g. a DP-SGD wrapper of the default)."""
@@ -74,12 +75,29 @@ class VAE(nn.Module):
         self.register_buffer("eraser", torch.from_numpy(e).to(device))
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.drop(F.normalize(x, dim=1))
-        h = torch.tanh(self.encoder(h))
+        """(μ, log σ²) of the rows of `x`, a dense or a sparse CSR users×items tensor."""
+        h = torch.tanh(
+            self._encode_sparse(x) if x.layout == torch.sparse_csr else self.encoder(self.drop(F.normalize(x, dim=1)))
+        )
         mu, logvar = self.to_latent(h).chunk(2, dim=1)
         if self.eraser is not None:
             mu = mu @ self.eraser[:-1] + self.eraser[-1]
         return mu, logvar
+
+    def _encode_sparse(self, x: torch.Tensor) -> torch.Tensor:
+        """The first layer on sparse rows: L2-normalised, input dropout on the stored entries only (dropping a zero
+        changes nothing), then a sparse × dense product; the same function as the dense path, at O(nnz · hidden)."""
+        counts = x.crow_indices().diff()
+        rows = torch.repeat_interleave(torch.arange(len(counts), device=x.device), counts)
+        values = x.values()
+        norm = torch.zeros(len(counts), device=x.device).index_add_(0, rows, values * values).sqrt_()
+        values = self.drop(values / norm.clamp_min_(1e-12)[rows])  # F.normalize's eps
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*[Ss]parse CSR tensor support is in beta.*")
+            normed = torch.sparse_csr_tensor(
+                x.crow_indices(), x.col_indices(), values, size=x.shape, check_invariants=False
+            )
+        return torch.sparse.mm(normed, self.encoder.weight.t()) + self.encoder.bias
 
     def decode(self, z: torch.Tensor, groups: torch.Tensor | None = None) -> torch.Tensor:
         h = self.from_latent(z)
@@ -100,6 +118,14 @@ class VAE(nn.Module):
         else:
             z = mu
         return self.decode(z, groups), mu, logvar
+
+
+def sparse_nll(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """−Σ_i x_ui · log softmax(logits_u)_i per row, read at the stored entries of the sparse CSR rows `x`."""
+    counts = x.crow_indices().diff()
+    rows = torch.repeat_interleave(torch.arange(len(counts), device=x.device), counts)
+    picked = F.log_softmax(logits, dim=1)[rows, x.col_indices()] * x.values()
+    return -torch.zeros(len(counts), device=logits.device, dtype=logits.dtype).index_add(0, rows, picked)
 
 
 class MultVAE(TorchRecommender):
@@ -200,12 +226,15 @@ class MultVAE(TorchRecommender):
             order = rng.permutation(users)
         else:
             raise ConfigError(f"sampling must be 'uniform' or 'activity', not {self.sampling!r}")
+        # a loss reducer (DP-SGD's per-user clipping) reads per-user gradients from hooks on the first layer, which
+        # see a dense input only: its batches are densified; otherwise the rows stay sparse
+        dense = self.loss_reducer is not None
         total, seen = 0.0, 0
         for batch in self._batches(order, rng):
             ub = np.sort(batch)
-            x = csr_to_torch(X[ub], self.device_)
+            x = (csr_to_torch if dense else csr_to_sparse_torch)(X[ub], self.device_)
             logits, mu, logvar = self.network_(x, self._groups(ub))
-            nll = -(F.log_softmax(logits, dim=1) * x).sum(1)
+            nll = -(F.log_softmax(logits, dim=1) * x).sum(1) if dense else sparse_nll(logits, x)
             kl = 0.5 * (-logvar + logvar.exp() + mu.pow(2) - 1).sum(1)
             beta = min(self.beta_cap, self.updates_ / max(1, self.anneal_steps))
             if self.loss_reducer is None:
@@ -235,5 +264,5 @@ class MultVAE(TorchRecommender):
     def _score(self, history: sp.csr_matrix, users: np.ndarray) -> np.ndarray:
         h = self._binary_rows(history, users)
         with torch.no_grad():
-            logits, _, _ = self.network_(csr_to_torch(h, self.device_), self._groups(np.asarray(users)))
+            logits, _, _ = self.network_(csr_to_sparse_torch(h, self.device_), self._groups(np.asarray(users)))
         return logits.cpu().numpy()

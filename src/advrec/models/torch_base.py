@@ -5,9 +5,11 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -38,6 +40,36 @@ def seed_of(random_state: int | np.random.Generator | None) -> int:
 def csr_to_torch(m: sp.csr_matrix, device: torch.device) -> torch.Tensor:
     """Rows of a CSR matrix as a dense float32 tensor on `device`."""
     return torch.from_numpy(np.asarray(m.toarray(), dtype=np.float32)).to(device)
+
+
+def csr_to_sparse_torch(m: sp.csr_matrix, device: torch.device) -> torch.Tensor:
+    """Rows of a CSR matrix as a sparse CSR float32 tensor on `device` (nothing densified)."""
+    m = sp.csr_matrix(m)
+    if not m.has_sorted_indices:
+        m = m.sorted_indices()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*[Ss]parse CSR tensor support is in beta.*")
+        return torch.sparse_csr_tensor(
+            torch.from_numpy(m.indptr.astype(np.int64)),
+            torch.from_numpy(m.indices.astype(np.int64)),
+            torch.from_numpy(np.asarray(m.data, dtype=np.float32)),
+            size=m.shape,
+            check_invariants=False,  # scipy's CSR, indices sorted: valid by construction
+        ).to(device)
+
+
+@contextmanager
+def intra_op_threads(n: int | None) -> Iterator[None]:
+    """torch's intra-op thread count set to `n` inside the block (left as it is when None), restored after it."""
+    if n is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def as_eval_set(valid: EvalSet | Split | None) -> EvalSet | None:
@@ -80,6 +112,10 @@ class TorchRecommender(Recommender):
         self.verbose = verbose
 
     batch_hooks: list[BatchHook]
+    # intra-op threads of training on the CPU (None: the process's setting). A model whose batches are small
+    # sets 1: a kernel on a few thousand rows gains little from a second thread, and on a busy machine the
+    # threads of every kernel wait for each other (a fit that took 68 s alone took 3,311 s beside other jobs).
+    cpu_train_threads: ClassVar[int | None] = None
 
     # ------------------------------------------------------------------ to implement
     def _build(self, n_users: int, n_items: int) -> torch.nn.Module:
@@ -114,7 +150,8 @@ class TorchRecommender(Recommender):
         seed = seed_of(self.random_state)
         rng = np.random.default_rng(seed)
         forked = torch.random.fork_rng(devices=[self.device_] if self.device_.type == "cuda" else [])
-        with forked, deterministic():
+        threads = intra_op_threads(self.cpu_train_threads if self.device_.type == "cpu" else None)
+        with forked, deterministic(), threads:
             torch.manual_seed(seed)
             self.network_ = self._build(self.n_users_, self.n_items_).to(self.device_)
             if init is not None:
