@@ -152,7 +152,7 @@ def test_batch_and_status_and_reload(client: TestClient, mf_run: Path, ease_run:
         single = client.get(f"/v1/users/{uid}/recommendations", params={"k": 10}).json()
         assert result["items"] == single["items"]
     status = client.get("/v1/model").json()
-    assert status["ann"] == "faiss-hnsw(M=32,efSearch=64)"
+    assert status["ann"] == "faiss-hnsw(M=48,efSearch=64)"
     r = client.post("/v1/admin/reload", json={"run_dir": str(ease_run)}, headers=AUTH)
     assert r.status_code == 422 and r.json()["detail"] == "cannot load run 'ease': not a valid run directory"
     assert client.get("/v1/model").json()["version"] == status["version"]
@@ -173,7 +173,7 @@ def test_workers_read_the_ann_options_from_the_environment(
     finally:
         torch.set_num_threads(threads)
     served.store.close()
-    assert served.model.ann.describe() == "faiss-hnsw(M=32,efSearch=128)"
+    assert served.model.ann.describe() == "faiss-hnsw(M=48,efSearch=128)"
 
 
 def test_models_without_item_vectors_are_refused(ease_run: Path, tmp_path: Path) -> None:

@@ -194,7 +194,7 @@ class ModelStatus(BaseModel):
     uses_history: bool
     ann: str = Field(
         default="none",
-        description="approximate search: none (every item is scored), or the index, e.g. faiss-hnsw(M=32,efSearch=64)",
+        description="approximate search: none (every item is scored), or the index, e.g. faiss-hnsw(M=48,efSearch=64)",
     )
 
 
