@@ -43,8 +43,20 @@ def _fail(err: Exception) -> None:
 
 
 @app.callback()
-def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug logging")] = False) -> None:
+def main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug logging")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress (epochs, evaluation chunks)")] = False,
+) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    from advrec.progress import enable_progress
+    from advrec.progress import log as progress_log
+
+    enable_progress(not quiet)  # a bar on a terminal, else a line per epoch / chunk on stderr
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    progress_log.handlers[:] = [handler]
+    progress_log.setLevel(logging.INFO)
+    progress_log.propagate = False
 
 
 @app.command()

@@ -7,8 +7,6 @@ recommendation counts are kept across chunks: no users × items array of the who
 
 from __future__ import annotations
 
-import logging
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -29,9 +27,7 @@ from advrec.evaluation.metrics import (
     ranking_metrics,
 )
 from advrec.evaluation.ranking import DEFAULT_MEMORY_BUDGET, entry_positions, top_k, users_per_chunk
-from advrec.progress import progress_bar
-
-log = logging.getLogger(__name__)
+from advrec.progress import Steps, progress_wanted
 
 ScoreFn = Callable[[sp.csr_matrix, np.ndarray], np.ndarray]
 
@@ -90,7 +86,7 @@ def evaluate(
     cold_only: bool = False,
     metrics: Sequence[str] = METRICS,
     batch_size: int | None = None,
-    progress: bool = False,
+    progress: bool | None = None,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
     sample_users: int | None = None,
     random_state: int | np.random.Generator | None = None,
@@ -100,8 +96,9 @@ def evaluate(
     Every user with a non-empty target is ranked over all items, minus the items of their history (and,
     on test, their validation items). Metrics follow DESIGN §5; `summary` also holds item coverage,
     novelty and Gini index of the top-K lists, per K. Users are ranked in chunks that fit `memory_budget`
-    bytes (`batch_size` users per chunk when given). `sample_users`: evaluate a uniform sample of that many
-    of the users instead (drawn with `random_state`); `report.protocol["users"]` says which was done.
+    bytes (`batch_size` users per chunk when given). `progress`: show it (a bar on a terminal, else a log line
+    per chunk); None: as `advrec.progress.enable_progress` set it. `sample_users`: evaluate a uniform sample of
+    that many of the users instead (drawn with `random_state`); `report.protocol["users"]` says which was done.
     """
     es = split.eval_set(on, cold_only=cold_only)
     popularity = np.bincount(split.train.matrix.indices, minlength=split.n_items)
@@ -129,14 +126,14 @@ def evaluate_scores(
     metrics: Sequence[str] = METRICS,
     batch_size: int | None = None,
     item_popularity: np.ndarray | None = None,
-    progress: bool = False,
+    progress: bool | None = None,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
     sample_users: int | None = None,
     random_state: int | np.random.Generator | None = None,
 ) -> Report:
     """Evaluates a scoring function `score(history, users) -> (len(users), n_items)` on one `EvalSet`.
 
-    Chunks, sampling and progress as in `evaluate`; with `progress` and no terminal, one log line per chunk.
+    Chunks, sampling and progress as in `evaluate`.
     """
     ks = sorted({int(k) for k in ks})
     if not ks or ks[0] < 1:
@@ -183,20 +180,13 @@ def sample_of_users(
     return users[chosen], f"sample of {int(sample_users)} of {m} users (seed {seed})"
 
 
-def _chunk_starts(n_users: int, size: int, progress: bool) -> Iterator[int]:
-    """Start of each chunk; with `progress`, a bar with an ETA on a terminal, else a log line per chunk."""
+def _chunk_starts(n_users: int, size: int, progress: bool | None) -> Iterator[int]:
+    """Start of each chunk, with progress (`advrec.progress`): a bar on a terminal, else a log line per chunk."""
     starts = range(0, n_users, size)
-    bar = progress_bar(starts, desc="evaluating", disable=not progress, unit="chunk")
-    lines = progress and bar.disable
-    t0 = time.perf_counter()
-    for i, start in enumerate(bar, 1):
+    steps = Steps(starts, f"evaluating {n_users:,} users", progress_wanted(progress), "chunk")
+    for start in steps:
         yield start
-        if lines:
-            done, elapsed = min(start + size, n_users), time.perf_counter() - t0
-            log.info(
-                "evaluated %d of %d users (chunk %d of %d) in %.1f s, about %.1f s left",
-                done, n_users, i, len(starts), elapsed, elapsed * (n_users - done) / done,
-            )  # fmt: skip
+        steps.report({"users done": min(start + size, n_users)})
 
 
 def _ranked(

@@ -48,7 +48,7 @@ from advrec.evaluation.evaluate import evaluate_scores
 from advrec.io import ARRAYS_FILE
 from advrec.models.base import Learned, Recommender
 from advrec.models.torch_base import as_eval_set
-from advrec.progress import progress_bar
+from advrec.progress import Steps, progress_wanted
 
 log = logging.getLogger(__name__)
 
@@ -433,7 +433,8 @@ class IALS(Recommender):
         self.training_log_: list[dict[str, float]] = []
         best: tuple[float, int, torch.Tensor, torch.Tensor] | None = None
         bad = 0
-        bar = progress_bar(range(1, self.iterations + 1), desc="IALS", disable=not self.verbose)
+        show = progress_wanted(self.verbose or None)
+        bar = Steps(range(1, self.iterations + 1), "IALS", show, "iteration", may_stop_early=es is not None)
         runner = ChunkRunner(torch.get_num_threads() if U.device.type == "cpu" else 1)
         try:
             for it in bar:
@@ -452,7 +453,7 @@ class IALS(Recommender):
                     else:
                         bad += 1
                 self.training_log_.append(row)
-                bar.set_postfix({k: f"{v:.4f}" for k, v in row.items() if k != "iteration"})
+                bar.report(row)
                 log.debug("IALS iteration %d: %s", it, row)
                 if bad >= self.patience:
                     break
@@ -470,7 +471,7 @@ class IALS(Recommender):
         def score(history: sp.csr_matrix, users: np.ndarray) -> np.ndarray:
             return (U[torch.from_numpy(users).to(U.device)] @ V.T).float().cpu().numpy()
 
-        return evaluate_scores(score, es, ks=(10,), metrics=("ndcg",)).summary["ndcg@10"]
+        return evaluate_scores(score, es, ks=(10,), metrics=("ndcg",), progress=False).summary["ndcg@10"]
 
     # ------------------------------------------------------------------ using the factors
     def _score(self, history: sp.csr_matrix, users: np.ndarray) -> np.ndarray:

@@ -22,7 +22,7 @@ from advrec.errors import AdvrecError, ConfigError, DataError, ModelFileError
 from advrec.evaluation.evaluate import evaluate_scores
 from advrec.io import ARRAYS_FILE, PARAMS_FILE
 from advrec.models.base import Recommender
-from advrec.progress import progress_bar
+from advrec.progress import Steps, progress_wanted
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +175,8 @@ class TorchRecommender(Recommender):
     def _fit_loop(self, m: sp.csr_matrix, es: EvalSet | None, rng: np.random.Generator) -> None:
         self.training_log_: list[dict[str, float]] = []
         best, best_state, bad = -np.inf, None, 0
-        bar = progress_bar(range(1, self.epochs + 1), desc=type(self).__name__, disable=not self.verbose)
+        show = progress_wanted(self.verbose or None)
+        bar = Steps(range(1, self.epochs + 1), type(self).__name__, show, "epoch", may_stop_early=es is not None)
         for epoch in bar:
             t0 = time.perf_counter()
             self.network_.train()
@@ -198,7 +199,7 @@ class TorchRecommender(Recommender):
                     bad += 1
             self._after_epoch(epoch, row)
             self.training_log_.append(row)
-            bar.set_postfix({k: f"{v:.4f}" for k, v in row.items() if k not in ("epoch", "seconds")})
+            bar.report(row)
             log.debug("%s epoch %d: %s", type(self).__name__, epoch, row)
             if es is not None and bad >= self.patience:
                 break
@@ -212,7 +213,7 @@ class TorchRecommender(Recommender):
     def _validate(self, es: EvalSet) -> float:
         self.network_.eval()
         with torch.no_grad():
-            report = evaluate_scores(lambda h, u: self._score(h, u), es, ks=(10,), metrics=("ndcg",))
+            report = evaluate_scores(lambda h, u: self._score(h, u), es, ks=(10,), metrics=("ndcg",), progress=False)
         self.network_.train()
         return report.summary["ndcg@10"]
 
