@@ -48,8 +48,15 @@ test: $(STAMP)
 	OMP_NUM_THREADS=$(PYTEST_THREADS) MKL_NUM_THREADS=$(PYTEST_THREADS) \
 	  $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile -q
 
+# Peers (implicit) are installed here, not for the tests. SANSA's rows need advrec[sansa] and SuiteSparse.
 bench: $(STAMP)
+	$(BIN)/python -m pip install -q -c $(LOCK) -e ".[$(EXTRAS),bench]"
 	$(BIN)/python benchmarks/recbole_ml1m.py
+	$(BIN)/python benchmarks/bpr_peers.py
+	$(BIN)/python benchmarks/ials.py
+	$(BIN)/python benchmarks/gowalla.py
+	$(BIN)/python benchmarks/data_scale.py
+	$(BIN)/python benchmarks/scale.py
 	$(BIN)/python benchmarks/cold_start.py
 	$(BIN)/python benchmarks/gan.py
 	$(BIN)/python benchmarks/augment.py
