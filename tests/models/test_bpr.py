@@ -111,3 +111,14 @@ def test_a_pool_of_the_users_own_items_falls_back_to_a_uniform_non_item() -> Non
 def test_negative_pool_is_checked() -> None:
     with pytest.raises(ConfigError, match="negative_pool"):
         BPRMF(negative_pool=0, epochs=1, device="cpu").fit(two_communities())
+
+
+def test_byte_map_and_sorted_keys_give_the_same_training(monkeypatch) -> None:
+    """Membership by byte map (small users × items) or by search in the sorted keys: the same negatives."""
+    X = two_communities(40, 20, density=0.3)
+    fit = lambda: BPRMF(factors=4, epochs=3, batch_size=16, device="cpu", random_state=1).fit(X)  # noqa: E731
+    by_map = fit()  # 40 × 20 cells: under BITMAP_MAX_CELLS
+    monkeypatch.setattr("advrec.models.bpr.BITMAP_MAX_CELLS", 0)
+    by_search = fit()
+    for a, b in zip(by_map.embeddings(), by_search.embeddings(), strict=True):
+        np.testing.assert_array_equal(a, b)
