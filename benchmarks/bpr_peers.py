@@ -100,7 +100,7 @@ def implicit_fit(threads: int, iterations: int, every: int | None) -> dict:
     curve: list[tuple[int, float]] = []
     spent = [0.0]
 
-    def callback(epoch: int, elapsed: float, progress: Any = None) -> None:
+    def callback(epoch: int, elapsed: float, *_: Any) -> None:  # BPR also passes (correct, skipped)
         if every and (epoch + 1) % every == 0:
             t0 = time.perf_counter()
             curve.append((epoch + 1, _ndcg(_implicit_scorer(model), split, "valid")))
