@@ -71,3 +71,20 @@ def test_the_command_line_shows_progress_unless_quiet(tmp_path, data_dir):
     assert "IALS: iteration 2 of 2" in loud.output and "evaluating 943 users: chunk 1 of 1" in loud.output
     quiet = CliRunner().invoke(app, ["--quiet", *base, "--set", "factors=4", "--out", str(tmp_path / "b")])
     assert quiet.exit_code == 0 and "iteration" not in quiet.output
+
+
+def test_a_command_leaves_the_progress_logger_as_it_was(tmp_path, data_dir, caplog):
+    """The command line's handler and settings last for one command: a library call after it logs as before."""
+    from typer.testing import CliRunner
+
+    from advrec.cli import app
+    from advrec.progress import log
+
+    before = (list(log.handlers), log.level, log.propagate)
+    result = CliRunner().invoke(app, ["datasets", "--data-dir", str(data_dir), "--no-counts"])
+    assert result.exit_code == 0, result.output
+    assert (list(log.handlers), log.level, log.propagate) == before and not progress_wanted(None)
+    caplog.set_level(logging.INFO, logger="advrec.progress")
+    for _ in (steps := Steps(range(1), "after", show=True)):
+        steps.report({})
+    assert messages(caplog) == [messages(caplog)[0]] and messages(caplog)[0].startswith("after: step 1 of 1")

@@ -7,7 +7,7 @@ import logging
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 import pandas as pd
@@ -44,19 +44,46 @@ def _fail(err: Exception) -> None:
 
 @app.callback()
 def main(
+    ctx: typer.Context,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug logging")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress (epochs, evaluation chunks)")] = False,
 ) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    _show_progress(ctx, not quiet)
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever `sys.stderr` is when a record comes (a test runner may swap it between commands)."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _: Any) -> None:
+        pass
+
+
+def _show_progress(ctx: typer.Context, on: bool) -> None:
+    """Progress lines (or bars on a terminal) on stderr for this command; put back as they were after it."""
     from advrec.progress import enable_progress
     from advrec.progress import log as progress_log
 
-    enable_progress(not quiet)  # a bar on a terminal, else a line per epoch / chunk on stderr
-    handler = logging.StreamHandler()
+    handler = _StderrHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
-    progress_log.handlers[:] = [handler]
+    before = (progress_log.level, progress_log.propagate)
+    enable_progress(on)
+    progress_log.addHandler(handler)
     progress_log.setLevel(logging.INFO)
-    progress_log.propagate = False
+    progress_log.propagate = False  # not twice through the root logger's handler
+
+    def restore() -> None:
+        enable_progress(False)
+        progress_log.removeHandler(handler)
+        progress_log.setLevel(before[0])
+        progress_log.propagate = before[1]
+
+    ctx.call_on_close(restore)
 
 
 @app.command()

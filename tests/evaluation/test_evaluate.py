@@ -181,11 +181,13 @@ def test_sampled_users_are_labelled_and_fixed_by_the_seed():
 
 def test_progress_without_a_terminal_logs_each_chunk(caplog):
     split, S = _random_split(), _tied_scores()
-    with caplog.at_level(logging.INFO, logger="advrec.evaluation.evaluate"):
+    with caplog.at_level(logging.INFO, logger="advrec.progress"):
         evaluate(Fixed(S), split, ks=(3,), batch_size=8, progress=True)
     lines = [r.getMessage() for r in caplog.records]
     n = len(evaluate(Fixed(S), split, ks=(3,)).per_user)
-    assert len(lines) == -(-n // 8) and lines[-1].startswith(f"evaluated {n} of {n} users")
+    chunks = -(-n // 8)
+    assert len(lines) == chunks and lines[-1].startswith(f"evaluating {n} users: chunk {chunks} of {chunks}")
+    assert f"users done {n};" in lines[-1] and "s left" in lines[-1]
     caplog.clear()
     evaluate(Fixed(S), split, ks=(3,), batch_size=8)
     assert not caplog.records
