@@ -198,6 +198,11 @@ def summarize(rows: list[dict[str, Any]]) -> str:
         "its memory guard refuses that on a 24 GiB machine and names SANSA and GFCF. In float32 it needs 6.7 GB but "
         "a dense 40,981² Cholesky inverse takes tens of minutes per fit on one core: not run."
     ]
+    if any(r["model"] == "MultVAE" for r in rows):
+        notes.append(
+            "MultVAE was given 4 epochs (2-3 minutes each on one core: every user's row is scored against all 40,981 "
+            "items): it is undertrained, a budget and not a verdict; the paper's 200 epochs would take about 8 hours."
+        )
     if missing:
         notes.append(f"Not run yet: {', '.join(missing)}.")
     body = "\n".join(lines) + "\n\n" + "\n\n".join(notes)
