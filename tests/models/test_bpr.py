@@ -122,3 +122,18 @@ def test_byte_map_and_sorted_keys_give_the_same_training(monkeypatch) -> None:
     by_search = fit()
     for a, b in zip(by_map.embeddings(), by_search.embeddings(), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_sparse_adam_takes_the_first_step_of_adam_and_updates_only_the_batch_rows() -> None:
+    """One batch from the same start: Adam's first step is g/|g| per weight, SparseAdam's the same on the rows the
+    batch touched (other rows have no gradient under both); later steps differ (lazy moments) but still learn."""
+    X = two_communities(40, 20, density=0.3)
+    one = {"factors": 4, "epochs": 1, "batch_size": 10_000, "device": "cpu", "random_state": 5, "lr": 0.05}
+    dense, lazy = BPRMF(**one).fit(X), BPRMF(**one, optimizer="sparse_adam").fit(X)
+    # equal up to where eps enters (SparseAdam adds it before the bias correction): within 2e-3 of steps of 0.05
+    for a, b in zip(dense.embeddings(), lazy.embeddings(), strict=True):
+        np.testing.assert_allclose(a, b, atol=2e-3)
+    with pytest.raises(ConfigError, match="sparse_adam"):
+        model = BPRMF(factors=4, epochs=1, device="cpu", optimizer="sparse_adam")
+        model.batch_hooks = [lambda model, batch, loss: loss]
+        model.fit(X)

@@ -23,6 +23,12 @@ FACTORIES = {
         lambda: BPRMF(factors=8, epochs=30, batch_size=64, lr=0.1, optimizer="adagrad", negative_pool=1, device="cpu"),
         0.9,
     ),
+    "BPRMF-sparse_adam": (
+        lambda: BPRMF(
+            factors=8, epochs=30, batch_size=64, lr=0.02, negative_pool=2, optimizer="sparse_adam", device="cpu"
+        ),
+        0.9,
+    ),
     "MultVAE": (lambda: MultVAE(hidden=16, latent=4, epochs=40, batch_size=8, lr=0.01, device="cpu"), 0.9),
     "IALS": (lambda: IALS(factors=8, reg=5.0, iterations=10, device="cpu"), 0.9),
 }
