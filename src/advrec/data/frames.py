@@ -34,27 +34,8 @@ _DTYPES: dict[str, Any] = {"int": "int64", "float": "float64", "text": str, "id"
 _SEP_NAMES = {"\t": "tabs", ",": "commas", ";": "semicolons", "|": "'|'", "::": "'::'", " ": "spaces"}
 _UNIT_SEP = "\x1f"  # stands in for a multi-character separator such as "::"
 _INT_RE = r"-?(?:0|[1-9][0-9]*)"
-_COMPRESSED = {".gz": gzip.decompress, ".bz2": bz2.decompress, ".xz": lzma.decompress}
 _OPENERS: dict[str, Any] = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
 _PARQUET = {".parquet", ".pq"}
-
-
-def _read_bytes(path: Path) -> bytes:
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise DataError(f"{path}: is a folder, not a file") from None
-    except OSError as e:
-        raise DataError(f"{path}: cannot be read ({e.strerror or e})") from None
-    unpack = _COMPRESSED.get(path.suffix.lower())
-    if unpack is not None and raw:
-        try:
-            raw = unpack(raw)
-        except (OSError, EOFError, lzma.LZMAError, ValueError) as e:
-            raise DataError(f"{path}: cannot be decompressed ({e})") from None
-    return raw
 
 
 def open_binary(path: Path) -> BinaryIO:
@@ -71,18 +52,22 @@ def open_binary(path: Path) -> BinaryIO:
 
 
 def read_head(path: Path, size: int = 1 << 20) -> bytes:
-    """The first `size` bytes of the file (decompressed)."""
+    """The first `size` bytes of the file (decompressed; all of it when `size` is -1)."""
     with open_binary(path) as f:
         try:
             return f.read(size)
-        except (OSError, EOFError, lzma.LZMAError) as e:
+        except (OSError, EOFError, lzma.LZMAError, ValueError) as e:
             raise DataError(f"{path}: cannot be decompressed ({e})") from None
+
+
+def _read_bytes(path: Path) -> bytes:
+    return read_head(path, -1)
 
 
 def _plain_suffix(path: Path) -> str:
     """The suffix that says the format (`.csv` for `x.csv.gz`)."""
     suffixes = [s.lower() for s in path.suffixes]
-    if suffixes and suffixes[-1] in _COMPRESSED:
+    if suffixes and suffixes[-1] in _OPENERS:
         suffixes = suffixes[:-1]
     return suffixes[-1] if suffixes else ""
 
