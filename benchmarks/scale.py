@@ -59,7 +59,7 @@ SKIPPED = {
 # What the measurements say against the expected costs (rewritten by hand when the numbers change)
 NOTES = [
     "Measured on the 2-core machine with one torch thread, while another single-threaded job held the other core.",
-    "iALS: one iteration grows as N^1.19 from 1M to 50M interactions; the expected N·d + (U+I)·d² is linear "
+    "iALS: one iteration grows as N^1.14 from 1M to 50M interactions; the expected N·d + (U+I)·d² is linear "
     "here, since users, items and interactions grow together. At 1M × 100k × 50M: streamed ingest 7.7 s, "
     "5 iterations in 81 s on one thread (14.0 s each), 10,000 test users evaluated in 5.2 s, peak RSS 3.9 GB "
     "(target ≤ 12 GiB; 6.7 GB with the whole-file reader, 15.8 s to load, in the other 1M rows).",
@@ -69,7 +69,7 @@ NOTES = [
     "266 s per epoch at 1M users (1.8× faster, the same Recall@20); what remains above linear (117 s expected "
     "from the 100k size) is random access into the 1M-row user table and the negative candidates' gathers.",
     "MultVAE: an epoch grows as (U·I)^0.92, as U·I·h predicts; at 1M × 100k it was not run (below).",
-    "Evaluation of 10,000 users grows as I^0.69-0.85 (scoring I·d per user and a top-k); fixed costs weigh at "
+    "Evaluation of 10,000 users grows as I^0.62-0.85 (scoring I·d per user and a top-k); fixed costs weigh at "
     "small I. Peak RSS at 1M users is the data (CSR train and test parts, 50M entries) and 1M × 64 factors.",
     "Accuracy columns: the synthetic sets follow Gowalla's popularity and activity laws but carry no taste "
     "structure (no clusters), so Recall@20 here reflects popularity and is no comparison of models.",
