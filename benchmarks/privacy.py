@@ -280,9 +280,9 @@ def section_dpgrid(args: argparse.Namespace) -> dict[str, Any]:
             "batch_size": batch,
             "epochs": epochs,
             "lr": lr,
-            "epsilon": model.epsilon_,
-            "noise_multiplier": model.noise_multiplier_,
-            "dp_steps": model.dp_steps_,
+            "epsilon": model.privacy_.epsilon,
+            "noise_multiplier": model.privacy_.noise_multiplier,
+            "dp_steps": model.privacy_.steps,
             "valid_ndcg@10": model.best_valid_ndcg_,
             "ndcg@10": evaluate(model, split, ks=(10,)).summary["ndcg@10"],
         }
@@ -370,7 +370,7 @@ def release_rows(args: argparse.Namespace, seed: int, epsilons: list[float]) -> 
         real_ks = realism(train, synth).as_dict()
         row = {"seed": seed, "epsilon_target": eps, "data": "DP-EASE release", "release_epsilon": budget.epsilon,
                "multvae_best_epoch": getattr(model, "best_epoch_", None),
-               "multvae_epsilon": getattr(model, "epsilon_", math.inf), "delta": budget.delta,
+               "multvae_epsilon": model.privacy_.epsilon if model.privacy_ else math.inf, "delta": budget.delta,
                "noise_multiplier": getattr(gen.model, "noise_multiplier_", 0.0), "release_s": round(release_s, 1),
                "synthetic_interactions": int(synth.nnz), "ease_ndcg@10": ease_synth,
                "ease_tstr_ratio": ease_synth / ease_real, "multvae_ndcg@10": vae_synth,

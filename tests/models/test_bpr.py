@@ -7,6 +7,7 @@ import torch
 
 from advrec.errors import ConfigError
 from advrec.models import BPRMF
+from advrec.models.torch_base import Training, TrainingPlugin
 from advrec.testing import two_communities
 
 
@@ -40,25 +41,27 @@ def test_closed_form_gradient_equals_autograd(reg: float) -> None:
     loss = model.batch_loss(batch, regularize=True)
     want = torch.autograd.grad(loss, params)
     recorder = Recorder(params)
-    model._train = {}  # per-fit scratch, as during fit
+    model._training = Training([], sp.csr_matrix((40, 20)), np.random.default_rng(0))  # as during fit
     got_loss = model._closed_form_step(batch, recorder)
     assert float(got_loss) == pytest.approx(float(loss.detach()), rel=1e-6)
     for g, w in zip(recorder.seen, want, strict=True):
         torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-7)
 
 
-def test_hooks_take_the_autograd_path() -> None:
+def test_plugins_take_the_autograd_path() -> None:
     calls = []
 
-    def hook(model, batch, loss):  # type: ignore[no-untyped-def]
-        calls.append(len(batch["users"]))
-        return loss * 1.0
+    class Count(TrainingPlugin):
+        def loss(self, model, batch, loss):  # type: ignore[no-untyped-def]
+            calls.append(len(batch["users"]))
+            return loss * 1.0
 
     model = BPRMF(factors=4, epochs=1, batch_size=50, device="cpu")
-    model.batch_hooks = [hook]
     X = two_communities()
-    model.fit(X)
+    model.fit(X, plugins=[Count()])
     assert sum(calls) == X.nnz and max(calls) == 50
+    with pytest.raises(ConfigError, match="sparse_adam"):
+        BPRMF(factors=4, epochs=1, optimizer="sparse_adam", device="cpu").fit(X, plugins=[Count()])
 
 
 def test_epoch_loss_is_the_mean_batch_loss() -> None:
@@ -77,7 +80,8 @@ def _known_model() -> BPRMF:
         model.network_.user.weight.copy_(torch.tensor([[1.0], [-1.0]]))
         model.network_.item.weight.copy_(torch.arange(5, dtype=torch.float32).unsqueeze(1))
     coo = X.tocoo()
-    model._train = {"keys": np.sort(coo.row.astype(np.int64) * 5 + coo.col), "keys_t": None}
+    keys = np.sort(coo.row.astype(np.int64) * 5 + coo.col)
+    model._training = Training([], X, np.random.default_rng(0), cache={"keys": keys, "keys_t": None})
     return model
 
 

@@ -50,7 +50,7 @@ def _privacy(model: Recommender) -> dict[str, Any]:
     from advrec.privacy.dp import privacy_manifest
 
     record = privacy_manifest(model)
-    keep = ("epsilon", "delta", "noise_multiplier", "sample_rate", "steps", "dp_steps", "max_grad_norm")
+    keep = ("epsilon", "delta", "noise_multiplier", "sample_rate", "steps", "max_grad_norm")
     return {k: float(v) for k, v in record.items() if k in keep}
 
 

@@ -153,8 +153,8 @@ def test_gradient_reversal_and_adversarial_training(tiny_gendered):
     g, _ = user_attribute(tiny_gendered, "gender")
     model = MultVAE(hidden=32, latent=8, epochs=3, batch_size=50, random_state=0)
     fit_adversarial(model, tiny_gendered, {"gender": g}, lam=1.0, n_heads=2)
-    assert model.adversary_lambda_ == 1.0 and model.adversary_attributes_ == ["gender"]
-    assert not getattr(model, "batch_hooks", [])
+    assert model.adversary_ == {"lambda": 1.0, "heads": 2, "attributes": ["gender"]}
+    assert not hasattr(model, "_training")  # nothing of the fit is left on the model
     with pytest.raises(ConfigError, match="entries"):
         fit_adversarial(MultVAE(epochs=1), tiny_gendered, {"gender": g[:10]})
 

@@ -81,7 +81,7 @@ def test_train_with_dp_writes_the_budget_to_the_manifest(tmp_path, data_dir):
                               "--dp", "method=synthetic", "--out", str(run)])  # fmt: skip
     assert res.exit_code == 0, res.output
     privacy = json.loads((run / "manifest.json").read_text())["privacy"]
-    assert privacy["dp_method"] == "synthetic" and "synthetic release" in privacy["mechanism"]
+    assert privacy["method"] == "synthetic" and "synthetic release" in privacy["mechanism"]
     res = runner.invoke(app, [*base[:1], "EASE", *base[1:], "--epsilon", "8", "--dp", "sigma=3"])
     assert res.exit_code == 2 and "privacy has no setting 'sigma'" in res.output, res.output
     res = runner.invoke(app, [*base[:1], "ItemKNN", *base[1:], "--epsilon", "8", "--out", str(tmp_path / "knn")])

@@ -32,13 +32,13 @@ def test_epsilon_finite_decreasing_with_noise_and_equal_to_opacus_accountant(ran
     eps = []
     for sigma in (0.8, 1.6):
         model = fit_private(small_vae(), X, noise_multiplier=sigma, delta=1e-4)
-        assert math.isfinite(model.epsilon_) and model.epsilon_ > 0
-        assert model.noise_multiplier_ == sigma and model.delta_ == 1e-4
-        assert model.sample_rate_ == pytest.approx(40 / 200)
-        assert model.dp_steps_ == 2 * 5  # two epochs of 1/q steps
-        check = rdp_epsilon(sigma, model.sample_rate_, model.dp_steps_, 1e-4)
-        assert model.epsilon_ == pytest.approx(check, rel=1e-9)
-        eps.append(model.epsilon_)
+        assert math.isfinite(model.privacy_.epsilon) and model.privacy_.epsilon > 0
+        assert model.privacy_.noise_multiplier == sigma and model.privacy_.delta == 1e-4
+        assert model.privacy_.sample_rate == pytest.approx(40 / 200)
+        assert model.privacy_.steps == 2 * 5  # two epochs of 1/q steps
+        check = rdp_epsilon(sigma, model.privacy_.sample_rate, model.privacy_.steps, 1e-4)
+        assert model.privacy_.epsilon == pytest.approx(check, rel=1e-9)
+        eps.append(model.privacy_.epsilon)
     assert eps[1] < eps[0]
     assert np.isfinite(model.score(X, np.arange(5))).all()
 
@@ -46,13 +46,13 @@ def test_epsilon_finite_decreasing_with_noise_and_equal_to_opacus_accountant(ran
 def test_target_epsilon_is_met_and_recorded(tmp_path, random_matrix):
     X = random_matrix(200, 50)
     model = fit_private(small_vae(), X, epsilon=2.0, clipping="hooks", physical_batch_size=7)
-    assert 1.5 < model.epsilon_ <= 2.0 + 0.02
+    assert 1.5 < model.privacy_.epsilon <= 2.0 + 0.02
     record = privacy_manifest(model)
-    assert record["private"] and record["epsilon"] == model.epsilon_ and record["unit"] == "user"
+    assert record["private"] and record["epsilon"] == model.privacy_.epsilon and record["unit"] == "user"
     assert privacy_manifest(EASE().fit(X)) == {"epsilon": math.inf, "private": False}
     model.save(tmp_path / "m")
     back = MultVAE.load(tmp_path / "m")
-    assert back.epsilon_ == model.epsilon_ and back.accountant_ == "rdp"
+    assert back.privacy_.epsilon == model.privacy_.epsilon and back.privacy_.accountant == "rdp"
     assert not hasattr(back, "optimizer_factory") or back.optimizer_factory is None
 
 
@@ -106,8 +106,10 @@ def test_popularity_prior_is_charged_and_sets_the_decoder_bias(random_matrix, se
     X[:, :5] = 1.0  # five items everyone has
     X = X.tocsr()
     model = fit_private(small_vae(epochs=1, random_state=seed), X, noise_multiplier=2.0, popularity_epsilon=5.0)
-    assert model.epsilon_ == pytest.approx(model.epsilon_sgd_ + 5.0)
-    assert model.epsilon_sgd_ == pytest.approx(rdp_epsilon(2.0, model.sample_rate_, model.dp_steps_, model.delta_))
+    assert model.privacy_.epsilon == pytest.approx(model.privacy_.epsilon_sgd + 5.0)
+    assert model.privacy_.epsilon_sgd == pytest.approx(
+        rdp_epsilon(2.0, model.privacy_.sample_rate, model.privacy_.steps, model.privacy_.delta)
+    )
     bias = model.network_.decoder.bias.detach().numpy()
     assert claim("bias gap of the 5 common items", bias[:5].min() - bias[5:].max()) > 1  # 2.34-2.56, seeds 0-9
 
@@ -117,7 +119,7 @@ def test_private_ease_generator_spends_its_budget_on_the_gram_matrix_and_sizes(r
     X = random_matrix(300, 40)
     gen, budget = private_generator(X, epsilon=8.0, model=EASE(l2=5.0), gram_rank=10, random_state=0)
     assert budget.epsilon_sizes == pytest.approx(0.4) and budget.epsilon_model == pytest.approx(7.6, abs=0.01)
-    assert gen.model.gram_rank_ == 10 and gen._history is None
+    assert gen.model.privacy_.gram_rank == 10 and gen._history is None
     # the item prior is the released Gram diagonal's, not the real counts'
     counts = np.bincount(X.indices, minlength=40) + 1.0
     assert not np.allclose(gen.item_log_prior_, np.log(counts / counts.sum()))
@@ -135,14 +137,14 @@ def test_private_ease_generator_spends_its_budget_on_the_gram_matrix_and_sizes(r
 def test_multvae_trained_on_a_dp_release_records_the_release_budget(random_matrix, tmp_path):
     X = random_matrix(300, 40)
     model = fit_private(small_vae(), X, epsilon=8.0, method="synthetic", gram_rank=10)
-    assert 7.9 <= model.epsilon_ <= 8.0 + 1e-3 and model.epsilon_sizes_ == pytest.approx(0.4)
-    assert model.dp_method_ == "synthetic" and model.release_users_ == int((np.diff(X.indptr) > 0).sum())
-    gram_eps = rdp_epsilon(model.noise_multiplier_, 1.0, 1, model.delta_)  # the Gram release, by Opacus
-    assert gram_eps + model.epsilon_sizes_ == pytest.approx(model.epsilon_, rel=1e-9)
+    assert 7.9 <= model.privacy_.epsilon <= 8.0 + 1e-3 and model.privacy_.epsilon_sizes == pytest.approx(0.4)
+    assert model.privacy_.method == "synthetic" and model.privacy_.release_users == int((np.diff(X.indptr) > 0).sum())
+    gram_eps = rdp_epsilon(model.privacy_.noise_multiplier, 1.0, 1, model.privacy_.delta)  # the Gram release, by Opacus
+    assert gram_eps + model.privacy_.epsilon_sizes == pytest.approx(model.privacy_.epsilon, rel=1e-9)
     record = privacy_manifest(model)
     assert record["private"] and "synthetic release" in record["mechanism"]
     loaded = MultVAE.load(model.save(tmp_path / "m"))
-    assert loaded.dp_method_ == "synthetic" and loaded.epsilon_ == model.epsilon_
+    assert loaded.privacy_.method == "synthetic" and loaded.privacy_.epsilon == model.privacy_.epsilon
     with pytest.raises(ConfigError, match="target epsilon"):
         fit_private(small_vae(), X, noise_multiplier=1.0, method="synthetic")
     with pytest.raises(ConfigError, match="method must be"):

@@ -47,10 +47,10 @@ def test_noise_free_full_rank_fit_is_ease_on_normalised_rows(random_matrix):
 def test_epsilon_is_opacus_accountants_and_is_recorded(random_matrix, tmp_path):
     X = random_matrix(200, 40)
     model = fit_private(EASE(l2=5.0), X, epsilon=8.0, delta=1e-5, gram_rank=10)
-    sigma = model.noise_multiplier_
+    sigma = model.privacy_.noise_multiplier
     assert sigma == pytest.approx(gram_noise_multiplier(8.0, 1e-5), rel=1e-9)
-    assert model.epsilon_ == pytest.approx(rdp_epsilon(sigma, 1.0, 1, 1e-5), rel=1e-9)
-    assert 7.9 <= model.epsilon_ <= 8.0 + 1e-3 and model.dp_steps_ == 1 and model.gram_rank_ == 10
+    assert model.privacy_.epsilon == pytest.approx(rdp_epsilon(sigma, 1.0, 1, 1e-5), rel=1e-9)
+    assert 7.9 <= model.privacy_.epsilon <= 8.0 + 1e-3 and model.privacy_.steps == 1 and model.privacy_.gram_rank == 10
     record = privacy_manifest(model)
     assert record["private"] and "Gram" in record["mechanism"] and record["gram_rank"] == 10
     # the same seed gives the same release; the noise is real (unlike the noise-free fit)
@@ -59,7 +59,7 @@ def test_epsilon_is_opacus_accountants_and_is_recorded(random_matrix, tmp_path):
     plain = fit_gram_private(EASE(l2=5.0), X, noise_multiplier=0.0, gram_rank=10)
     assert not np.allclose(plain.weights_, model.weights_)
     loaded = EASE.load(model.save(tmp_path / "m"))
-    assert loaded.epsilon_ == model.epsilon_ and np.array_equal(loaded.weights_, model.weights_)
+    assert loaded.privacy_.epsilon == model.privacy_.epsilon and np.array_equal(loaded.weights_, model.weights_)
 
 
 def test_bad_configurations_raise_config_error(random_matrix):
@@ -81,7 +81,7 @@ def test_forget_recomputes_a_dp_ease_with_its_noise_scale(tiny_gendered, tmp_pat
     assert result.method.startswith("recomputation")
     manifest = json.loads((path / "manifest.json").read_text())
     assert manifest["privacy"]["noise_multiplier"] == 0.5 and manifest["privacy"]["gram_rank"] == 10
-    assert load_run(path).model.noise_multiplier_ == 0.5
+    assert load_run(path).model.privacy_.noise_multiplier == 0.5
 
 
 @pytest.mark.integration
@@ -92,4 +92,6 @@ def test_dp_ease_at_epsilon_8_beats_popularity_on_ml100k(data_dir, seed, claim):
     model = fit_private(EASE(l2=5.0), split.train, epsilon=8.0, gram_rank=100, seed=seed)
     ndcg = evaluate(model, split, ks=(10,), metrics=("ndcg",)).summary["ndcg@10"]
     pop = evaluate(Pop().fit(split.train), split, ks=(10,), metrics=("ndcg",)).summary["ndcg@10"]
-    assert model.epsilon_ <= 8.0 + 1e-3 and claim("NDCG@10 over Pop's", ndcg / pop) > 1.4  # 1.71-1.84, seeds 0-9
+    assert (
+        model.privacy_.epsilon <= 8.0 + 1e-3 and claim("NDCG@10 over Pop's", ndcg / pop) > 1.4
+    )  # 1.71-1.84, seeds 0-9

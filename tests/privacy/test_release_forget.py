@@ -135,7 +135,7 @@ def test_forget_retrains_a_dp_model_with_its_noise(tiny_gendered, tmp_path, name
     assert result.method.startswith("retraining (DP-SGD")
     manifest = json.loads((path / "manifest.json").read_text())
     assert manifest["privacy"]["noise_multiplier"] == 1.5 and manifest["privacy"]["epsilon"] > 0
-    assert load_run(path).model.noise_multiplier_ == 1.5
+    assert load_run(path).model.privacy_.noise_multiplier == 1.5
 
 
 @pytest.mark.filterwarnings("ignore:Optimal order is the largest alpha")
@@ -165,5 +165,5 @@ def test_forget_retrains_a_release_trained_multvae_on_a_new_release(tiny_gendere
     result = forget_user(path, "user-3")
     assert result.method.startswith("retraining on a new DP release")
     again = load_run(path).model
-    assert again.dp_method_ == "synthetic" and again.release_users_ == model.release_users_ - 1
-    assert again.epsilon_ == pytest.approx(model.epsilon_, abs=0.01)
+    assert again.privacy_.method == "synthetic" and again.privacy_.release_users == model.privacy_.release_users - 1
+    assert again.privacy_.epsilon == pytest.approx(model.privacy_.epsilon, abs=0.01)

@@ -9,7 +9,7 @@ import torch
 from advrec.data.splits import ratio_split
 from advrec.errors import ConfigError
 from advrec.models import BPRMF, EASE
-from advrec.robustness import adversarial_fit, apr_hook, attack_embeddings, robustness_curve
+from advrec.robustness import APR, adversarial_fit, attack_embeddings, robustness_curve
 from advrec.robustness.perturb import _loss_gradient, _training_triples, fast_gradient, project
 from advrec.testing import community_accuracy, two_communities
 
@@ -50,14 +50,14 @@ def test_apr_trains_from_the_pretrained_start(data, bpr, seed, claim) -> None:  
     np.testing.assert_array_equal(apr.embeddings()[1], again.embeddings()[1])
 
 
-def test_apr_hook_adds_the_adversarial_loss(data, bpr) -> None:  # type: ignore[no-untyped-def]
+def test_apr_plugin_adds_the_adversarial_loss(data, bpr) -> None:  # type: ignore[no-untyped-def]
     batch = {"users": torch.tensor([0, 1]), "pos": torch.tensor([0, 1]), "neg": torch.tensor([29, 28])}
     loss = bpr.batch_loss(batch)
     base = float(loss.detach())
-    assert float(apr_hook(0.0, 1.0)(bpr, batch, loss).detach()) == pytest.approx(2 * base, rel=1e-6)
-    assert float(apr_hook(1.0, 1.0)(bpr, batch, loss).detach()) > 2 * base  # the worst case is worse
+    assert float(APR(0.0, 1.0).loss(bpr, batch, loss).detach()) == pytest.approx(2 * base, rel=1e-6)
+    assert float(APR(1.0, 1.0).loss(bpr, batch, loss).detach()) > 2 * base  # the worst case is worse
     with pytest.raises(ConfigError, match="eps"):
-        apr_hook(-1.0, 1.0)
+        APR(-1.0, 1.0)
 
 
 def test_perturbation_needs_an_embedding_model(data) -> None:  # type: ignore[no-untyped-def]

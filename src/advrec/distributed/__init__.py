@@ -9,7 +9,7 @@ no-op in a plain single process (rank 0 of 1), so the same code runs both ways.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import numpy as np
@@ -37,7 +37,11 @@ def init(device_type: str = "cpu") -> bool:
         backend = "nccl" if device_type == "cuda" else "gloo"
         if device_type == "cuda":
             torch.cuda.set_device(local_rank())
-        dist.init_process_group(backend=backend)
+        r, w = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+        store, _, _ = next(dist.rendezvous("env://", r, w))
+        # after torchrun restarts the workers the store still holds the last attempt's addresses: keys of their own
+        attempt = dist.PrefixStore(f"advrec/attempt-{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
+        dist.init_process_group(backend=backend, store=attempt, rank=r, world_size=w)
     return world_size() > 1
 
 
@@ -99,7 +103,7 @@ def split_evenly(n: int, which: int | None = None) -> tuple[int, int]:
     return r * n // w, (r + 1) * n // w
 
 
-def all_sum(value: float | np.ndarray) -> np.ndarray:
+def all_sum(value: float | Sequence[float] | np.ndarray) -> np.ndarray:
     """The element-wise sum over ranks (float64)."""
     t = torch.as_tensor(np.asarray(value, dtype=np.float64))
     if active():
@@ -121,6 +125,15 @@ def gather_rows(rows: np.ndarray) -> np.ndarray:
     parts = [torch.empty_like(t) for _ in range(world_size())]
     dist.all_gather(parts, t)
     return np.concatenate([p.numpy()[:c] for p, c in zip(parts, counts, strict=True)])  # type: ignore[misc]
+
+
+def gather_objects(obj: object) -> list[object]:
+    """`obj` of every rank, in rank order (a list of one in a single process)."""
+    if not active():
+        return [obj]
+    out: list[object] = [None] * world_size()
+    dist.all_gather_object(out, obj)
+    return out
 
 
 def broadcast_object(obj: object, src: int = 0) -> object:

@@ -1,8 +1,8 @@
 """The one adversarial training loop of the GAN recommenders (CFGAN, IRGAN), with stability diagnostics.
 
 `AdversarialRecommender` alternates `d_steps` passes of discriminator updates with `g_steps` passes of
-generator updates per epoch, on top of `TorchRecommender`'s epoch loop (early stopping on validation
-NDCG@10, best weights kept). Losses: "bce", the seeds' formulas L_D = −log D(x) − log(1 − D(G(z))) and the
+generator updates per epoch: two `Phase`s of `TorchRecommender`'s one training loop (early stopping on the
+validation metric, best weights kept). Losses: "bce", the seeds' formulas L_D = −log D(x) − log(1 − D(G(z))) and the
 non-saturating L_G = −log D(G(z)); or "wgan-gp", L_D = D(G(z)) − D(x) + λ·(‖∇D(x̂)‖ − 1)², L_G = −D(G(z)).
 `d_warmup` extra discriminator passes precede the first generator update (IRGAN's D pretraining).
 Gradient clipping by norm, exponential learning-rate decay, checkpoints every n epochs. Each epoch logs
@@ -15,7 +15,6 @@ those lists); a mean Jaccard of
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,7 +25,7 @@ import torch.nn.functional as F
 
 from advrec.errors import ConfigError
 from advrec.evaluation.ranking import entry_positions, top_k
-from advrec.models.torch_base import TorchRecommender
+from advrec.models.torch_base import Phase, TorchRecommender
 
 log = logging.getLogger(__name__)
 
@@ -53,12 +52,14 @@ class AdversarialRecommender(TorchRecommender):
     """Base of the GAN recommenders: `network_` is a ModuleDict with a "generator" and a "discriminator".
 
     Subclasses implement `_d_batch(X, rows, rng)` and `_g_batch(X, rows, rng)`, each returning the batch
-    loss (a tensor) and a dict of batch statistics, and may use `d_loss`, `g_loss` and `gradient_penalty`
+    loss (a tensor) and a dict of batch statistics (the loop's phases "d" and "g"; plug-ins apply to "g"),
+    and may use `d_loss`, `g_loss` and `gradient_penalty`
     so that the choice of `loss` lives here. `_generated(X, rows)` gives the generator's scores for the
     diversity diagnostics (default: `_score`). `_epoch_rows(X, rng)` yields the row batches of an epoch.
     """
 
     network_: torch.nn.ModuleDict
+    resumable = False  # the learning-rate schedules and the collapse record are per-fit state
 
     def __init__(
         self,
@@ -83,8 +84,9 @@ class AdversarialRecommender(TorchRecommender):
         device: str = "auto",
         random_state: int | None = 2020,
         verbose: bool = False,
+        valid_metric: str = "ndcg@10",
     ) -> None:
-        super().__init__(epochs, batch_size, lr, patience, eval_every, device, random_state, verbose)
+        super().__init__(epochs, batch_size, lr, patience, eval_every, device, random_state, verbose, valid_metric)
         self.d_steps = d_steps
         self.g_steps = g_steps
         self.d_warmup = d_warmup
@@ -119,9 +121,6 @@ class AdversarialRecommender(TorchRecommender):
 
     def _generated(self, X: sp.csr_matrix, rows: np.ndarray) -> np.ndarray:
         return self._score(X, rows)
-
-    def _before_epoch(self, X: sp.csr_matrix, rng: np.random.Generator) -> None:
-        """Per-epoch preparation (e.g. redrawing negative samples), after `_init_training` on the first."""
 
     def _epoch_rows(self, X: sp.csr_matrix, rng: np.random.Generator) -> Iterator[np.ndarray]:
         """Row batches of one generator pass (default: the users with interactions, shuffled)."""
@@ -167,72 +166,54 @@ class AdversarialRecommender(TorchRecommender):
         (grad,) = torch.autograd.grad(critic(mix, *cond).sum(), mix, create_graph=True)
         return self.gp_weight * ((grad.norm(2, dim=1) - 1) ** 2).mean()
 
-    # ------------------------------------------------------------------ the loop
-    def _init_training(self, X: sp.csr_matrix, rng: np.random.Generator) -> None:
+    # ------------------------------------------------------------------ the schedule
+    def phases(self) -> list[Phase]:
+        """D passes (`d_steps`, plus `d_warmup` in the first epoch), then G passes (`g_steps`) with D frozen."""
+        t, net = self.training, self.network_
+        first = t.epoch <= 1
+        return [
+            Phase("d", self._d_rows, self._d_phase_loss, net["discriminator"],
+                  repeats=self.d_steps + (self.d_warmup if first else 0), weighted=False, plugins=False,
+                  clip=self.clip_grad, lr=self.lr_d or self.lr),
+            Phase("g", self._epoch_rows, self._g_phase_loss, net["generator"], repeats=self.g_steps,
+                  frozen=net["discriminator"], weighted=False, clip=self.clip_grad),
+        ]  # fmt: skip
+
+    def _d_phase_loss(self, rows: np.ndarray) -> tuple[torch.Tensor, dict[str, float]]:
+        return self._d_batch(self.training.X, rows, self.training.rng)
+
+    def _g_phase_loss(self, rows: np.ndarray) -> tuple[torch.Tensor, dict[str, float]]:
+        return self._g_batch(self.training.X, rows, self.training.rng)
+
+    def _make_optimizer(self, phase: Phase) -> torch.optim.Optimizer:
+        return torch.optim.Adam(phase.module.parameters(), lr=phase.lr or self.lr, foreach=True)
+
+    def _prepare(self, X: sp.csr_matrix, rng: np.random.Generator) -> None:
         if self.loss not in LOSSES:
             raise ConfigError(f"loss must be one of {', '.join(LOSSES)}, not {self.loss!r}")
         if self.d_steps < 0 or self.g_steps < 1:
             raise ConfigError(f"d_steps must be ≥ 0 and g_steps ≥ 1, got {self.d_steps}, {self.g_steps}")
         if not 0 < self.lr_decay <= 1:
             raise ConfigError(f"lr_decay must be in (0, 1], got {self.lr_decay}")
-        t = self._train
-        net = self.network_
-        t["opt_g"] = torch.optim.Adam(net["generator"].parameters(), lr=self.lr, foreach=True)
-        t["opt_d"] = torch.optim.Adam(net["discriminator"].parameters(), lr=self.lr_d or self.lr, foreach=True)
-        t["schedulers"] = [torch.optim.lr_scheduler.ExponentialLR(t[k], self.lr_decay) for k in ("opt_g", "opt_d")]
+        t = self.training
+        t.cache["schedulers"] = [
+            torch.optim.lr_scheduler.ExponentialLR(t.optimizers[k], self.lr_decay) for k in ("g", "d")
+        ]
         active = np.flatnonzero(np.diff(X.indptr) > 0)
         n = min(self.diversity_users, len(active))
-        t["diversity_rows"] = np.sort(rng.choice(active, size=n, replace=False))
-        t["X"] = X
+        t.cache["diversity_rows"] = np.sort(rng.choice(active, size=n, replace=False))
         self.collapse_epochs_: list[int] = []
 
-    def _update(self, optimizer: torch.optim.Optimizer, module: torch.nn.Module, loss: torch.Tensor) -> None:
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.clip_grad > 0:
-            torch.nn.utils.clip_grad_norm_(module.parameters(), self.clip_grad)
-        optimizer.step()
-
-    def _train_epoch(self, X: sp.csr_matrix, rng: np.random.Generator) -> dict[str, float]:
-        t = self._train
-        first = not t
-        if first:
-            self._init_training(X, rng)
-        self._before_epoch(X, rng)
-        net = self.network_
-        sums: dict[str, list[float]] = defaultdict(list)
-        for _ in range(self.d_steps + (self.d_warmup if first else 0)):
-            for rows in self._d_rows(X, rng):
-                loss, stats = self._d_batch(X, rows, rng)
-                self._update(t["opt_d"], net["discriminator"], loss)
-                sums["d_loss"].append(float(loss.detach()))
-                for k, v in stats.items():
-                    sums[k].append(v)
-        net["discriminator"].requires_grad_(False)  # generator passes need no D gradients
-        try:
-            for _ in range(self.g_steps):
-                for rows in self._epoch_rows(X, rng):
-                    loss, stats = self._g_batch(X, rows, rng)
-                    loss = self._apply_hooks({"rows": torch.from_numpy(rows).to(self.device_)}, loss)
-                    self._update(t["opt_g"], net["generator"], loss)
-                    sums["g_loss"].append(float(loss.detach()))
-                    for k, v in stats.items():
-                        sums[k].append(v)
-        finally:
-            net["discriminator"].requires_grad_(True)
-        out = {k: float(np.mean(v)) for k, v in sums.items()}
-        out["loss"] = out["g_loss"]
-        return out
-
     def _after_epoch(self, epoch: int, row: dict[str, float]) -> None:
-        t = self._train
-        for scheduler in t["schedulers"]:
+        t = self.training
+        for scheduler in t.cache["schedulers"]:
             scheduler.step()
         self.network_.eval()
+        rows = t.cache["diversity_rows"]
         with torch.no_grad():
-            scores = np.array(self._generated(t["X"], t["diversity_rows"]), dtype=np.float32)
+            scores = np.array(self._generated(t.X, rows), dtype=np.float32)
         self.network_.train()
-        scores[entry_positions(t["X"][t["diversity_rows"]])] = -np.inf  # what it adds, not the user's own items
+        scores[entry_positions(t.X[rows])] = -np.inf  # what it adds, not the user's own items
         k = min(self.diversity_k, max(1, self.n_items_ // 4))  # lists covering much of a tiny catalogue must overlap
         top, _ = top_k(scores, k)
         coverage, jaccard = profile_diversity(top, scores.shape[1])

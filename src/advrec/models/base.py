@@ -14,6 +14,7 @@ from advrec.data.interactions import Interactions, as_csr
 from advrec.errors import AdvrecError, ConfigError, DataError, ModelFileError, NotFittedError, UnknownIdError
 from advrec.evaluation.ranking import DEFAULT_MEMORY_BUDGET, entry_positions, top_k, users_per_chunk
 from advrec.io import ARRAYS_FILE, PARAMS_FILE, model_dir, read_model, write_model
+from advrec.models.records import PrivacyRecord, privacy_from_legacy
 
 R = TypeVar("R", bound="Recommender")
 
@@ -68,6 +69,8 @@ class Recommender:
     """
 
     uses_history: ClassVar[bool] = True
+    # the differential-privacy guarantee of the training, set by a DP fit (`advrec.privacy.dp`), saved with the model
+    privacy_: PrivacyRecord | None = None
     # what `load` requires of the learned state, besides n_users_ and n_items_ (each model declares its own)
     _required_state: ClassVar[dict[str, Learned]] = {}
 
@@ -228,9 +231,18 @@ class Recommender:
     # ------------------------------------------------------------------ persistence
     def _learned_state(self) -> dict[str, Any]:
         """Learned attributes (names ending in `_`) to save; subclasses add what is not a plain attribute."""
-        return {k: v for k, v in vars(self).items() if k.endswith("_") and not k.startswith("_")}
+        state = {k: v for k, v in vars(self).items() if k.endswith("_") and not k.startswith("_")}
+        if isinstance(state.get("privacy_"), PrivacyRecord):
+            state["privacy_"] = state["privacy_"].as_dict()
+        return state
 
     def _restore_state(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        legacy = privacy_from_legacy(state)
+        if legacy is not None:
+            state["privacy_"] = legacy
+        elif isinstance(state.get("privacy_"), dict):
+            state["privacy_"] = PrivacyRecord.from_dict(state["privacy_"], f"{PARAMS_FILE}: 'privacy_'")
         for k, v in state.items():
             setattr(self, k, v)
 

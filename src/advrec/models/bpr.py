@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 import numpy as np
 import scipy.sparse as sp
 import torch
@@ -9,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from advrec.errors import ConfigError
-from advrec.models.torch_base import TorchRecommender
+from advrec.models.torch_base import Phase, TorchRecommender
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "adagrad": torch.optim.Adagrad, "sparse_adam": torch.optim.SparseAdam}
 BITMAP_MAX_CELLS = 2**27  # users × items up to which membership is a 128 MB byte map (ml-1m: 19 MB)
@@ -79,8 +82,8 @@ class BPRMF(TorchRecommender):
     Adam's touches all (users + items)·d weights, which dominates an epoch at a million users). With a validation
     set, training stops early on validation NDCG@10.
 
-    Each batch's gradient is written out (`batch_loss`'s gradient, no autograd graph) unless batch hooks (APR) need
-    autograd; its large blocks are reused from batch to batch; CPU training uses one intra-op thread.
+    Each batch's gradient is written out (`batch_loss`'s gradient, no autograd graph) unless plug-ins (APR) or DDP
+    need autograd; its large blocks are reused from batch to batch; CPU training uses one intra-op thread.
 
     Defaults (batches of 8,192, lr 5e-3, reg 1e-2, 8 candidates, validation every 2 epochs, patience 2) were
     chosen on ml-1m validation NDCG@10 (RecBole's protocol, seed 2020; benchmarks/results/recbole_ml1m.md); the
@@ -105,8 +108,9 @@ class BPRMF(TorchRecommender):
         verbose: bool = False,
         optimizer: str = "adam",
         negative_pool: int = 8,
+        valid_metric: str = "ndcg@10",
     ) -> None:
-        super().__init__(epochs, batch_size, lr, patience, eval_every, device, random_state, verbose)
+        super().__init__(epochs, batch_size, lr, patience, eval_every, device, random_state, verbose, valid_metric)
         self.factors = factors
         self.reg = reg
         self.optimizer = optimizer
@@ -123,36 +127,56 @@ class BPRMF(TorchRecommender):
             raise ConfigError(f"negative_pool must be a positive number of candidates, got {self.negative_pool!r}")
         return MF(n_users, n_items, self.factors)
 
-    def _train_epoch(self, X: sp.csr_matrix, rng: np.random.Generator) -> float:
-        t = self._train
-        if not t:
-            t["optimizer"] = make_optimizer(self._optimizer_class(), list(self.network_.parameters()), self.lr)
-            coo = X.tocoo()
-            t["pairs"] = (coo.row.astype(np.int64), coo.col.astype(np.int64))
-            keys = np.sort(t["pairs"][0] * self.n_items_ + t["pairs"][1])
-            t["keys"] = keys.astype(np.int32) if self.n_users_ * self.n_items_ < 2**31 else keys  # faster look-ups
-            t["keys_t"] = torch.from_numpy(t["keys"]).to(self.device_) if self.device_.type != "cpu" else None
-            t["bitmap"] = None  # one byte per (user, item) cell where that is small: a look-up without a search
-            if self.device_.type == "cpu" and self.n_users_ * self.n_items_ <= BITMAP_MAX_CELLS:
-                t["bitmap"] = np.zeros(self.n_users_ * self.n_items_, dtype=bool)
-                t["bitmap"][keys] = True
-        users_all, items_all = t["pairs"]
-        order = rng.permutation(len(users_all))
-        users, items = users_all[order], items_all[order]
-        hooked = bool(getattr(self, "batch_hooks", []))
-        if hooked and self.optimizer == "sparse_adam":
+    def _make_optimizer(self, phase: Phase) -> torch.optim.Optimizer:
+        return make_optimizer(self._optimizer_class(), list(phase.module.parameters()), self.lr)
+
+    def _prepare(self, X: sp.csr_matrix, rng: np.random.Generator) -> None:
+        c = self.training.cache
+        coo = X.tocoo()
+        c["pairs"] = (coo.row.astype(np.int64), coo.col.astype(np.int64))
+        keys = np.sort(c["pairs"][0] * self.n_items_ + c["pairs"][1])
+        c["keys"] = keys.astype(np.int32) if self.n_users_ * self.n_items_ < 2**31 else keys  # faster look-ups
+        c["keys_t"] = torch.from_numpy(c["keys"]).to(self.device_) if self.device_.type != "cpu" else None
+        c["bitmap"] = None  # one byte per (user, item) cell where that is small: a look-up without a search
+        if self.device_.type == "cpu" and self.n_users_ * self.n_items_ <= BITMAP_MAX_CELLS:
+            c["bitmap"] = np.zeros(self.n_users_ * self.n_items_, dtype=bool)
+            c["bitmap"][keys] = True
+        if self.optimizer == "sparse_adam" and (self.training.plugins or self.training.distributed):
             raise ConfigError(
-                "optimizer 'sparse_adam' takes the written-out gradient; batch hooks (APR) need 'adam' or 'adagrad'"
+                "optimizer 'sparse_adam' takes the written-out gradient; plug-ins (APR) and training over several "
+                "processes need 'adam' or 'adagrad'"
             )
-        step = self._hooked_step if hooked else self._closed_form_step
-        total = torch.zeros((), dtype=torch.float64, device=self.device_)
-        for start in range(0, len(order), self.batch_size):
-            part = slice(start, start + self.batch_size)
-            u, i = (torch.from_numpy(a[part]).to(self.device_) for a in (users, items))
-            pool = rng.integers(0, self.n_items_, size=(len(u), self.negative_pool))  # uniform candidates
-            j = self._pick_negatives(u, torch.from_numpy(pool).to(self.device_), rng)
-            total += step({"users": u, "pos": i, "neg": j}, t["optimizer"]) * len(u)
-        return float(total) / len(order)
+
+    def batches(self, X: sp.csr_matrix, rng: np.random.Generator) -> Iterator[dict[str, torch.Tensor]]:
+        """The training pairs in this epoch's order, in batches {"users", "pos", "neg"}; each batch's negatives
+        are picked when it is drawn, with the weights of that moment (see `_pick_negatives`)."""
+        users_all, items_all = self.training.cache["pairs"]
+        order = self.examples(np.arange(len(users_all)), rng)
+        users, items = users_all[order], items_all[order]
+        size = self.local_batch_size
+
+        def draw() -> Iterator[dict[str, torch.Tensor]]:
+            for start in range(0, len(order), size):
+                part = slice(start, start + size)
+                u, i = (torch.from_numpy(a[part]).to(self.device_) for a in (users, items))
+                pool = rng.integers(0, self.n_items_, size=(len(u), self.negative_pool))  # uniform candidates
+                j = self._pick_negatives(u, torch.from_numpy(pool).to(self.device_), rng)
+                yield {"users": u, "pos": i, "neg": j}
+
+        return draw()
+
+    def phases(self) -> list[Phase]:
+        return [Phase("train", self.batches, self._regularized_loss, self.network_)]
+
+    def _regularized_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.batch_loss(batch, regularize=True)
+
+    def _train_step(self, phase: Phase, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
+        """The written-out step, unless plug-ins (APR) or DDP need the loss's autograd graph."""
+        t = self.training
+        if t.plugins or t.distributed:
+            return super()._train_step(phase, batch)
+        return self._closed_form_step(batch, t.optimizers[phase.name]), {}
 
     def _pick_negatives(self, u: torch.Tensor, pool: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
         """Per example, the candidate of `pool` (B × negative_pool uniform items) that the model scores highest
@@ -177,7 +201,7 @@ class BPRMF(TorchRecommender):
             j[todo] = pool[todo, pick[todo]]
             todo = todo[self._is_item_of(u[todo], j[todo])]
         if len(todo):  # every candidate was an item of the user
-            fresh = sample_negatives(u[todo].cpu().numpy(), self._train["keys"], self.n_items_, rng)
+            fresh = sample_negatives(u[todo].cpu().numpy(), self.training.cache["keys"], self.n_items_, rng)
             j[todo] = torch.from_numpy(fresh).to(j.device)
         return j
 
@@ -187,22 +211,14 @@ class BPRMF(TorchRecommender):
         there than torch's)."""
         query = u * self.n_items_ + j
         if query.device.type == "cpu":
-            bitmap = self._train.get("bitmap")
+            bitmap = self.training.cache.get("bitmap")
             if bitmap is not None:
                 return torch.from_numpy(bitmap[query.numpy()])
-            keys = self._train["keys"]
+            keys = self.training.cache["keys"]
             q = query.numpy().astype(keys.dtype, copy=False)
             return torch.from_numpy(keys[np.minimum(np.searchsorted(keys, q), len(keys) - 1)] == q)
-        keys_t = self._train["keys_t"]
+        keys_t = self.training.cache["keys_t"]
         return keys_t[torch.searchsorted(keys_t, query).clamp_(max=len(keys_t) - 1)] == query
-
-    def _hooked_step(self, batch: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer) -> torch.Tensor:
-        """One update through autograd, the batch hooks (e.g. APR's adversarial term) applied to the loss."""
-        loss = self._apply_hooks(batch, self.batch_loss(batch, regularize=True))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        return loss.detach()
 
     def _closed_form_step(self, batch: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer) -> torch.Tensor:
         """One update with the gradient of `batch_loss(batch, regularize=True)` written out (no autograd graph).
@@ -240,9 +256,10 @@ class BPRMF(TorchRecommender):
     def _scratch(self, name: str, rows: int) -> torch.Tensor:
         """A (rows, factors) block kept from batch to batch: a fresh large tensor per batch costs page faults (and,
         under deterministic algorithms, a NaN fill) that take longer than the arithmetic on it."""
-        buf = self._train.get(name)
+        cache = self.training.cache
+        buf = cache.get(name)
         if buf is None or len(buf) < rows:
-            buf = self._train[name] = torch.empty(rows, self.factors, device=self.device_)
+            buf = cache[name] = torch.empty(rows, self.factors, device=self.device_)
         return buf[:rows]
 
     def _gather(self, table: torch.Tensor, index: torch.Tensor, name: str) -> torch.Tensor:

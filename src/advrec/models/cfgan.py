@@ -116,6 +116,7 @@ class CFGAN(AdversarialRecommender):
         device: str = "auto",
         random_state: int | None = 2020,
         verbose: bool = False,
+        valid_metric: str = "ndcg@10",
     ) -> None:
         super().__init__(**self._loop_args(locals()))  # type: ignore[arg-type]
         self.mode = mode
@@ -159,29 +160,29 @@ class CFGAN(AdversarialRecommender):
     def _rows_matrix(self, X: sp.csr_matrix) -> sp.csr_matrix:
         return X if self.mode == "user" else X.T.tocsr()
 
-    def _init_training(self, X: sp.csr_matrix, rng: np.random.Generator) -> None:
-        super()._init_training(X, rng)
+    def _prepare(self, X: sp.csr_matrix, rng: np.random.Generator) -> None:
+        super()._prepare(X, rng)
         R = self._rows_matrix(X)
-        self._train["R"] = torch.from_numpy(R.toarray()).to(self.device_)
-        self._train["active_rows"] = np.flatnonzero(np.diff(R.indptr) > 0)
+        self.training.cache["R"] = torch.from_numpy(R.toarray()).to(self.device_)
+        self.training.cache["active_rows"] = np.flatnonzero(np.diff(R.indptr) > 0)
 
     def _epoch_rows(
         self, X: sp.csr_matrix, rng: np.random.Generator, batch_size: int | None = None
     ) -> Iterator[np.ndarray]:
-        rows = rng.permutation(self._train["active_rows"])
+        rows = rng.permutation(self.training.cache["active_rows"])
         size = batch_size or self.batch_size
         for start in range(0, len(rows), size):
             yield np.sort(rows[start : start + size])
 
     def _before_epoch(self, X: sp.csr_matrix, rng: np.random.Generator) -> None:
-        R = self._train["R"]
+        R = self.training.cache["R"]
         gen = torch.Generator(device=R.device).manual_seed(int(rng.integers(2**62)))
         zero = R == 0
         use_zr, use_pm = self.scheme in ("ZR", "ZP"), self.scheme in ("PM", "ZP")
-        self._train["zr"] = (
+        self.training.cache["zr"] = (
             (torch.rand(R.shape, generator=gen, device=R.device) < self.zr_ratio) & zero if use_zr else None
         )
-        self._train["pm"] = (
+        self.training.cache["pm"] = (
             (torch.rand(R.shape, generator=gen, device=R.device) < self.pm_ratio) & zero if use_pm else None
         )
 
@@ -189,7 +190,7 @@ class CFGAN(AdversarialRecommender):
         return self._epoch_rows(X, rng, self.d_batch_size)
 
     def _masked_fake(self, rows: torch.Tensor, c: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-        pm = self._train["pm"]
+        pm = self.training.cache["pm"]
         visible = c if pm is None else c + pm[rows].float()
         return out * visible
 
@@ -197,7 +198,7 @@ class CFGAN(AdversarialRecommender):
         self, X: sp.csr_matrix, rows: np.ndarray, rng: np.random.Generator
     ) -> tuple[torch.Tensor, dict[str, float]]:
         net, idx = self.network_, torch.from_numpy(rows).to(self.device_)
-        c = self._train["R"][idx]
+        c = self.training.cache["R"][idx]
         with torch.no_grad():
             fake = self._masked_fake(idx, c, net["generator"](c))
         D = net["discriminator"]
@@ -211,10 +212,10 @@ class CFGAN(AdversarialRecommender):
         self, X: sp.csr_matrix, rows: np.ndarray, rng: np.random.Generator
     ) -> tuple[torch.Tensor, dict[str, float]]:
         net, idx = self.network_, torch.from_numpy(rows).to(self.device_)
-        c = self._train["R"][idx]
+        c = self.training.cache["R"][idx]
         out = net["generator"](c)
         loss = self.g_loss(net["discriminator"](self._masked_fake(idx, c, out), c))
-        zr = self._train["zr"]
+        zr = self.training.cache["zr"]
         if zr is not None:
             loss = loss + self.zr_coef * (out.pow(2) * zr[idx]).sum(1).mean()
         if self.g_reg:

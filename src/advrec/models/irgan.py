@@ -15,6 +15,8 @@ generator lr of 3e-3, or mix 0.2, drifts away from the BPR-MF start and validati
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
 from typing import cast
 
 import numpy as np
@@ -28,7 +30,7 @@ from advrec.data.splits import EvalSet, Split
 from advrec.errors import ConfigError
 from advrec.models.adversarial import AdversarialRecommender
 from advrec.models.bpr import BPRMF, MF
-from advrec.models.torch_base import TorchRecommender
+from advrec.models.torch_base import TorchRecommender, TrainingPlugin
 
 
 class BiasedMF(nn.Module):
@@ -82,6 +84,7 @@ class IRGAN(AdversarialRecommender):
         device: str = "auto",
         random_state: int | None = 2020,
         verbose: bool = False,
+        valid_metric: str = "ndcg@10",
     ) -> None:
         super().__init__(**self._loop_args(locals()))  # type: ignore[arg-type]
         self.factors = factors
@@ -110,7 +113,12 @@ class IRGAN(AdversarialRecommender):
         )  # fmt: skip
 
     def fit(
-        self, X: Interactions | sp.spmatrix, valid: EvalSet | Split | None = None, init: TorchRecommender | None = None
+        self,
+        X: Interactions | sp.spmatrix,
+        valid: EvalSet | Split | None = None,
+        init: TorchRecommender | None = None,
+        plugins: Sequence[TrainingPlugin] = (),
+        checkpoint: str | Path | None = None,
     ) -> IRGAN:
         """Pretrains the generator as BPR-MF on `X`, then trains adversarially (`init` resumes a fitted IRGAN)."""
         if not 0 <= self.mix < 1 or self.temperature <= 0 or self.samples <= 0:
@@ -119,7 +127,7 @@ class IRGAN(AdversarialRecommender):
             )
         self._pretrained = self.pretrain_model().fit(X, valid=valid) if init is None else None
         try:
-            return super().fit(X, valid=valid, init=init)  # type: ignore[return-value]
+            return super().fit(X, valid=valid, init=init, plugins=plugins, checkpoint=checkpoint)  # type: ignore[return-value]
         finally:
             del self._pretrained
 
@@ -127,18 +135,17 @@ class IRGAN(AdversarialRecommender):
         return nn.ModuleDict({"generator": BiasedMF(n_users, n_items, self.factors),
                               "discriminator": BiasedMF(n_users, n_items, self.factors)})  # fmt: skip
 
-    def _init_training(self, X: sp.csr_matrix, rng: np.random.Generator) -> None:
+    def _prepare(self, X: sp.csr_matrix, rng: np.random.Generator) -> None:
         if self._pretrained is not None:
             bpr = cast(MF, self._pretrained.network_)
             with torch.no_grad():
                 self._gen.user.weight.copy_(bpr.user.weight)
                 self._gen.item.weight.copy_(bpr.item.weight)
-        super()._init_training(X, rng)
+        super()._prepare(X, rng)
 
     def _user_items(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(row position in batch, item, rank among that user's items) for every training item of `rows`."""
-        X = self._train["X"]
-        sub = X[rows]
+        sub = self.training.X[rows]
         counts = np.diff(sub.indptr)
         pos = np.repeat(np.arange(len(rows)), counts)
         rank = np.arange(sub.nnz) - np.repeat(sub.indptr[:-1], counts)

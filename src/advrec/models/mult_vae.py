@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Iterator
 
 import numpy as np
 import scipy.sparse as sp
@@ -12,15 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from advrec import distributed
 from advrec.errors import ConfigError
-from advrec.models.torch_base import TorchRecommender, csr_to_sparse_torch, csr_to_torch
-
-OptimizerFactory = Callable[["MultVAE", Callable[[], torch.optim.Optimizer]], torch.optim.Optimizer]
-"""(model, make_default_optimizer) -> the optimizer to train with (e.g. a DP-SGD wrapper of the default)."""
-BatchIterator = Callable[["MultVAE", np.ndarray, np.random.Generator], Iterable[np.ndarray]]
-"""(model, this epoch's user order, rng) -> batches of user indices (e.g. Poisson-sampled batches)."""
-LossReducer = Callable[["MultVAE", torch.Tensor], Any]
-"""(model, per-user losses) -> the object whose .backward() trains the batch (e.g. a ghost-clipping loss)."""
+from advrec.models.torch_base import Phase, TorchRecommender, TrainingPlugin, csr_to_sparse_torch, csr_to_torch
 
 
 class VAE(nn.Module):
@@ -146,15 +139,10 @@ class MultVAE(TorchRecommender):
     before `fit`; the decoder then reads each user's group (see `VAE`), so the latent code need not carry it
     (`advrec.privacy.adversarial` uses this to keep a protected attribute out of the code).
 
-    Training options from the layers above plug in through three instance attributes, all None by default:
-    `optimizer_factory` (an `OptimizerFactory`), `batch_iterator` (a `BatchIterator`) and `loss_reducer` (a
-    `LossReducer`, which replaces the batch mean and `batch_hooks`); `advrec.privacy.dp` uses them for DP-SGD.
-    Batches may be empty (Poisson sampling); the epoch loss is the mean over users seen.
+    A batch is an array of user indices; `batch_loss` gives one loss per user, so a plug-in (DP-SGD's per-user
+    clipping) can reduce them. Batches may be empty (Poisson sampling); the epoch loss is the mean over users seen.
     """
 
-    optimizer_factory: OptimizerFactory | None = None
-    batch_iterator: BatchIterator | None = None
-    loss_reducer: LossReducer | None = None
     user_groups_: np.ndarray | None = None
     latent_eraser_: np.ndarray | None = None
 
@@ -176,8 +164,9 @@ class MultVAE(TorchRecommender):
         device: str = "auto",
         random_state: int | None = 2020,
         verbose: bool = False,
+        valid_metric: str = "ndcg@10",
     ) -> None:
-        super().__init__(epochs, batch_size, lr, patience, eval_every, device, random_state, verbose)
+        super().__init__(epochs, batch_size, lr, patience, eval_every, device, random_state, verbose, valid_metric)
         self.hidden = hidden
         self.latent = latent
         self.dropout = dropout
@@ -212,54 +201,40 @@ class MultVAE(TorchRecommender):
         g[inside] = np.asarray(groups)[users[inside]]
         return torch.from_numpy(g).to(self.device_)
 
-    def _train_epoch(self, X: sp.csr_matrix, rng: np.random.Generator) -> float:
-        t = self._train
-        if not t:
-            t["optimizer"] = self._make_optimizer()
-            self.updates_ = 0
-        optimizer = t["optimizer"]
+    def _prepare(self, X: sp.csr_matrix, rng: np.random.Generator) -> None:
+        if self.sampling not in ("uniform", "activity"):
+            raise ConfigError(f"sampling must be 'uniform' or 'activity', not {self.sampling!r}")
+        self.updates_ = self.training.step
+
+    def _make_optimizer(self, phase: Phase) -> torch.optim.Optimizer:
+        return torch.optim.Adam(phase.module.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+
+    def batches(self, X: sp.csr_matrix, rng: np.random.Generator) -> Iterator[np.ndarray]:
+        """This epoch's users (each once, or drawn in proportion to their activity) in batches of indices."""
         degree = np.diff(X.indptr)
         users = np.flatnonzero(degree > 0)
         if self.sampling == "activity":  # as many draws as users, each ∝ its number of interactions
-            order = rng.choice(users, size=len(users), p=degree[users] / degree.sum())
-        elif self.sampling == "uniform":
-            order = rng.permutation(users)
+            n = len(users) if not self.training.distributed else -(-len(users) // distributed.world_size())
+            order = rng.choice(users, size=n, p=degree[users] / degree.sum())
         else:
-            raise ConfigError(f"sampling must be 'uniform' or 'activity', not {self.sampling!r}")
-        # a loss reducer (DP-SGD's per-user clipping) reads per-user gradients from hooks on the first layer, which
-        # see a dense input only: its batches are densified; otherwise the rows stay sparse
-        dense = self.loss_reducer is not None
-        total, seen = 0.0, 0
-        for batch in self._batches(order, rng):
-            ub = np.sort(batch)
-            x = (csr_to_torch if dense else csr_to_sparse_torch)(X[ub], self.device_)
-            logits, mu, logvar = self.network_(x, self._groups(ub))
-            nll = -(F.log_softmax(logits, dim=1) * x).sum(1) if dense else sparse_nll(logits, x)
-            kl = 0.5 * (-logvar + logvar.exp() + mu.pow(2) - 1).sum(1)
-            beta = min(self.beta_cap, self.updates_ / max(1, self.anneal_steps))
-            if self.loss_reducer is None:
-                loss = self._apply_hooks({"users": torch.from_numpy(ub), "x": x}, nll.mean() + beta * kl.mean())
-            else:
-                loss = self.loss_reducer(self, nll + beta * kl)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            self.updates_ += 1
-            if len(ub):
-                total += float(loss.detach()) * len(ub)
-                seen += len(ub)
-        return total / max(seen, 1)
+            order = self.examples(users, rng)
+        size = self.local_batch_size
+        return (order[start : start + size] for start in range(0, len(order), size))
 
-    def _make_optimizer(self) -> torch.optim.Optimizer:
-        def default() -> torch.optim.Optimizer:
-            return torch.optim.Adam(self.network_.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-
-        return default() if self.optimizer_factory is None else self.optimizer_factory(self, default)
-
-    def _batches(self, order: np.ndarray, rng: np.random.Generator) -> Iterable[np.ndarray]:
-        if self.batch_iterator is not None:
-            return self.batch_iterator(self, order, rng)
-        return (order[start : start + self.batch_size] for start in range(0, len(order), self.batch_size))
+    def batch_loss(self, batch: np.ndarray) -> torch.Tensor:
+        """Per user of the batch: −Σ x·log softmax(f(z)) + β·KL, β at its annealed value for this update."""
+        X = self.training.X
+        # a plug-in that reduces per-user losses (DP-SGD's clipping) reads per-user gradients from hooks on the
+        # first layer, which see a dense input only: its batches are densified; otherwise the rows stay sparse
+        dense = any(type(p).reduce is not TrainingPlugin.reduce for p in self.training.plugins)
+        ub = np.sort(batch)
+        x = (csr_to_torch if dense else csr_to_sparse_torch)(X[ub], self.device_)
+        logits, mu, logvar = self.network_(x, self._groups(ub))
+        nll = -(F.log_softmax(logits, dim=1) * x).sum(1) if dense else sparse_nll(logits, x)
+        kl = 0.5 * (-logvar + logvar.exp() + mu.pow(2) - 1).sum(1)
+        beta = min(self.beta_cap, self.training.step / max(1, self.anneal_steps))
+        self.updates_ = self.training.step + 1
+        return nll + beta * kl
 
     def _score(self, history: sp.csr_matrix, users: np.ndarray) -> np.ndarray:
         h = self._binary_rows(history, users)

@@ -6,9 +6,9 @@ predict the attribute, the encoder learns to make μ useless for that prediction
 recommendation loss. The reversed loss of each user is capped at chance level (log of the number of classes):
 plain reversal rewards codes that make the heads confidently wrong, which keeps the attribute readable (a
 fresh attacker just flips the sign); capped, the encoder is pushed only towards codes no head can read.
-Training plugs into MultVAE through `batch_hooks` (an `AttributeAdversary` is a hook (model, batch, loss) ->
-loss), so the trained model is a plain MultVAE; `adversary_lambda_` and
-`adversary_attributes_` record how it was trained. Protection is judged afterwards by a fresh attacker trained
+An `AttributeAdversary` is a plug-in of the training loop (its `loss` hook adds the reversed adversary loss), so
+the trained model is a plain MultVAE; its record `adversary_` (λ, heads, attributes) says how it was trained.
+Protection is judged afterwards by a fresh attacker trained
 on μ (`advrec.privacy.attribute`), not by the heads used in training.
 
 Two further tools, usable with or without the adversaries:
@@ -35,7 +35,7 @@ from advrec.devices import deterministic
 from advrec.errors import ConfigError
 from advrec.models import MultVAE
 from advrec.models.mult_vae import VAE
-from advrec.models.torch_base import as_eval_set, csr_to_torch, seed_of
+from advrec.models.torch_base import TrainingPlugin, as_eval_set, csr_to_sparse_torch, csr_to_torch, seed_of
 
 
 class _GradientReversal(torch.autograd.Function):
@@ -54,8 +54,8 @@ def reverse_gradient(x: torch.Tensor, weight: float) -> torch.Tensor:
     return _GradientReversal.apply(x, weight)
 
 
-class AttributeAdversary:
-    """A MultVAE batch hook adding λ-weighted, gradient-reversed adversary losses on μ.
+class AttributeAdversary(TrainingPlugin):
+    """A MultVAE training plug-in adding λ-weighted, gradient-reversed adversary losses on μ.
 
     `labels`: attribute name → (n_users,) int labels over the training rows (−1 = unknown, ignored).
     `n_heads` adversaries per attribute with hidden widths `widths[:n_heads]`, with their own Adam optimizer:
@@ -118,15 +118,16 @@ class AttributeAdversary:
                 total = total + ce.mean() / self.n_heads
         return total
 
-    def __call__(self, model: Any, batch: dict[str, torch.Tensor], loss: torch.Tensor) -> torch.Tensor:
+    def loss(self, model: Any, batch: np.ndarray, loss: torch.Tensor) -> torch.Tensor:
         if self.heads is None:
             self._build(model.latent, model.device_)
         assert self.heads is not None and self.optimizer is not None
         net = model.network_
-        users = batch["users"].cpu()
+        ub = np.sort(batch)
+        users = torch.from_numpy(ub)
         net.drop.eval()  # the adversaries see the code of the whole history, as an attacker would
         try:
-            mu, _ = net.encode(batch["x"])
+            mu, _ = net.encode(csr_to_sparse_torch(model.training.X[ub], model.device_))
         finally:
             net.drop.train()
         # the heads first catch up with the current encoder (on a detached code), so that the encoder is
@@ -139,6 +140,9 @@ class AttributeAdversary:
         total = self._losses(reverse_gradient(mu, self.lam), users, ceiling=True)
         self.last_loss = float(total.detach())
         return loss + total
+
+    def record(self, model: Any) -> None:
+        model.adversary_ = {"lambda": float(self.lam), "heads": int(self.n_heads), "attributes": sorted(self.labels)}
 
 
 def fit_adversarial(
@@ -171,22 +175,7 @@ def fit_adversarial(
             raise ConfigError(f"condition has shape {condition.shape}; it needs one group label per user ({n})")
         model.user_groups_ = condition.astype(np.int64)
     adversary = AttributeAdversary(labels, lam=lam, n_heads=n_heads, random_state=model.random_state, **adversary_kw)
-    previous = list(getattr(model, "batch_hooks", []))
-    model.batch_hooks = [*previous, adversary]
-    try:
-        model.fit(X, valid=valid)
-    finally:
-        if previous:
-            model.batch_hooks = previous
-        else:
-            del model.batch_hooks
-    record: dict[str, Any] = {
-        "adversary_lambda_": float(lam),
-        "adversary_heads_": int(n_heads),
-        "adversary_attributes_": sorted(labels),
-    }
-    for name, value in record.items():
-        setattr(model, name, value)
+    model.fit(X, valid=valid, plugins=[adversary])
     return model
 
 

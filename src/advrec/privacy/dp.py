@@ -10,10 +10,13 @@ gradient norms come from layer inputs and output gradients and a second backward
 per-user gradients (an I×600 layer would take I·600 floats per user); `clipping="hooks"` materializes them and
 processes each logical batch in physical chunks of `physical_batch_size` users.
 
-The spent budget is written on the model as learned attributes (`epsilon_`, `delta_`, `noise_multiplier_`,
-`sample_rate_`, `dp_steps_`, `max_grad_norm_`, `accountant_`) and by `privacy_manifest(model)` as a dict for
-the run manifest. Early stopping on validation data selects an epoch with data the accountant does not
-charge: use validation users disjoint from the training users (`holdout_users`) or no validation.
+DP-SGD is a `TrainingPlugin` (`DPSGD`) of the torch training loop: it makes the optimizer private, replaces the
+batches by Poisson-sampled ones and reduces per-user losses by clipping. The spent budget is one typed record on
+the model, `model.privacy_` (a `PrivacyRecord`, saved with it), and `privacy_manifest(model)` gives it as a dict
+for the run manifest. Under torchrun, Opacus's distributed optimizer sums the ranks' clipped gradients (noise is
+added once, on rank 0) and each rank samples its share of the users at the same rate, so ε is that of one process
+with the same total batch and steps. Early stopping on validation data selects an epoch with data the accountant
+does not charge: use validation users disjoint from the training users (`holdout_users`) or no validation.
 
 `fit_private(BPRMF(...), X, ...)` trains BPR-MF as a billboard model (`advrec.privacy.dp_bpr`): DP-SGD on the
 item-side parameters only, each user's vector folded in from their own row. `fit_private(EASE(...), X, ...)`
@@ -38,33 +41,20 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from advrec import distributed
 from advrec.data.interactions import Interactions, as_csr
 from advrec.errors import ConfigError
 from advrec.generative.profiles import ProfileGenerator
 from advrec.models import BPRMF, EASE, MultVAE, Recommender
-from advrec.models.torch_base import TorchRecommender, seed_of
+from advrec.models.records import PrivacyRecord
+from advrec.models.torch_base import Phase, TorchRecommender, TrainingPlugin, seed_of
 
 log = logging.getLogger(__name__)
 
 ACCOUNTANTS = ("rdp", "prv", "gdp")
 CLIPPING = ("ghost", "hooks")
 METHODS = ("sgd", "synthetic")
-PRIVACY_ATTRIBUTES = (
-    "epsilon_",
-    "epsilon_sgd_",
-    "epsilon_popularity_",
-    "delta_",
-    "noise_multiplier_",
-    "max_grad_norm_",
-    "sample_rate_",
-    "dp_steps_",
-    "accountant_",
-    "dp_scope_",
-    "gram_rank_",
-    "dp_method_",
-    "epsilon_sizes_",
-    "release_users_",
-)
+SGD_MECHANISM = "DP-SGD (Opacus), Poisson sampling"
 M = TypeVar("M", bound=Recommender)
 
 
@@ -134,9 +124,12 @@ def check_privatizable(module: torch.nn.Module, where: str = "model") -> None:
         )
 
 
-class _DPSession:
-    """Opacus objects of one private fit: the optimizer, the Poisson-sampled batches and the batch loss of a
-    torch model's training loop (MultVAE's `optimizer_factory` / `batch_iterator` / `loss_reducer`)."""
+class DPSGD(TrainingPlugin):
+    """DP-SGD as a plug-in of the training loop: Opacus's private optimizer, Poisson-sampled batches of users, and
+    per-user losses reduced by clipping (ghost clipping's two-pass loss, or the mean under per-sample hooks).
+    After the fit, the model's `privacy_` holds the spent budget."""
+
+    needs_autograd = True
 
     def __init__(self, config: DPConfig, active: np.ndarray, epochs: int, seed: int, X: sp.csr_matrix) -> None:
         from opacus import PrivacyEngine
@@ -150,17 +143,17 @@ class _DPSession:
         self.delta = config.delta if config.delta is not None else default_delta(self.n_users)
         self.engine = PrivacyEngine(accountant=config.accountant)
         self.hooks: Any = None
-        self.optimizer: Any = None
+        self.dp_optimizer: Any = None
         self.loader: Any = None
         self.noise_multiplier = math.nan
         self.sample_rate = math.nan
 
     def make_optimizer(
-        self, model: TorchRecommender, default: Callable[[], torch.optim.Optimizer]
+        self, model: TorchRecommender, phase: Phase, default: Callable[[], torch.optim.Optimizer]
     ) -> torch.optim.Optimizer:
         from torch.utils.data import DataLoader, TensorDataset
 
-        network = model.network_
+        network: torch.nn.Module = model.network_
         check_privatizable(network, type(model).__name__)
         if self.config.popularity_epsilon > 0:
             self._init_bias(network)
@@ -170,6 +163,8 @@ class _DPSession:
             TensorDataset(users), batch_size=min(model.batch_size, self.n_users), shuffle=True, generator=generator
         )
         noise_gen = torch.Generator(device=model.device_).manual_seed(self.seed + 1)
+        if distributed.active():  # Opacus's distributed optimizer and sampler (it reduces the gradients itself)
+            network = _distributed_module(network, self.config.clipping, model.device_)
         common = dict(
             module=network,
             optimizer=default(),
@@ -191,7 +186,7 @@ class _DPSession:
                 out = self.engine.make_private(noise_multiplier=self.config.noise_multiplier, **common)
         # ghost clipping also returns a loss wrapper, which `reduce` builds directly from per-user losses
         hooks, optimizer, dp_loader = out[0], out[1], out[-1]
-        self.hooks, self.optimizer, self.loader = hooks, optimizer, dp_loader
+        self.hooks, self.dp_optimizer, self.loader = hooks, optimizer, dp_loader
         self.noise_multiplier = float(optimizer.noise_multiplier)
         self.sample_rate = 1.0 / len(dp_loader)
         return optimizer
@@ -211,16 +206,18 @@ class _DPSession:
         with torch.no_grad():
             decoder.bias.copy_(torch.from_numpy(np.log(share).astype(np.float32)))
 
-    def reduce(self, model: TorchRecommender, per_user: torch.Tensor) -> Any:
+    def reduce(self, model: TorchRecommender, per_user: torch.Tensor) -> Any:  # type: ignore[override]
         """The batch loss: under ghost clipping, Opacus's two-pass loss; else the mean."""
         if self.config.clipping != "ghost":
             return per_user.mean()
         from opacus.utils.fast_gradient_clipping_utils import DPTensorFastGradientClipping
 
-        return DPTensorFastGradientClipping(self.hooks, self.optimizer, per_user, "mean")
+        return DPTensorFastGradientClipping(self.hooks, self.dp_optimizer, per_user, "mean")
 
-    def batches(self, model: TorchRecommender, order: np.ndarray, rng: np.random.Generator) -> Iterator[np.ndarray]:
-        """Poisson-sampled logical batches of training users (the epoch's `order` is not used); with
+    def batches(
+        self, model: TorchRecommender, phase: Phase, batches: Any, rng: np.random.Generator
+    ) -> Iterator[np.ndarray]:
+        """Poisson-sampled logical batches of training users (the model's own batches are not used); with
         clipping="hooks", cut into physical chunks; the optimizer steps (and the accountant counts) once
         per logical batch."""
         size = self.config.physical_batch_size if self.config.clipping == "hooks" else np.iinfo(np.int64).max
@@ -228,7 +225,7 @@ class _DPSession:
             users = self.active[batch.numpy().astype(np.int64)]
             chunks = [users[s : s + size] for s in range(0, len(users), size)] or [users]
             for j, chunk in enumerate(chunks):
-                self.optimizer.signal_skip_step(do_skip=j < len(chunks) - 1)
+                self.dp_optimizer.signal_skip_step(do_skip=j < len(chunks) - 1)
                 yield chunk
 
     def epsilon(self) -> float:
@@ -238,7 +235,22 @@ class _DPSession:
         history = getattr(self.engine.accountant, "history", [])
         return int(sum(h[-1] for h in history))
 
-    def close(self) -> None:
+    def record(self, model: TorchRecommender) -> None:
+        eps_sgd = self.epsilon()
+        model.privacy_ = PrivacyRecord(
+            epsilon=eps_sgd + self.config.popularity_epsilon,
+            delta=float(self.delta),
+            mechanism=SGD_MECHANISM,
+            accountant=self.config.accountant,
+            noise_multiplier=self.noise_multiplier,
+            steps=self.steps(),
+            sample_rate=self.sample_rate,
+            max_grad_norm=float(self.config.max_grad_norm),
+            epsilon_sgd=eps_sgd,
+            epsilon_popularity=float(self.config.popularity_epsilon),
+        )
+
+    def teardown(self, model: TorchRecommender) -> None:
         if self.hooks is not None:
             cleanup = getattr(self.hooks, "cleanup", None) or getattr(self.hooks, "_close", None)
             if cleanup is not None:
@@ -286,34 +298,30 @@ def fit_private(
     m = as_csr(X, "training data")
     active = np.flatnonzero(np.diff(m.indptr) > 0)
     seed = seed_of(model.random_state)  # type: ignore[attr-defined]
-    session = _DPSession(config, active, model.epochs, seed, m)
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*[Ff]ull backward hook.*")
-            if isinstance(model, BPRMF):
-                from advrec.privacy.dp_bpr import fit_billboard
+    plugin = DPSGD(config, active, model.epochs, seed, m)  # type: ignore[attr-defined]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*[Ff]ull backward hook.*")
+        if isinstance(model, BPRMF):
+            from advrec.privacy.dp_bpr import fit_billboard
 
-                fit_billboard(model, X, valid=valid, session=session)
-            else:
-                _fit_vae(model, X, session, valid)
-    finally:
-        session.close()
-    eps_sgd = session.epsilon()
-    record = {
-        "epsilon_": eps_sgd + config.popularity_epsilon,
-        "epsilon_sgd_": eps_sgd,
-        "epsilon_popularity_": float(config.popularity_epsilon),
-        "delta_": float(session.delta),
-        "noise_multiplier_": session.noise_multiplier,
-        "max_grad_norm_": float(config.max_grad_norm),
-        "sample_rate_": session.sample_rate,
-        "dp_steps_": session.steps(),
-        "accountant_": config.accountant,
-    }
-    for name, value in record.items():
-        setattr(model, name, value)
-    log.info("DP-SGD: ε=%.3f at δ=%.2e after %d steps", record["epsilon_"], record["delta_"], record["dp_steps_"])
+            fit_billboard(model, X, valid=valid, plugins=[plugin])
+        else:
+            model.fit(X, valid=valid, plugins=[plugin])
+    record = model.privacy_
+    assert record is not None  # set by the plug-in
+    log.info("DP-SGD: ε=%.3f at δ=%.2e after %d steps", record.epsilon, record.delta, record.steps)
     return model
+
+
+def _distributed_module(network: torch.nn.Module, clipping: str, device: torch.device) -> torch.nn.Module:
+    """The network wrapped as Opacus expects under a process group: DPDDP for per-sample hooks, DDP for ghost
+    clipping (the wrapper only marks the fit as distributed; the loss still runs through the network itself)."""
+    from opacus.distributed import DifferentiallyPrivateDistributedDataParallel as DPDDP
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    if clipping == "hooks":
+        return DPDDP(network)
+    return DDP(network, device_ids=[device.index] if device.type == "cuda" else None)
 
 
 def _fit_ease(model: EASE, X: Interactions | sp.spmatrix, config: DPConfig) -> EASE:
@@ -327,20 +335,18 @@ def _fit_ease(model: EASE, X: Interactions | sp.spmatrix, config: DPConfig) -> E
         else float(config.noise_multiplier)  # type: ignore[arg-type]
     )
     fit_gram_private(model, X, sigma, gram_rank=config.gram_rank, random_state=config.seed)
-    record = {
-        "epsilon_": rdp_epsilon(sigma, 1.0, 1, delta, config.accountant),
-        "delta_": float(delta),
-        "noise_multiplier_": sigma,
-        "max_grad_norm_": 1.0,  # the L2 sensitivity of the normalised Gram matrix
-        "sample_rate_": 1.0,
-        "dp_steps_": 1,
-        "accountant_": config.accountant,
-        "dp_scope_": "noisy item Gram matrix (Gaussian mechanism); users' own histories at serving",
-        "gram_rank_": int(config.gram_rank),
-    }
-    for name, value in record.items():
-        setattr(model, name, value)
-    log.info("DP-EASE: ε=%.3f at δ=%.2e, σ=%.3f", record["epsilon_"], delta, sigma)
+    model.privacy_ = record = PrivacyRecord(
+        epsilon=rdp_epsilon(sigma, 1.0, 1, delta, config.accountant),
+        delta=float(delta),
+        mechanism="Gaussian mechanism on the normalised item Gram matrix (Opacus accountant), billboard model",
+        accountant=config.accountant,
+        noise_multiplier=sigma,
+        steps=1,
+        max_grad_norm=1.0,  # the L2 sensitivity of the normalised Gram matrix
+        scope="noisy item Gram matrix (Gaussian mechanism); users' own histories at serving",
+        gram_rank=int(config.gram_rank),
+    )
+    log.info("DP-EASE: ε=%.3f at δ=%.2e, σ=%.3f", record.epsilon, delta, sigma)
     return model
 
 
@@ -356,51 +362,35 @@ def _fit_on_release(model: MultVAE, X: Interactions | sp.spmatrix, config: DPCon
     )
     n = int((np.diff(m.indptr) > 0).sum())
     model.fit(gen.sample(n, random_state=seed + 1), valid=valid)
-    ease = gen.model
-    record = {
-        "epsilon_": budget.epsilon,
-        "epsilon_sizes_": budget.epsilon_sizes,
-        "delta_": budget.delta,
-        "noise_multiplier_": float(getattr(ease, "noise_multiplier_")),  # noqa: B009
-        "accountant_": str(getattr(ease, "accountant_")),  # noqa: B009
-        "gram_rank_": int(getattr(ease, "gram_rank_")),  # noqa: B009
-        "dp_method_": "synthetic",
-        "release_users_": n,
-        "dp_scope_": "trained only on a synthetic release (DP-EASE generator); users' own histories at serving",
-    }
-    for name, value in record.items():
-        setattr(model, name, value)
+    ease = gen.model.privacy_
+    assert ease is not None  # the generator's EASE was fitted privately
+    model.privacy_ = PrivacyRecord(
+        epsilon=budget.epsilon,
+        delta=budget.delta,
+        mechanism=(
+            "trained on a synthetic release: Gaussian mechanism on the normalised item Gram matrix (Opacus "
+            "accountant) + Laplace profile sizes, basic composition; the model is post-processing"
+        ),
+        accountant=ease.accountant,
+        noise_multiplier=ease.noise_multiplier,
+        steps=ease.steps,
+        epsilon_sizes=budget.epsilon_sizes,
+        gram_rank=ease.gram_rank,
+        method="synthetic",
+        release_users=n,
+        scope="trained only on a synthetic release (DP-EASE generator); users' own histories at serving",
+    )
     log.info("MultVAE on a DP release: ε=%.3f at δ=%.2e, %d synthetic users", budget.epsilon, budget.delta, n)
 
 
-def _fit_vae(model: MultVAE, X: Interactions | sp.spmatrix, session: _DPSession, valid: Any) -> None:
-    """MultVAE's own training loop with the session's optimizer, batches and loss installed through its hooks."""
-    model.optimizer_factory = session.make_optimizer
-    model.batch_iterator = session.batches
-    model.loss_reducer = session.reduce
-    try:
-        model.fit(X, valid=valid)
-    finally:
-        model.optimizer_factory = None
-        model.batch_iterator = None
-        model.loss_reducer = None
-
-
 def privacy_manifest(model: Recommender) -> dict[str, Any]:
-    """The privacy budget a model was trained under, for a run manifest ({} for a non-private model)."""
-    if not hasattr(model, "epsilon_"):
+    """The privacy budget a model was trained under, for a run manifest (ε = ∞ for a non-private model)."""
+    if model.privacy_ is None:
         return {"epsilon": math.inf, "private": False}
-    out = {k.rstrip("_"): getattr(model, k) for k in PRIVACY_ATTRIBUTES if hasattr(model, k)}
-    if out.get("dp_method") == "synthetic":
-        mechanism = (
-            "trained on a synthetic release: Gaussian mechanism on the normalised item Gram matrix (Opacus "
-            "accountant) + Laplace profile sizes, basic composition; the model is post-processing"
-        )
-    elif "gram_rank" in out:
-        mechanism = "Gaussian mechanism on the normalised item Gram matrix (Opacus accountant), billboard model"
-    else:
-        mechanism = "DP-SGD (Opacus), Poisson sampling" + (", billboard model" if "dp_scope" in out else "")
-    return {"private": True, "unit": "user", "mechanism": mechanism, **out}
+    record = model.privacy_.as_dict()
+    if record.get("scope") and record["mechanism"] == SGD_MECHANISM:
+        record["mechanism"] += ", billboard model"
+    return {"private": True, "unit": "user", **record}
 
 
 def rdp_epsilon(
@@ -509,5 +499,6 @@ def private_generator(
         diagonal = np.asarray(getattr(model, "gram_diagonal_"), dtype=np.float64)  # noqa: B009
         weight = np.clip(diagonal, 1e-3, None)  # noise can make a diagonal entry < 0
         gen.item_log_prior_ = np.log(weight / weight.sum())
-    eps_model = float(getattr(model, "epsilon_"))  # noqa: B009  (set by fit_private)
+    assert model.privacy_ is not None  # set by fit_private
+    eps_model = model.privacy_.epsilon
     return gen, GeneratorBudget(eps_model + eps_sizes, float(delta), eps_model, eps_sizes)

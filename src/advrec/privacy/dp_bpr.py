@@ -35,8 +35,9 @@ history. The user table is per-user data, for serving those users; the DP releas
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+import dataclasses
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -48,10 +49,7 @@ from advrec.data.interactions import Interactions, as_csr
 from advrec.errors import ConfigError, DataError
 from advrec.models import BPRMF
 from advrec.models.bpr import MF, sample_negatives
-from advrec.models.torch_base import TorchRecommender, csr_to_torch
-
-if TYPE_CHECKING:
-    from advrec.privacy.dp import _DPSession
+from advrec.models.torch_base import TorchRecommender, TrainingPlugin, csr_to_torch
 
 SCOPE = "item side (item factors, item_context_); user vectors: each user's fold-in of their own row (billboard)"
 
@@ -74,58 +72,36 @@ class BillboardMF(nn.Module):
 
 
 class BillboardBPR(TorchRecommender, register=False):
-    """The trainer of `fit_billboard`: BPR on `BillboardMF`, users as examples, with or without a DP session."""
+    """The trainer of `fit_billboard`: BPR on `BillboardMF`, users as examples (DP-SGD plugs in as a plug-in)."""
 
     def __init__(
         self, factors: int, epochs: int, batch_size: int, lr: float, patience: int, eval_every: int, device: str,
-        random_state: int | None, verbose: bool, session: _DPSession | None = None,
+        random_state: int | None, verbose: bool, valid_metric: str = "ndcg@10",
     ) -> None:  # fmt: skip
-        super().__init__(epochs, batch_size, lr, patience, eval_every, device, random_state, verbose)
+        super().__init__(epochs, batch_size, lr, patience, eval_every, device, random_state, verbose, valid_metric)
         self.factors = factors
-        self.session = session
 
     network_: BillboardMF
 
     def _build(self, n_users: int, n_items: int) -> nn.Module:
         return BillboardMF(n_items, self.factors)
 
-    def _train_epoch(self, X: sp.csr_matrix, rng: np.random.Generator) -> float:
-        t = self._train
-        if not t:
+    def _prepare(self, X: sp.csr_matrix, rng: np.random.Generator) -> None:
+        coo = X.tocoo()
+        self.training.cache["keys"] = np.sort(coo.row.astype(np.int64) * self.n_items_ + coo.col)
 
-            def default() -> torch.optim.Optimizer:
-                return torch.optim.Adam(self.network_.parameters(), lr=self.lr)
+    def batches(self, X: sp.csr_matrix, rng: np.random.Generator) -> Iterable[np.ndarray]:
+        order = self.examples(np.flatnonzero(np.diff(X.indptr) > 0), rng)
+        size = self.local_batch_size
+        return (order[s : s + size] for s in range(0, len(order), size))
 
-            t["optimizer"] = default() if self.session is None else self.session.make_optimizer(self, default)
-            coo = X.tocoo()
-            t["keys"] = np.sort(coo.row.astype(np.int64) * self.n_items_ + coo.col)
-        optimizer = t["optimizer"]
-        total, seen = 0.0, 0
-        for batch in self._batches(X, rng):
-            users = np.sort(batch)
-            per_user = self._user_losses(X, users, t["keys"], rng)
-            loss = per_user.mean() if self.session is None else self.session.reduce(self, per_user)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if len(users):
-                total += float(per_user.detach().sum())
-                seen += len(users)
-        return total / max(seen, 1)
-
-    def _batches(self, X: sp.csr_matrix, rng: np.random.Generator) -> Iterable[np.ndarray]:
-        order = rng.permutation(np.flatnonzero(np.diff(X.indptr) > 0))
-        if self.session is not None:
-            return self.session.batches(self, order, rng)
-        return (order[s : s + self.batch_size] for s in range(0, len(order), self.batch_size))
-
-    def _user_losses(
-        self, X: sp.csr_matrix, users: np.ndarray, keys: np.ndarray, rng: np.random.Generator
-    ) -> torch.Tensor:
+    def batch_loss(self, batch: np.ndarray) -> torch.Tensor:
         """Each user's mean BPR loss over their items, each against one sampled non-item."""
+        t = self.training
+        X, users, rng = t.X, np.sort(batch), t.rng
         rows = X[users]
         local = np.repeat(np.arange(len(users)), np.diff(rows.indptr))
-        neg = sample_negatives(users[local], keys, self.n_items_, rng)
+        neg = sample_negatives(users[local], t.cache["keys"], self.n_items_, rng)
         dev = self.device_
         scores = self.network_(csr_to_torch(rows, dev))
         r, pos, j = (torch.from_numpy(a.astype(np.int64)).to(dev) for a in (local, rows.indices, neg))
@@ -153,17 +129,18 @@ def check_bpr(model: BPRMF) -> None:
 
 
 def fit_billboard(
-    model: BPRMF, X: Interactions | sp.spmatrix, valid: Any = None, session: _DPSession | None = None
+    model: BPRMF, X: Interactions | sp.spmatrix, valid: Any = None, plugins: Sequence[TrainingPlugin] = ()
 ) -> BPRMF:
-    """Trains `model` as a billboard BPR (DP-SGD when `session` is given, plain Adam otherwise) and fills its
-    MF network: P as the item table, each user's fold-in as the user table; Q is kept as `item_context_`."""
+    """Trains `model` as a billboard BPR (DP-SGD when the `DPSGD` plug-in is given, plain Adam otherwise) and
+    fills its MF network: P as the item table, each user's fold-in as the user table; Q is kept as
+    `item_context_`."""
     check_bpr(model)
     p = model.get_params()
     trainer = BillboardBPR(
         p["factors"], p["epochs"], p["batch_size"], p["lr"], p["patience"], p["eval_every"], p["device"],
-        p["random_state"], p["verbose"], session=session,
+        p["random_state"], p["verbose"], p["valid_metric"],
     )  # fmt: skip
-    trainer.fit(X, valid=valid)
+    trainer.fit(X, valid=valid, plugins=plugins)
     m = trainer._check_fit_input(X)
     model._set_shape(m)
     model.device_ = trainer.device_
@@ -175,10 +152,11 @@ def fit_billboard(
     model.network_ = network.to(model.device_).eval()
     with torch.no_grad():
         model.network_.user.weight.copy_(torch.from_numpy(fold_in(model, m)))
-    for name in ("training_log_", "epochs_run_", "epoch_seconds_", "best_epoch_", "best_valid_ndcg_"):
+    for name in ("training_log_", "epochs_run_", "epoch_seconds_", "best_epoch_", "best_valid_"):
         if hasattr(trainer, name):
             setattr(model, name, getattr(trainer, name))
-    setattr(model, "dp_scope_", SCOPE)  # noqa: B010
+    if trainer.privacy_ is not None:
+        model.privacy_ = dataclasses.replace(trainer.privacy_, scope=SCOPE)
     return model
 
 

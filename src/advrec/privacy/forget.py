@@ -67,25 +67,26 @@ def refit(model: Recommender, split: Split) -> tuple[Recommender, str]:
     """A fresh model of the same class and parameters trained on `split` (as the run trained it)."""
     fresh = model.clone()
     valid = split if split.valid is not None else None
-    if hasattr(model, "epsilon_"):
+    record = model.privacy_
+    if record is not None:
         from advrec.privacy.dp import DPConfig, fit_private
 
-        synthetic = getattr(model, "dp_method_", "sgd") == "synthetic"  # a release is calibrated by its ε
+        synthetic = record.method == "synthetic"  # a release is calibrated by its ε
         config = DPConfig(
-            epsilon=float(getattr(model, "epsilon_")) if synthetic else None,  # noqa: B009
-            noise_multiplier=None if synthetic else float(getattr(model, "noise_multiplier_")),  # noqa: B009
-            delta=float(getattr(model, "delta_")),  # noqa: B009
-            max_grad_norm=float(getattr(model, "max_grad_norm_", 1.0)),
-            accountant=str(getattr(model, "accountant_")),  # noqa: B009
-            popularity_epsilon=float(getattr(model, "epsilon_popularity_", 0.0)),
-            gram_rank=int(getattr(model, "gram_rank_", DPConfig.gram_rank)),
+            epsilon=record.epsilon if synthetic else None,
+            noise_multiplier=None if synthetic else record.noise_multiplier,
+            delta=record.delta,
+            max_grad_norm=record.max_grad_norm,
+            accountant=record.accountant,
+            popularity_epsilon=record.epsilon_popularity or 0.0,
+            gram_rank=record.gram_rank if record.gram_rank is not None else DPConfig.gram_rank,
             method="synthetic" if synthetic else "sgd",
         )
         # fit_private refuses the model classes it cannot train privately
         private = fit_private(cast(TorchRecommender, fresh), split.train, config, valid=valid)
         if synthetic:
             how = "retraining on a new DP release (same ε)"
-        elif hasattr(model, "gram_rank_"):
+        elif record.gram_rank is not None:
             how = "recomputation (same DP noise scale)"
         else:
             how = "retraining (DP-SGD, same noise multiplier)"
@@ -174,7 +175,7 @@ def _save_without(run: Run, model: Recommender, split: Split, forgotten: list[di
     }
     if "config" in manifest:
         extra["config"] = manifest["config"]
-    if hasattr(model, "epsilon_"):
+    if model.privacy_ is not None:
         from advrec.privacy.dp import privacy_manifest
 
         extra["privacy"] = privacy_manifest(model)

@@ -168,6 +168,7 @@ def synthesize(
     else:
         prior = "none: trained on and conditioned on the users of a DP-EASE release (no real history)"
     dp = dp_model if dp_model is not None else net
+    record = dp.privacy_
     manifest = {
         "kind": "synthetic interactions",
         "source_dataset": {
@@ -189,16 +190,16 @@ def synthesize(
             "epsilon": budget.epsilon,
             "delta": budget.delta,
             "unit": "user (add/remove one user's whole history)",
-            "epsilon_sgd": getattr(dp, "epsilon_sgd_", None),
-            "epsilon_gram": dp.epsilon_ if isinstance(dp, EASE) and hasattr(dp, "epsilon_") else None,
-            "gram_rank": getattr(dp, "gram_rank_", None),
-            "epsilon_popularity": getattr(dp, "epsilon_popularity_", None),
+            "epsilon_sgd": record.epsilon_sgd if record else None,
+            "epsilon_gram": record.epsilon if record and isinstance(dp, EASE) else None,
+            "gram_rank": record.gram_rank if record else None,
+            "epsilon_popularity": record.epsilon_popularity if record else None,
             "epsilon_profile_sizes": budget.epsilon_sizes,
-            "noise_multiplier": getattr(dp, "noise_multiplier_", None),
-            "max_grad_norm": getattr(dp, "max_grad_norm_", None),
-            "sample_rate": getattr(dp, "sample_rate_", None),
-            "steps": getattr(dp, "dp_steps_", None),
-            "accountant": getattr(dp, "accountant_", None),
+            "noise_multiplier": record.noise_multiplier if record else None,
+            "max_grad_norm": record.max_grad_norm if record else None,
+            "sample_rate": record.sample_rate if record else None,
+            "steps": record.steps if record else None,
+            "accountant": record.accountant if record else None,
             "composition": "basic: ε = ε_model (SGD + popularity, or Gram) + ε_profile_sizes",
         },
         "users": n_users,

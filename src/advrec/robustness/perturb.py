@@ -28,7 +28,7 @@ from advrec.devices import deterministic
 from advrec.errors import ConfigError
 from advrec.evaluation import evaluate
 from advrec.models.bpr import sample_negatives
-from advrec.models.torch_base import BatchHook, TorchRecommender
+from advrec.models.torch_base import TorchRecommender, TrainingPlugin
 
 ATTACKS = ("fgsm", "pgd")
 
@@ -70,21 +70,26 @@ def project(delta: dict[str, torch.Tensor], eps: float) -> dict[str, torch.Tenso
 
 
 # ---------------------------------------------------------------------------------------------- APR training
-def apr_hook(eps: float, adv_reg: float) -> BatchHook:
-    """A batch hook adding adv_reg · L(Θ + Δ_adv) to each batch loss, Δ_adv the FGSM perturbation of the batch."""
-    _check_eps(eps)
-    _check_eps(adv_reg, "adv_reg")
+class APR(TrainingPlugin):
+    """APR's training term as a plug-in of the training loop: adds adv_reg · L(Θ + Δ_adv) to each batch loss,
+    Δ_adv the fast-gradient perturbation (row norms `eps`) of the batch's own loss."""
 
-    def hook(model: TorchRecommender, batch: dict[str, torch.Tensor], loss: torch.Tensor) -> torch.Tensor:
+    needs_autograd = True
+
+    def __init__(self, eps: float, adv_reg: float) -> None:
+        _check_eps(eps)
+        _check_eps(adv_reg, "adv_reg")
+        self.eps = eps
+        self.adv_reg = adv_reg
+
+    def loss(self, model: TorchRecommender, batch: Any, loss: torch.Tensor) -> torch.Tensor:
         m = cast(EmbeddingModel, model)
         tables = m.embedding_tables()
         names = list(tables)
         grads = torch.autograd.grad(loss, [tables[n] for n in names], retain_graph=True)
-        delta = fast_gradient(dict(zip(names, grads, strict=True)), eps)
+        delta = fast_gradient(dict(zip(names, grads, strict=True)), self.eps)
         adv = m.batch_loss(batch, {n: tables[n] + delta[n] for n in names})
-        return loss + adv_reg * adv
-
-    return hook
+        return loss + self.adv_reg * adv
 
 
 def adversarial_fit(
@@ -103,12 +108,8 @@ def adversarial_fit(
     """
     _check_model(model)
     start = pretrained if pretrained is not None else model.clone().fit(X, valid=valid)
-    adv = model.clone()
-    adv.batch_hooks = [apr_hook(eps, adv_reg)]
-    try:
-        adv.fit(X, valid=valid, init=start)
-    finally:
-        del adv.batch_hooks
+    plugin = APR(eps, adv_reg)
+    adv = model.clone().fit(X, valid=valid, init=start, plugins=[plugin])
     adv.adversarial_ = {  # type: ignore[attr-defined]
         "method": "APR", "eps": float(eps), "adv_reg": float(adv_reg),
         "pretrain_epochs": int(getattr(start, "epochs_run_", 0)),
