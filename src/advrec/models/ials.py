@@ -21,6 +21,14 @@ product, column block by column block (`SparseRows`). Rows go in chunks of at mo
 threads share (`ChunkRunner`). Cost of
 one iteration (both half-steps): (cg_steps + 1) · (4·nnz·d + (n_users + n_items)·d²) multiply-adds plus the two
 Gramians; memory: the factors, one copy of the matrix per side, and per chunk in flight 4·rows·d + nnz floats.
+
+Under torchrun (a process group of several ranks, joined by `fit`) every rank holds all factors and solves a
+contiguous share of each side's rows: whole chunks of about equal cost for CG (so every row is solved in the chunk
+it has in one process, and the factors are the same numbers as one process gives), rows of about equal cost for
+Cholesky; an all-gather then gives every rank the other shares (`advrec.distributed.factors`). Each rank sends
+(ranks − 1) · max share · d · itemsize bytes per half-step (`comm_bytes_per_iteration_`; 0 in one process; each
+epoch of `training_log_` adds "comm_bytes", with the 8 bytes of a validation result sent by rank 0). Rank 0
+validates and sends the result, so every rank stops at the same iteration; it alone shows progress.
 """
 
 from __future__ import annotations
@@ -40,9 +48,11 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from advrec import distributed
 from advrec.data.interactions import Interactions, as_csr
 from advrec.data.splits import EvalSet, Split, as_generator
 from advrec.devices import resolve_device
+from advrec.distributed.factors import ALL_GATHER, RowShares, check_same_matrix, common_seed, value_of_rank0
 from advrec.errors import ConfigError, DataError, ModelFileError
 from advrec.evaluation.evaluate import evaluate_scores
 from advrec.io import ARRAYS_FILE
@@ -139,6 +149,18 @@ class SparseRows:
     def rows(self, a: int, b: int) -> SparseRows:
         """Rows a..b-1."""
         return SparseRows([blk.rows(a, b) for blk in self.blocks], self.reg[a:b], self.lengths[a:b])
+
+
+@dataclass
+class Side:
+    """The rows of one side that this process solves: rows start..start+n-1 of the matrix (all of them in one
+    process), their chunks (row ranges for CG, index arrays for Cholesky, both counted from `start`) and every
+    rank's share."""
+
+    rows: SparseRows
+    start: int
+    chunks: list[Any]
+    shares: RowShares
 
 
 def block_width(factors: int, dtype: torch.dtype, device: torch.device) -> int:
@@ -312,13 +334,15 @@ class IALS(Recommender):
     all that set holds). `chunk_size`: rows solved together (None: cut by nonzeros and memory, see the module
     docstring). With `valid`, NDCG@10 is measured every `eval_every` iterations, the best factors are kept and
     training stops after `patience` evaluations without improvement. An iteration (a user step and an item step)
-    is an epoch of `training_log_`. New users get vectors from `fold_in`.
+    is an epoch of `training_log_`. New users get vectors from `fold_in`. Under torchrun the ranks share the rows
+    of every half-step (see the module docstring).
 
     The defaults (reg 10, alpha 100, no frequency scaling at 64 factors) are the best validation Recall@20 of a
     grid on Gowalla (benchmarks/ials.py); sparser or denser data may want others.
     """
 
     uses_history = False
+    distributed: ClassVar[str] = ALL_GATHER
     _required_state: ClassVar[dict[str, Learned]] = {
         "user_factors_": Learned("float", ("users", None)),
         "item_factors_": Learned("float", ("items", None)),
@@ -391,7 +415,7 @@ class IALS(Recommender):
         return m
 
     def _torch(self) -> tuple[torch.device, torch.dtype]:
-        return resolve_device(self.device), DTYPES[self.dtype]
+        return distributed.local_device(resolve_device(self.device)), DTYPES[self.dtype]
 
     # ------------------------------------------------------------------ fitting
     def fit(self, X: Interactions | sp.spmatrix, valid: EvalSet | Split | None = None) -> IALS:
@@ -403,55 +427,82 @@ class IALS(Recommender):
         es = as_eval_set(valid)
         self._set_shape(m)
         device, dtype = self._torch()
+        distributed.init(device.type)
+        check_same_matrix(m, "training data")
         user_reg, self.mean_frequency_ = frequency_reg(m, self.alpha, self.reg, self.reg_scaling)
         mt = m.T.tocsr()
         mt.sort_indices()
         item_reg, _ = frequency_reg(mt, self.alpha, self.reg, self.reg_scaling)
-        width = block_width(self.factors, dtype, device)
-        sides = [SparseRows.build(a, self.alpha, r, dtype, device, width) for a, r in ((m, user_reg), (mt, item_reg))]
-        rng = as_generator(self.random_state)
+        sides = [self._side(a, r, dtype, device) for a, r in ((m, user_reg), (mt, item_reg))]
+        rng = as_generator(common_seed(self.random_state))
         U, V = (torch.from_numpy(rng.random((n, self.factors)) * self.init_scale).to(device, dtype) for n in m.shape)
         self._loop(sides, U, V, es)
         return self
 
-    def _half_step(self, rows: SparseRows, X: torch.Tensor, Y: torch.Tensor, runner: ChunkRunner) -> None:
-        """Solves every row of `rows` for its vector in `X` (in place) against the fixed `Y`."""
-        d, itemsize = Y.shape[1], Y.element_size()
+    def _side(self, m: sp.csr_matrix, reg: np.ndarray, dtype: torch.dtype, device: torch.device) -> Side:
+        """This process's share of the rows of `m` (all of them in one process) and their chunks."""
+        n, d = m.shape[0], self.factors
+        itemsize = torch.empty((), dtype=dtype).element_size()
+        width = block_width(d, dtype, device)
+        lengths = np.diff(m.indptr)
+        if self.solver == "cg":
+            max_nnz = max(_CHUNK_NNZ, _BLOCK_NNZ * max(1, -(-m.shape[1] // width)))
+            chunks = row_chunks(lengths, 6 * d * itemsize, 3 * itemsize, max_nnz, self.chunk_size)
+            bounds = np.array([0] + [b for _, b in chunks], dtype=np.int64)
+            nnz = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])[bounds]
+            shares = RowShares.of_units(bounds, 4 * np.diff(nnz) + d * np.diff(bounds))  # multiply-adds / d
+        else:
+            shares = RowShares.of_units(np.arange(n + 1), lengths + d / 3)  # nnz·d² + d³/3 per row, over d²
+        a, b = shares.own
+        rows = SparseRows.build(m if (a, b) == (0, n) else m[a:b], self.alpha, reg[a:b], dtype, device, width)
+        if self.solver == "cg":
+            mine: list[Any] = [(lo - a, hi - a) for lo, hi in chunks if a <= lo and hi <= b]
+        else:
+            mine = exact_chunks(rows.lengths, d, itemsize, self.chunk_size)
+        return Side(rows, a, mine, shares)
+
+    def _half_step(self, side: Side, X: torch.Tensor, Y: torch.Tensor, runner: ChunkRunner) -> int:
+        """Solves this process's rows of `side` for their vectors in `X` against the fixed `Y`, then gathers
+        every rank's rows into `X` (in place); returns the bytes sent."""
+        rows, s = side.rows, side.start
         with runner.one_thread():
             gram = Y.T @ Y
         if self.solver == "cg":
-            max_nnz = max(_CHUNK_NNZ, _BLOCK_NNZ * len(rows.blocks))
-            chunks = row_chunks(rows.lengths, 6 * d * itemsize, 3 * itemsize, max_nnz, self.chunk_size)
             with runner.one_thread():
-                runner.map(lambda a, b: cg_solve(rows.rows(a, b), X[a:b], Y, gram, self.cg_steps), chunks)
-            return
-        for idx in exact_chunks(rows.lengths, d, itemsize, self.chunk_size):
-            order = torch.from_numpy(idx).to(X.device)
-            X[order] = exact_solve(rows, Y, gram, order)
+                runner.map(
+                    lambda a, b: cg_solve(rows.rows(a, b), X[s + a : s + b], Y, gram, self.cg_steps), side.chunks
+                )
+        else:
+            for idx in side.chunks:
+                order = torch.from_numpy(idx).to(X.device)
+                X[order + s] = exact_solve(rows, Y, gram, order)
+        return side.shares.gather(X)
 
-    def _loop(self, sides: list[SparseRows], U: torch.Tensor, V: torch.Tensor, es: EvalSet | None) -> None:
+    def _loop(self, sides: list[Side], U: torch.Tensor, V: torch.Tensor, es: EvalSet | None) -> None:
         self.training_log_: list[dict[str, float]] = []
         best: tuple[float, int, torch.Tensor, torch.Tensor] | None = None
         bad = 0
-        show = progress_wanted(self.verbose or None)
+        show = progress_wanted(self.verbose or None) and distributed.is_main()
         bar = Steps(range(1, self.iterations + 1), "IALS", show, "iteration", may_stop_early=es is not None)
         runner = ChunkRunner(torch.get_num_threads() if U.device.type == "cpu" else 1)
         try:
             for it in bar:
                 t0 = time.perf_counter()
-                self._half_step(sides[0], U, V, runner)
-                self._half_step(sides[1], V, U, runner)
+                sent = self._half_step(sides[0], U, V, runner) + self._half_step(sides[1], V, U, runner)
                 row: dict[str, float] = {"iteration": it, "seconds": time.perf_counter() - t0}
                 if self.verbose:
-                    row["loss"] = objective(sides[0], U, V, sides[1].reg)
+                    row["loss"] = self._objective(sides, U, V)
                 if not (torch.isfinite(U).all() and torch.isfinite(V).all()):
                     raise FloatingPointError(f"IALS: the factors became NaN or infinite at iteration {it}")
                 if es is not None and (it % self.eval_every == 0 or it == self.iterations):
-                    row["valid_ndcg@10"] = ndcg = self._validate(U, V, es)
+                    ndcg, n_bytes = value_of_rank0(self._validate(U, V, es) if distributed.is_main() else np.nan)
+                    row["valid_ndcg@10"], sent = ndcg, sent + n_bytes
                     if best is None or ndcg > best[0]:
                         best, bad = (ndcg, it, U.clone(), V.clone()), 0
                     else:
                         bad += 1
+                if distributed.active():
+                    row["comm_bytes"] = sent
                 self.training_log_.append(row)
                 bar.report(row)
                 log.debug("IALS iteration %d: %s", it, row)
@@ -465,6 +516,19 @@ class IALS(Recommender):
         self.item_factors_ = V.cpu().numpy()
         self.epochs_run_ = len(self.training_log_)
         self.epoch_seconds_ = float(np.median([r["seconds"] for r in self.training_log_]))
+        self.comm_bytes_per_iteration_ = sum(s.shares.gather_bytes(self.factors, U.element_size()) for s in sides)
+
+    @staticmethod
+    def _objective(sides: list[Side], U: torch.Tensor, V: torch.Tensor) -> float:
+        """The objective on the whole matrix: in one process directly; across ranks, each rank's user rows and
+        item L2 terms summed over ranks."""
+        users, items = sides
+        if not distributed.active():
+            return objective(users.rows, U, V, items.rows.reg)
+        a, b = users.start, users.start + users.rows.n_rows
+        c, d = items.start, items.start + items.rows.n_rows
+        own = objective(users.rows, U[a:b], V, V.new_zeros((len(V), 1))) + float((items.rows.reg * V[c:d] ** 2).sum())
+        return float(distributed.all_sum(own))
 
     @staticmethod
     def _validate(U: torch.Tensor, V: torch.Tensor, es: EvalSet) -> float:
