@@ -78,7 +78,7 @@ def advrec_fit(params: dict, threads: int, epochs: int | None) -> dict:
 
     out = {"fit_s": seconds, "load": load, "epochs": int(model.epochs_run_), "test": _ndcg(score, split, "test")}
     if epochs is None:
-        out.update(best_epoch=int(model.best_epoch_), valid=float(model.best_valid_ndcg_))
+        out.update(best_epoch=int(model.best_epoch_), valid=float(model.best_valid_))
     return out
 
 

@@ -283,7 +283,7 @@ def section_dpgrid(args: argparse.Namespace) -> dict[str, Any]:
             "epsilon": model.privacy_.epsilon,
             "noise_multiplier": model.privacy_.noise_multiplier,
             "dp_steps": model.privacy_.steps,
-            "valid_ndcg@10": model.best_valid_ndcg_,
+            "valid_ndcg@10": model.best_valid_,
             "ndcg@10": evaluate(model, split, ks=(10,)).summary["ndcg@10"],
         }
         rows.append(stamp(row, t0))

@@ -73,3 +73,17 @@ def test_a_killed_worker_resumes_from_the_checkpoint(tmp_path: Path) -> None:
     assert len(again[0]["digests"]) < len(whole[0]["digests"])  # the restarted job did not start over
     assert again[0]["final"] == again[1]["final"] == whole[0]["final"]
     assert again[0]["log"] == whole[0]["log"]
+
+
+def test_closed_form_models_say_they_are_single_node(monkeypatch: pytest.MonkeyPatch) -> None:
+    from advrec.distributed import factors
+    from advrec.errors import ConfigError
+    from advrec.models import BPRMF, EASE, IALS
+    from advrec.testing import two_communities
+
+    assert (EASE.scale_out, IALS.scale_out, BPRMF.scale_out) == (
+        "single-node", "data-parallel (all-gather)", "data-parallel (DDP)",
+    )  # fmt: skip
+    monkeypatch.setattr(factors, "active", lambda: True)  # as under a process group of several ranks
+    with pytest.raises(ConfigError, match="EASE is fitted in one process"):
+        EASE().fit(two_communities())

@@ -112,4 +112,4 @@ def test_one_process_is_one_share_and_sends_nothing() -> None:
     assert shares.own == (0, 12) and shares.gather_bytes(FACTORS, ITEMSIZE) == 0
     assert common_seed(None) is None and common_seed(3) == 3
     refuse_single_node("EASE")  # no process group: nothing to refuse
-    assert IALS.distributed == ALL_GATHER
+    assert IALS.scale_out == ALL_GATHER

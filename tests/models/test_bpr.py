@@ -138,6 +138,4 @@ def test_sparse_adam_takes_the_first_step_of_adam_and_updates_only_the_batch_row
     for a, b in zip(dense.embeddings(), lazy.embeddings(), strict=True):
         np.testing.assert_allclose(a, b, atol=2e-3)
     with pytest.raises(ConfigError, match="sparse_adam"):
-        model = BPRMF(factors=4, epochs=1, device="cpu", optimizer="sparse_adam")
-        model.batch_hooks = [lambda model, batch, loss: loss]
-        model.fit(X)
+        BPRMF(factors=4, epochs=1, device="cpu", optimizer="sparse_adam").fit(X, plugins=[TrainingPlugin()])

@@ -202,7 +202,7 @@ def test_early_stopping_keeps_the_best_iteration() -> None:
     model = IALS(factors=4, iterations=30, patience=2, device="cpu").fit(split.train, valid=split)
     ndcg = [row["valid_ndcg@10"] for row in model.training_log_]
     assert len(ndcg) < 30 or max(ndcg) > ndcg[-1]
-    assert model.best_valid_ndcg_ == max(ndcg) and ndcg[model.best_epoch_ - 1] == max(ndcg)
+    assert model.best_valid_ == max(ndcg) and ndcg[model.best_epoch_ - 1] == max(ndcg)
     assert model.epochs_run_ == len(model.training_log_) and model.epoch_seconds_ > 0
 
 

@@ -50,7 +50,7 @@ def test_early_stopping_keeps_best_epoch(split):
     log = model.training_log_
     assert model.epochs_run_ == len(log) <= 12
     best = max(r["valid_ndcg@10"] for r in log if "valid_ndcg@10" in r)  # validated every eval_every epochs
-    assert model.best_valid_ndcg_ == pytest.approx(best)
+    assert model.best_valid_ == pytest.approx(best)
     # the weights kept are those of the best epoch
     again = evaluate(model, split, ks=(10,), on="valid").summary["ndcg@10"]
     assert again == pytest.approx(best, abs=1e-6)

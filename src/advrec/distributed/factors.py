@@ -4,8 +4,9 @@ Every rank holds all factors; it solves the rows of its share, then one all-gath
 blocks gives every rank every share. The bytes are counted as gloo's ring all-gather sends them: w − 1 blocks
 per process and gather. Everything here also works in a plain single process (one share, nothing sent).
 
-How a model trains across ranks is its class attribute `distributed`: `SINGLE_NODE` (closed-form models, which
-`refuse_single_node` stops under a process group) or `ALL_GATHER` (factor models such as iALS).
+How a model trains across ranks is its class attribute `scale_out`: `SINGLE_NODE` (closed-form models, which
+`refuse_single_node` stops under a process group), `DATA_PARALLEL` (the torch models: DDP in the training loop)
+or `ALL_GATHER` (factor models such as iALS).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from advrec.errors import ConfigError, DataError
 
 SINGLE_NODE = "single-node"
 ALL_GATHER = "data-parallel (all-gather)"
+DATA_PARALLEL = "data-parallel (DDP)"
 _SCALAR_BYTES = 8  # one float64
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from advrec.data.interactions import Interactions, as_csr
+from advrec.distributed.factors import SINGLE_NODE, refuse_single_node
 from advrec.errors import AdvrecError, ConfigError, DataError, ModelFileError, NotFittedError, UnknownIdError
 from advrec.evaluation.ranking import DEFAULT_MEMORY_BUDGET, entry_positions, top_k, users_per_chunk
 from advrec.io import ARRAYS_FILE, PARAMS_FILE, model_dir, read_model, write_model
@@ -69,6 +70,8 @@ class Recommender:
     """
 
     uses_history: ClassVar[bool] = True
+    # how fitting scales past one process (`advrec.distributed.factors`): closed-form models are single-node
+    scale_out: ClassVar[str] = SINGLE_NODE
     # the differential-privacy guarantee of the training, set by a DP fit (`advrec.privacy.dp`), saved with the model
     privacy_: PrivacyRecord | None = None
     # what `load` requires of the learned state, besides n_users_ and n_items_ (each model declares its own)
@@ -111,7 +114,9 @@ class Recommender:
         raise NotImplementedError
 
     def _check_fit_input(self, X: Interactions | sp.spmatrix) -> sp.csr_matrix:
-        """The training matrix as binary implicit feedback, checked."""
+        """The training matrix as binary implicit feedback, checked; a single-node model refuses a process group."""
+        if type(self).scale_out == SINGLE_NODE:
+            refuse_single_node(type(self).__name__)
         m = as_csr(X, "training data")
         if m.shape[0] == 0 or m.shape[1] == 0 or m.nnz == 0:
             raise DataError(f"training data is empty (shape {m.shape}, {m.nnz} interactions)")

@@ -342,7 +342,7 @@ class IALS(Recommender):
     """
 
     uses_history = False
-    distributed: ClassVar[str] = ALL_GATHER
+    scale_out: ClassVar[str] = ALL_GATHER
     _required_state: ClassVar[dict[str, Learned]] = {
         "user_factors_": Learned("float", ("users", None)),
         "item_factors_": Learned("float", ("items", None)),
@@ -511,7 +511,7 @@ class IALS(Recommender):
         finally:
             runner.close()
         if best is not None:
-            self.best_valid_ndcg_, self.best_epoch_, U, V = best
+            self.best_valid_, self.best_epoch_, U, V = best
         self.user_factors_ = U.cpu().numpy()
         self.item_factors_ = V.cpu().numpy()
         self.epochs_run_ = len(self.training_log_)

@@ -21,6 +21,7 @@ from advrec import distributed
 from advrec.data.interactions import Interactions
 from advrec.data.splits import EvalSet, Split
 from advrec.devices import deterministic, resolve_device
+from advrec.distributed.factors import DATA_PARALLEL
 from advrec.errors import AdvrecError, ConfigError, DataError, ModelFileError
 from advrec.evaluation.evaluate import evaluate_scores
 from advrec.evaluation.metrics import METRICS
@@ -167,6 +168,17 @@ class Training:
     seed: int = 0
     objectives: dict[str, torch.nn.Module] = field(default_factory=dict)
     cache: dict[str, Any] = field(default_factory=dict)  # the model's per-fit look-up tables and buffers
+    comm_bytes: int = 0  # bytes this process sent in gradient all-reduces (ring all-reduce: 2(w − 1)/w of each)
+
+
+def _counted_allreduce(state, bucket):  # type: ignore[no-untyped-def]  # DDP refuses string annotations here
+    """DDP's default all-reduce of a gradient bucket, with the bytes a ring all-reduce sends counted in `state`."""
+    from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
+
+    w = distributed.world_size()
+    buffer = bucket.buffer()
+    state.comm_bytes += int(2 * (w - 1) * buffer.numel() * buffer.element_size() // w)
+    return allreduce_hook(None, bucket)
 
 
 class _Objective(torch.nn.Module):
@@ -211,6 +223,7 @@ class TorchRecommender(Recommender):
     cpu_train_threads: ClassVar[int | None] = None
     # whether a checkpoint holds all a fit's state (a model keeping more per-fit state sets False)
     resumable: ClassVar[bool] = True
+    scale_out: ClassVar[str] = DATA_PARALLEL
 
     def __init__(
         self,
@@ -354,7 +367,9 @@ class TorchRecommender(Recommender):
                 # DP-SGD (Opacus) reduces its clipped, noised gradients itself: no second averaging by DDP
                 if any(type(p).reduce is not TrainingPlugin.reduce for p in t.plugins):
                     continue
-                t.objectives[phase.name] = DDP(_Objective(phase.module, phase.loss), device_ids=ids)
+                ddp = DDP(_Objective(phase.module, phase.loss), device_ids=ids)
+                ddp.register_comm_hook(t, _counted_allreduce)
+                t.objectives[phase.name] = ddp
 
     def _warm_start(self, init: TorchRecommender) -> None:
         if type(init) is not type(self) or not init.is_fitted:
@@ -381,11 +396,13 @@ class TorchRecommender(Recommender):
         for epoch in bar:
             if es is not None and best["bad"] >= self.patience:
                 break
-            t.epoch = epoch
+            t.epoch, sent = epoch, t.comm_bytes
             t0 = time.perf_counter()
             self.network_.train()
             stats = self._train_epoch(m, rng)
             row = {"epoch": epoch, **stats, "seconds": time.perf_counter() - t0}
+            if t.distributed:
+                row["comm_bytes"] = t.comm_bytes - sent
             bad_stats = [k for k, v in stats.items() if not np.isfinite(v)]
             if bad_stats:
                 raise FloatingPointError(
@@ -444,9 +461,10 @@ class TorchRecommender(Recommender):
             if t.distributed:  # the epoch's statistics over all ranks: sums of sums, means of means
                 weighted = distributed.all_sum(weighted)
                 keys = sorted(means)
-                means = dict(zip(keys, distributed.all_sum([means[k] for k in keys]) / distributed.world_size()))
+                summed = distributed.all_sum([means[k] for k in keys]) / distributed.world_size()
+                means = {k: float(v) for k, v in zip(keys, summed, strict=True)}
             out.update(means)
-            out["loss"] = weighted[0] / max(weighted[1], 1) if phase.weighted else out.get(phase.name, 0.0)
+            out["loss"] = float(weighted[0] / max(weighted[1], 1)) if phase.weighted else out.get(phase.name, 0.0)
             if phase.name != "train":
                 out[f"{phase.name}_loss"] = out.pop(phase.name, float("nan"))
             else:
