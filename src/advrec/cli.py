@@ -7,7 +7,7 @@ import logging
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import numpy as np
 import pandas as pd
@@ -37,8 +37,8 @@ DataDir = Annotated[
 ]
 
 
-def _fail(err: Exception) -> None:
-    console.print(f"[red]error:[/red] {err}")
+def _fail(err: Exception, where: str = "") -> NoReturn:
+    console.print(f"[red]error{where}:[/red] {err}")
     raise typer.Exit(2)
 
 
@@ -202,6 +202,7 @@ def split(
 
 @app.command()
 def train(
+    ctx: typer.Context,
     model: Annotated[str, typer.Argument(help="Pop, ItemKNN, EASE, BPRMF, MultVAE, CFGAN, IRGAN, TextEASE, …")],
     dataset: Annotated[str | None, typer.Option(help="dataset name")] = None,
     sets: Annotated[list[str] | None, typer.Option("--set", help="model parameter key=value (repeatable)")] = None,
@@ -222,17 +223,99 @@ def train(
         list[str] | None, typer.Option("--dp", help="DP setting key=value, e.g. method=synthetic (repeatable)")
     ] = None,
     data_dir: DataDir = None,
+    nproc_per_node: Annotated[
+        int, typer.Option(help="processes on this node; more than 1 starts them through torchrun's launcher")
+    ] = 1,
+    nnodes: Annotated[int, typer.Option(help="nodes of the job; each runs this command with its --node-rank")] = 1,
+    node_rank: Annotated[int, typer.Option(help="this node's number, 0 to nnodes-1; node 0 hosts the rendezvous")] = 0,
+    rdzv_endpoint: Annotated[
+        str | None, typer.Option(help="HOST:PORT of node 0's rendezvous (one node: a free loopback port)")
+    ] = None,
+    max_restarts: Annotated[int, typer.Option(help="times the launcher restarts failed workers")] = 0,
 ) -> None:
-    """Trains a model (optionally with user-level DP), evaluates it on the test part, and writes a run directory."""
-    from advrec.experiment import run_experiment
-    from advrec.runs import new_run_dir
+    """Trains a model (optionally with user-level DP), evaluates it on the test part, and writes a run directory.
 
+    With --nproc-per-node or --nnodes above 1 the same command runs in every process of a torchrun job: each
+    process fits, evaluation is shared out by user, rank 0 alone prints and writes the run directory.
+    """
+    from advrec.distributed import is_main
+    from advrec.distributed.launch import LaunchPlan
+
+    plan = LaunchPlan(nproc_per_node, nnodes, node_rank, rdzv_endpoint, max_restarts)
     try:
         cfg = _config(model, dataset, data_dir, protocol, seed, min_rating, core, sets, config, epsilon, dp)
-        path = out or new_run_dir("runs", cfg.model.lower())
-        path, outcome = run_experiment(cfg, path)
+        plan.check()
     except AdvrecError as err:
         _fail(err)
+    if plan.wanted:
+        raise typer.Exit(_launch(ctx, plan))
+    if plan != LaunchPlan() and is_main():
+        logging.getLogger(__name__).warning("already a worker of a torchrun job: the launcher options are ignored")
+    _train_here(cfg, out, plot)
+
+
+def _launch(ctx: typer.Context, plan: Any) -> int:
+    """Starts this command in the workers of `plan` (less the launcher's options); returns the job's status."""
+    from dataclasses import fields
+
+    from advrec.distributed.launch import launch
+
+    args = _command_line(ctx, drop={f.name for f in fields(plan)})
+    try:
+        return launch(plan, "advrec", args)
+    except AdvrecError as err:
+        _fail(err)
+
+
+def _command_line(ctx: typer.Context, drop: set[str]) -> list[str]:
+    """The arguments that run `ctx`'s command again with the values it was given (global options first),
+    leaving out the parameters named in `drop` and those at their default."""
+    args: list[str] = []
+    if ctx.parent is not None:
+        args += _param_args(ctx.parent, drop)
+    return [*args, str(ctx.info_name), *_param_args(ctx, drop)]
+
+
+def _param_args(ctx: Any, drop: set[str]) -> list[str]:
+    """Arguments, then options, of one (click) context's command with the values they were given."""
+    positional: list[str] = []
+    options: list[str] = []
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name or "")
+        if param.name in drop or value is None or value == param.default:
+            continue
+        if param.param_type_name != "option":
+            positional += [str(v) for v in value] if isinstance(value, list | tuple) else [str(value)]
+        elif param.is_flag:
+            names = param.opts if value else param.secondary_opts
+            options += names[:1]
+        else:
+            for v in value if param.multiple else [value]:
+                options += [param.opts[0], str(v)]
+    return [*positional, *options]
+
+
+def _train_here(cfg: Any, out: Path | None, plot: bool) -> None:
+    """Trains, evaluates and writes the run in this process: alone, or as one worker of a torchrun job."""
+    from advrec import distributed
+    from advrec.devices import resolve_device
+    from advrec.distributed.launch import from_main, joined
+    from advrec.experiment import run_experiment
+    from advrec.progress import enable_progress
+    from advrec.runs import new_run_dir
+
+    main = distributed.is_main()
+    if not main:
+        enable_progress(False)
+    try:
+        device = resolve_device(cfg.params.get("device", "auto"))
+        with joined(device.type):
+            path = out or Path(from_main(lambda: str(new_run_dir("runs", cfg.model.lower()))))
+            path, outcome = run_experiment(cfg, path)
+    except AdvrecError as err:
+        _fail(err, f" on rank {distributed.rank()}" if distributed.world_size() > 1 else "")
+    if not main:
+        return
     _print_summary({type(outcome.model).__name__: outcome.report.summary}, cfg.ks)
     console.print(f"fit {outcome.fit_seconds:.1f}s, evaluate {outcome.eval_seconds:.1f}s → {path}")
     if plot:

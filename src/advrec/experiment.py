@@ -10,9 +10,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from advrec import distributed
 from advrec.data.datasets import IMPLICIT_DATASETS, load_dataset, official_split
 from advrec.data.interactions import Interactions
 from advrec.data.splits import Split, cold_items, holdout_users, leave_one_out, ratio_split, temporal_split
+from advrec.distributed.launch import job_setting
 from advrec.errors import ConfigError
 from advrec.evaluation.evaluate import Report, evaluate
 from advrec.models.base import Recommender, model_class
@@ -177,7 +179,10 @@ def fit_evaluate(
 def run_experiment(
     cfg: ExperimentConfig, out: str | Path, X: Interactions | None = None, split: Split | None = None
 ) -> tuple[Path, Outcome]:
-    """Loads data, splits, trains, evaluates and writes the run directory `out`."""
+    """Loads data, splits, trains, evaluates and writes the run directory `out`.
+
+    As a worker of a torchrun job every rank does the same, but rank 0 alone writes `out`; the manifest records
+    the job (`advrec.distributed.launch.job_setting`)."""
     X = X if X is not None else load_data(cfg)
     split = split if split is not None else make_split(X, cfg)
     params = dict(cfg.params)
@@ -190,6 +195,10 @@ def run_experiment(
         from advrec.privacy.dp import privacy_manifest
 
         extra["privacy"] = privacy_manifest(model)
+    if distributed.launched():
+        extra["distributed"] = job_setting()
+    if not distributed.is_main():
+        return Path(out), outcome
     path = save_run(
         out,
         model,

@@ -3,6 +3,10 @@
 The users are ranked a chunk at a time; how many users a chunk holds follows from a memory budget and the
 number of items (`users_per_chunk`). Only per-user metric values (users × metrics) and per-item
 recommendation counts are kept across chunks: no users × items array of the whole population is ever built.
+
+In a process group of several ranks (`advrec.distributed.active()`), each rank ranks a contiguous share of the
+users, and the per-user values (in user order) and item counts are gathered, so every rank returns the report
+one process would have. Every rank must then call `evaluate` together, as with any collective operation.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from advrec import distributed
 from advrec.data.splits import EvalSet, Split
 from advrec.errors import ConfigError, DataError
 from advrec.evaluation.metrics import (
@@ -133,7 +138,7 @@ def evaluate_scores(
 ) -> Report:
     """Evaluates a scoring function `score(history, users) -> (len(users), n_items)` on one `EvalSet`.
 
-    Chunks, sampling and progress as in `evaluate`.
+    Chunks, sampling, progress and sharing out among ranks as in `evaluate`.
     """
     ks = sorted({int(k) for k in ks})
     if not ks or ks[0] < 1:
@@ -151,10 +156,14 @@ def evaluate_scores(
         not_candidate = np.ones(n_items, dtype=bool)
         not_candidate[es.candidates] = False
     acc = _Accumulator(ks, metrics, n_items)
-    for start in _chunk_starts(len(users), size, progress):
-        ub = users[start : start + size]
+    lo, hi = distributed.split_evenly(len(users))
+    mine = users[lo:hi]
+    what = f"{len(mine):,} of {len(users):,} users on rank 0" if distributed.active() else f"{len(users):,} users"
+    for start in _chunk_starts(len(mine), size, progress_wanted(progress) and distributed.is_main(), what):
+        ub = mine[start : start + size]
         items, top_scores = _ranked(score, es, ub, ks[-1], not_candidate)
         acc.add(_hits(es.target[ub], items, top_scores), np.diff(es.target[ub].indptr), items, top_scores)
+    acc.gather()
     report = acc.report(users, item_popularity, es.history.shape[0])
     report.protocol["users"] = label
     return report
@@ -175,15 +184,16 @@ def sample_of_users(
     if isinstance(random_state, int | np.integer) and not isinstance(random_state, bool):
         seed = int(random_state)
     else:  # a Generator or None: draw the seed, so that the label names a seed that gives this sample again
-        seed = int(np.random.default_rng(random_state).integers(2**31 - 1))
+        drawn = int(np.random.default_rng(random_state).integers(2**31 - 1))
+        seed = int(distributed.broadcast_object(drawn))  # type: ignore[call-overload]
     chosen = np.sort(np.random.default_rng(seed).choice(m, size=int(sample_users), replace=False))
     return users[chosen], f"sample of {int(sample_users)} of {m} users (seed {seed})"
 
 
-def _chunk_starts(n_users: int, size: int, progress: bool | None) -> Iterator[int]:
+def _chunk_starts(n_users: int, size: int, progress: bool | None, what: str = "") -> Iterator[int]:
     """Start of each chunk, with progress (`advrec.progress`): a bar on a terminal, else a log line per chunk."""
     starts = range(0, n_users, size)
-    steps = Steps(starts, f"evaluating {n_users:,} users", progress_wanted(progress), "chunk")
+    steps = Steps(starts, f"evaluating {what or f'{n_users:,} users'}", progress_wanted(progress), "chunk")
     for start in steps:
         yield start
         steps.report({"users done": min(start + size, n_users)})
@@ -227,6 +237,7 @@ class _Accumulator:
         self.ks, self.metrics, self.n_items = ks, list(metrics), n_items
         self.per_user: dict[str, list[np.ndarray]] = {f"{m}@{k}": [] for k in ks for m in metrics}
         self.counts = {k: np.zeros(n_items, dtype=np.int64) for k in ks}
+        self.n_users = 0
 
     def add(self, hits: np.ndarray, n_rel: np.ndarray, items: np.ndarray, top_scores: np.ndarray) -> None:
         shown = np.where(np.isfinite(top_scores), items, -1)
@@ -235,6 +246,22 @@ class _Accumulator:
             for m in self.metrics:
                 self.per_user[f"{m}@{k}"].append(vals[m])
             self.counts[k] += item_counts(shown[:, :k], self.n_items)
+        self.n_users += len(hits)
+
+    def gather(self) -> None:
+        """Every rank's per-user values, concatenated in rank order, and the item counts summed over ranks."""
+        if not distributed.active():
+            return
+        names = list(self.per_user)
+        values = np.zeros((self.n_users, len(names)), dtype=np.float64)
+        for j, name in enumerate(names):
+            if self.per_user[name]:
+                values[:, j] = np.concatenate(self.per_user[name])
+        values = distributed.gather_rows(values)
+        self.per_user = {name: [values[:, j]] for j, name in enumerate(names)}
+        self.n_users = len(values)
+        counts = distributed.all_sum(np.stack([self.counts[k] for k in self.ks]))
+        self.counts = {k: np.rint(counts[i]).astype(np.int64) for i, k in enumerate(self.ks)}
 
     def report(self, users: np.ndarray, item_popularity: np.ndarray | None, n_history_users: int) -> Report:
         table = pd.DataFrame(
