@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from advrec.errors import AdvrecError
+from advrec.errors import AdvrecError, ConfigError
 
 if TYPE_CHECKING:
     from advrec.data import Interactions
@@ -235,16 +235,25 @@ def train(
 ) -> None:
     """Trains a model (optionally with user-level DP), evaluates it on the test part, and writes a run directory.
 
-    With --nproc-per-node or --nnodes above 1 the same command runs in every process of a torchrun job: each
-    process fits, evaluation is shared out by user, rank 0 alone prints and writes the run directory.
+    With --nproc-per-node or --nnodes above 1 the same command runs in every process of a torchrun job: the torch
+    models train data-parallel (DDP) and iALS shares its factor solves, each process on its share of the users;
+    evaluation is shared out by user; rank 0 alone prints and writes the run directory. Closed-form models are
+    single-node and refuse more than one process.
     """
     from advrec.distributed import is_main
+    from advrec.distributed.factors import SINGLE_NODE
     from advrec.distributed.launch import LaunchPlan
+    from advrec.models import model_class
 
     plan = LaunchPlan(nproc_per_node, nnodes, node_rank, rdzv_endpoint, max_restarts)
     try:
         cfg = _config(model, dataset, data_dir, protocol, seed, min_rating, core, sets, config, epsilon, dp)
         plan.check()
+        if plan.wanted and model_class(cfg.model).scale_out == SINGLE_NODE:
+            raise ConfigError(
+                f"{cfg.model} is fitted in closed form on one node ({SINGLE_NODE}); train it without "
+                "--nproc-per-node/--nnodes (the torch models and IALS train across processes)"
+            )
     except AdvrecError as err:
         _fail(err)
     if plan.wanted:

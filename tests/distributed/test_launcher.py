@@ -28,7 +28,10 @@ from advrec.evaluation import evaluate
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 TIMEOUT = 600  # seconds a job may take on a loaded machine; a hang fails instead of stalling the suite
-TRAIN = ["train", "EASE", "--dataset", "ml-100k", "--set", "l2=200"]
+TRAIN = ["train", "BPRMF", "--dataset", "ml-100k", "--set", "epochs=2", "--set", "factors=16"]
+# test NDCG@10 of 1-process runs of TRAIN over seeds 2020-2025: 0.099-0.119 (range 0.020); two processes train on
+# another (sharded) order of the data, so their metrics differ from one process's by about as much
+NDCG_TOLERANCE = 0.03
 
 
 def _free_port() -> int:
@@ -71,20 +74,19 @@ def one_process(tmp_path_factory, data_dir) -> dict:
     return _manifest(root / "run")
 
 
-def _same_metrics(a: dict, b: dict) -> None:
+def _close_metrics(a: dict, b: dict) -> None:
     assert a.keys() == b.keys()
-    for name, value in a.items():
-        assert value == pytest.approx(b[name], abs=1e-6), name
+    assert abs(a["ndcg@10"] - b["ndcg@10"]) <= NDCG_TOLERANCE, (a["ndcg@10"], b["ndcg@10"])
 
 
 @pytest.mark.integration
-def test_two_processes_write_one_run_with_the_one_process_metrics(tmp_path, data_dir, one_process):
+def test_two_processes_write_one_run_with_metrics_as_good_as_one_process(tmp_path, data_dir, one_process):
     proc = _advrec([*TRAIN, "--nproc-per-node", "2", "--out", str(tmp_path / "run")], tmp_path, data_dir)
     code, out = _finish(proc)
     assert code == 0, out
     assert [p.name for p in tmp_path.iterdir()] == ["run"], "files beside the run directory"
     manifest = _manifest(tmp_path / "run")
-    _same_metrics(manifest["metrics"], one_process["metrics"])
+    _close_metrics(manifest["metrics"], one_process["metrics"])
     assert manifest["distributed"]["world_size"] == 2 and manifest["distributed"]["nnodes"] == 1
     assert manifest["distributed"]["backend"] == "gloo"
     assert out.count("ndcg@10") == 1, f"more than one rank printed:\n{out}"
@@ -109,11 +111,11 @@ def test_two_nodes_on_loopback_agree_on_one_run_directory(tmp_path, data_dir, on
     for code, out in results:
         assert code == 0, out
     runs = list((tmp_path / "runs").iterdir())
-    assert len(runs) == 1 and runs[0].name.startswith("ease-"), runs
+    assert len(runs) == 1 and runs[0].name.startswith("bprmf-"), runs
     assert [p.name for p in tmp_path.iterdir()] == ["runs"]
     manifest = _manifest(runs[0])
     assert manifest["distributed"]["world_size"] == 2 and manifest["distributed"]["nnodes"] == 2
-    _same_metrics(manifest["metrics"], one_process["metrics"])
+    _close_metrics(manifest["metrics"], one_process["metrics"])
     assert sum(out.count("ndcg@10") for _, out in results) == 1
 
 
@@ -137,19 +139,22 @@ def test_bad_launcher_options_fail_before_any_worker_starts(tmp_path, data_dir, 
     ]:
         res = CliRunner().invoke(app, [*TRAIN, *bad, "--out", "run", "--data-dir", str(data_dir)])
         assert res.exit_code == 2 and says in res.output and "on rank" not in res.output, res.output
+    single = ["train", "EASE", "--nproc-per-node", "2", "--out", "run", "--data-dir", str(data_dir)]
+    res = CliRunner().invoke(app, single)
+    assert res.exit_code == 2 and "single-node" in res.output, res.output
     assert not any(tmp_path.iterdir())
 
 
 def test_workers_get_the_same_command_less_the_launcher_options(tmp_path, data_dir, monkeypatch):
     calls = []
     monkeypatch.setattr("advrec.distributed.launch.launch", lambda *args: calls.append(args) or 3)
-    opts = ["--set", "l2=200", "--set", "dtype='float32'", "--plot", "--nproc-per-node", "4", "--out", "r"]
-    res = CliRunner().invoke(app, ["-q", "train", "EASE", *opts, "--data-dir", str(data_dir), "--max-restarts", "1"])
+    opts = ["--set", "factors=8", "--set", "dtype='float32'", "--plot", "--nproc-per-node", "4", "--out", "r"]
+    res = CliRunner().invoke(app, ["-q", "train", "IALS", *opts, "--data-dir", str(data_dir), "--max-restarts", "1"])
     assert res.exit_code == 3, res.output
     (plan, module, args), *_ = calls
     assert plan == LaunchPlan(nproc_per_node=4, max_restarts=1) and module == "advrec"
-    assert args == ["--quiet", "train", "EASE", "--set", "l2=200", "--set", "dtype='float32'", "--out", "r", "--plot",
-                    "--data-dir", str(data_dir)]  # fmt: skip
+    assert args == ["--quiet", "train", "IALS", "--set", "factors=8", "--set", "dtype='float32'", "--out", "r",
+                    "--plot", "--data-dir", str(data_dir)]  # fmt: skip
 
 
 def test_launch_plan_checks_and_command_line():

@@ -27,14 +27,16 @@ def launched() -> bool:
 def init(device_type: str = "cpu") -> bool:
     """Joins torchrun's process group (once); returns whether this process is one of several.
 
-    The backend is NCCL for CUDA and gloo otherwise; CUDA processes each take the GPU of their local rank.
+    The backend is NCCL for CUDA tensors (with gloo for CPU ones) on CUDA, gloo otherwise; CUDA processes each take
+    the GPU of their local rank.
     """
     if not launched():
         return False
     if not dist.is_available():
         raise ConfigError("this torch build has no torch.distributed; distributed training needs it")
     if not dist.is_initialized():
-        backend = "nccl" if device_type == "cuda" else "gloo"
+        # on CUDA, NCCL for CUDA tensors and gloo for the CPU arrays that evaluation and checkpoints gather
+        backend = "cpu:gloo,cuda:nccl" if device_type == "cuda" else "gloo"
         if device_type == "cuda":
             torch.cuda.set_device(local_rank())
         r, w = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])

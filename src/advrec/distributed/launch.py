@@ -158,16 +158,8 @@ def joined(device_type: str = "cpu") -> Iterator[bool]:
     On CUDA each worker takes its local rank's GPU, and the group runs NCCL for CUDA tensors and gloo for CPU
     tensors, so the CPU arrays that evaluation gathers travel too.
     """
-    created = distributed.launched() and not dist.is_initialized()
-    if created and device_type == "cuda":
-        torch.cuda.set_device(distributed.local_rank())
-        dist.init_process_group(backend="cpu:gloo,cuda:nccl")
-    on = distributed.init(device_type)
-    try:
+    with distributed.process_group(device_type) as on:
         yield on
-    finally:
-        if created and dist.is_initialized():
-            dist.destroy_process_group()
 
 
 def from_main(make: Callable[[], T]) -> T:
