@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import shutil
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from advrec.distributed.launch import job_setting
 from advrec.errors import ConfigError
 from advrec.evaluation.evaluate import Report, evaluate
 from advrec.models.base import Recommender, model_class
+from advrec.models.torch_base import TorchRecommender
 from advrec.runs import Timer, save_run
 
 Protocol = Literal["ratio", "leave_one_out", "temporal", "holdout_users", "cold_items", "official", "official_full"]
@@ -159,16 +161,23 @@ class Outcome:
 
 
 def fit_evaluate(
-    model: Recommender, split: Split, ks: list[int] | tuple[int, ...] = (10, 20), privacy: dict[str, Any] | None = None
+    model: Recommender,
+    split: Split,
+    ks: list[int] | tuple[int, ...] = (10, 20),
+    privacy: dict[str, Any] | None = None,
+    checkpoint: Path | None = None,
 ) -> Outcome:
     """Fits on train (early stopping on validation for models that use it), then evaluates on test. With
-    `privacy` (DPConfig fields) the fit is `advrec.privacy.dp.fit_private`'s."""
+    `privacy` (DPConfig fields) the fit is `advrec.privacy.dp.fit_private`'s. `checkpoint`: a folder where a torch
+    model that can resume saves its state every epoch (and resumes from it)."""
     valid = split if split.valid is not None else None
     with Timer() as fit_t:
         if privacy:
             from advrec.privacy.dp import fit_private
 
             fit_private(model, split.train, dp_config(privacy), valid=valid)  # type: ignore[arg-type]
+        elif checkpoint is not None and isinstance(model, TorchRecommender) and model.resumable:
+            model.fit(split.train, valid=valid, checkpoint=checkpoint)
         else:
             model.fit(split.train, valid=valid)
     with Timer() as eval_t:
@@ -182,14 +191,16 @@ def run_experiment(
     """Loads data, splits, trains, evaluates and writes the run directory `out`.
 
     As a worker of a torchrun job every rank does the same, but rank 0 alone writes `out`; the manifest records
-    the job (`advrec.distributed.launch.job_setting`)."""
+    the job (`advrec.distributed.launch.job_setting`). A torch model of such a job checkpoints every epoch in
+    `<out>.checkpoint` (removed once the run is written), so a job that torchrun restarts resumes its fit."""
     X = X if X is not None else load_data(cfg)
     split = split if split is not None else make_split(X, cfg)
     params = dict(cfg.params)
     model = build_model(cfg.model, params)
     if "random_state" in model.get_params() and "random_state" not in params:
         model.set_params(random_state=cfg.seed)
-    outcome = fit_evaluate(model, split, cfg.ks, cfg.privacy)
+    checkpoint = Path(f"{out}.checkpoint") if distributed.launched() else None
+    outcome = fit_evaluate(model, split, cfg.ks, cfg.privacy, checkpoint)
     extra: dict[str, Any] = {"config": cfg.model_dump()}
     if cfg.privacy:
         from advrec.privacy.dp import privacy_manifest
@@ -215,4 +226,6 @@ def run_experiment(
         timings={"fit": outcome.fit_seconds, "evaluate": outcome.eval_seconds},
         extra=extra,
     )
+    if checkpoint is not None and checkpoint.exists():
+        shutil.rmtree(checkpoint)
     return path, outcome
