@@ -57,6 +57,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/gowalla.py
 	$(BIN)/python benchmarks/data_scale.py
 	$(BIN)/python benchmarks/scale.py
+	$(BIN)/python benchmarks/distributed.py
 	$(BIN)/python benchmarks/cold_start.py
 	$(BIN)/python benchmarks/gan.py
 	$(BIN)/python benchmarks/augment.py
