@@ -168,16 +168,17 @@ class Training:
     seed: int = 0
     objectives: dict[str, torch.nn.Module] = field(default_factory=dict)
     cache: dict[str, Any] = field(default_factory=dict)  # the model's per-fit look-up tables and buffers
-    comm_bytes: int = 0  # bytes this process sent in gradient all-reduces (ring all-reduce: 2(w − 1)/w of each)
+    sent: list[int] = field(default_factory=lambda: [0])  # bytes this process sent in gradient all-reduces
 
 
 def _counted_allreduce(state, bucket):  # type: ignore[no-untyped-def]  # DDP refuses string annotations here
-    """DDP's default all-reduce of a gradient bucket, with the bytes a ring all-reduce sends counted in `state`."""
+    """DDP's default all-reduce of a gradient bucket, with the bytes a ring all-reduce sends (2(w − 1)/w of the
+    bucket) added to `state[0]`."""
     from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
 
     w = distributed.world_size()
     buffer = bucket.buffer()
-    state.comm_bytes += int(2 * (w - 1) * buffer.numel() * buffer.element_size() // w)
+    state[0] += int(2 * (w - 1) * buffer.numel() * buffer.element_size() // w)
     return allreduce_hook(None, bucket)
 
 
@@ -341,6 +342,7 @@ class TorchRecommender(Recommender):
             finally:
                 for plugin in plugins:
                     plugin.teardown(self)
+                self._training.objectives.clear()  # the DDP wrappers go with the fit, before any process group
                 del self._training
         for plugin in plugins:
             plugin.record(self)
@@ -368,7 +370,7 @@ class TorchRecommender(Recommender):
                 if any(type(p).reduce is not TrainingPlugin.reduce for p in t.plugins):
                     continue
                 ddp = DDP(_Objective(phase.module, phase.loss), device_ids=ids)
-                ddp.register_comm_hook(t, _counted_allreduce)
+                ddp.register_comm_hook(t.sent, _counted_allreduce)
                 t.objectives[phase.name] = ddp
 
     def _warm_start(self, init: TorchRecommender) -> None:
@@ -396,13 +398,13 @@ class TorchRecommender(Recommender):
         for epoch in bar:
             if es is not None and best["bad"] >= self.patience:
                 break
-            t.epoch, sent = epoch, t.comm_bytes
+            t.epoch, sent = epoch, t.sent[0]
             t0 = time.perf_counter()
             self.network_.train()
             stats = self._train_epoch(m, rng)
             row = {"epoch": epoch, **stats, "seconds": time.perf_counter() - t0}
             if t.distributed:
-                row["comm_bytes"] = t.comm_bytes - sent
+                row["comm_bytes"] = t.sent[0] - sent
             bad_stats = [k for k, v in stats.items() if not np.isfinite(v)]
             if bad_stats:
                 raise FloatingPointError(

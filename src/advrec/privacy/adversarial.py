@@ -22,6 +22,7 @@ Two further tools, usable with or without the adversaries:
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from typing import Any, cast
 
 import numpy as np
@@ -31,11 +32,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from advrec.data.interactions import Interactions
-from advrec.devices import deterministic
 from advrec.errors import ConfigError
 from advrec.models import MultVAE
 from advrec.models.mult_vae import VAE
-from advrec.models.torch_base import TrainingPlugin, as_eval_set, csr_to_sparse_torch, csr_to_torch, seed_of
+from advrec.models.torch_base import (
+    Phase,
+    TorchRecommender,
+    TrainingPlugin,
+    csr_to_sparse_torch,
+    csr_to_torch,
+    seed_of,
+)
 
 
 class _GradientReversal(torch.autograd.Function):
@@ -243,41 +250,39 @@ def erase_attribute(
     return model
 
 
+class DecoderTrainer(TorchRecommender, register=False):
+    """Trains the decoder of a fitted MultVAE's network (encoder frozen) through the one training loop: the
+    multinomial likelihood of the noised codes of the (erased) encoder, with `model`'s batches, seed and device;
+    no early stop, the best validation epoch kept."""
+
+    def __init__(self, model: MultVAE, epochs: int, lr: float) -> None:
+        super().__init__(epochs, model.batch_size, lr, epochs, 1, model.device, model.random_state, model.verbose)
+        self.model = model
+
+    def _build(self, n_users: int, n_items: int) -> nn.Module:
+        return self.model.network_  # the fitted network itself: nothing new is drawn
+
+    def _make_optimizer(self, phase: Phase) -> torch.optim.Optimizer:
+        net = cast(VAE, self.network_)
+        decoder = [p for name, p in net.named_parameters() if not name.startswith(("encoder.", "to_latent."))]
+        return torch.optim.Adam(decoder, lr=self.lr, weight_decay=self.model.weight_decay)
+
+    def batches(self, X: sp.csr_matrix, rng: np.random.Generator) -> Iterator[np.ndarray]:
+        order = self.examples(np.flatnonzero(np.diff(X.indptr) > 0), rng)
+        return (order[s : s + self.batch_size] for s in range(0, len(order), self.batch_size))
+
+    def batch_loss(self, batch: np.ndarray) -> torch.Tensor:
+        net, rows = cast(VAE, self.network_), np.sort(batch)
+        x = csr_to_torch(self.training.X[rows], self.device_)
+        with torch.no_grad():  # input dropout as in training; the frozen encoder's code, erased
+            mu, logvar = net.encode(x)
+            z = mu + net.noise * torch.randn_like(mu) * torch.exp(0.5 * logvar)
+        return -(F.log_softmax(net.decode(z, self.model._groups(rows)), dim=1) * x).sum(1).mean()
+
+    def _score(self, history: sp.csr_matrix, users: np.ndarray) -> np.ndarray:
+        return self.model._score(history, users)
+
+
 def _finetune_decoder(model: MultVAE, X_bin: sp.csr_matrix, epochs: int, valid: Any, lr: float) -> None:
     """Trains the decoder (encoder frozen) on the multinomial likelihood of the erased, noised codes."""
-    with deterministic():
-        _finetune_decoder_epochs(model, X_bin, epochs, valid, lr)
-
-
-def _finetune_decoder_epochs(model: MultVAE, X_bin: sp.csr_matrix, epochs: int, valid: Any, lr: float) -> None:
-    net, device = cast(VAE, model.network_), model.device_
-    encoder = [net.encoder, net.to_latent]
-    decoder = [p for name, p in net.named_parameters() if not name.startswith(("encoder.", "to_latent."))]
-    optimizer = torch.optim.Adam(decoder, lr=lr, weight_decay=model.weight_decay)
-    rng = np.random.default_rng(seed_of(model.random_state))
-    torch.manual_seed(seed_of(model.random_state))
-    es = as_eval_set(valid)
-    best, best_state = -np.inf, None
-    users = np.flatnonzero(np.diff(X_bin.indptr) > 0)
-    for _ in range(epochs):
-        net.train()
-        for m in encoder:
-            m.eval()
-        order = rng.permutation(users)
-        for start in range(0, len(order), model.batch_size):
-            batch = np.sort(order[start : start + model.batch_size])
-            x = csr_to_torch(X_bin[batch], device)
-            with torch.no_grad():  # input dropout as in training; the frozen encoder's code, erased
-                mu, logvar = net.encode(x)
-                z = mu + net.noise * torch.randn_like(mu) * torch.exp(0.5 * logvar)
-            loss = -(F.log_softmax(net.decode(z, model._groups(batch)), dim=1) * x).sum(1).mean()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-        if es is not None:
-            net.eval()
-            score = model._validate(es)
-            if score > best:
-                best, best_state = score, {k: v.detach().clone() for k, v in net.state_dict().items()}
-    if best_state is not None:
-        net.load_state_dict(best_state)
+    DecoderTrainer(model, epochs, lr).fit(X_bin, valid=valid)
