@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from advrec.errors import ConfigError
 from advrec.evaluation.ranking import entry_positions, top_k
+from advrec.models.params import Interval, Options, declare
 from advrec.models.torch_base import TorchRecommender
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,23 @@ class AdversarialRecommender(TorchRecommender):
     so that the choice of `loss` lives here. `_generated(X, rows)` gives the generator's scores for the
     diversity diagnostics (default: `_score`). `_epoch_rows(X, rng)` yields the row batches of an epoch.
     """
+
+    _parameter_constraints = declare(
+        TorchRecommender._parameter_constraints,
+        d_steps=[Interval(int, 0, None, closed="left")],
+        g_steps=[Interval(int, 1, None, closed="left")],
+        d_warmup=[Interval(int, 0, None, closed="left")],
+        loss=[Options(LOSSES)],
+        gp_weight=[Interval(float, 0, None, closed="left")],
+        lr_d=[Interval(float, 0, None, closed="neither"), None],
+        clip_grad=[Interval(float, 0, None, closed="left")],
+        lr_decay=[Interval(float, 0, 1, closed="right")],
+        checkpoint_dir=[str, None],
+        checkpoint_every=[Interval(int, 0, None, closed="left")],
+        diversity_users=[Interval(int, 1, None, closed="left")],
+        diversity_k=[Interval(int, 1, None, closed="left")],
+        collapse_jaccard=[Interval(float, 0, 1, closed="both")],
+    )
 
     network_: torch.nn.ModuleDict
 

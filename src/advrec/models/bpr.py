@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from advrec.errors import ConfigError
+from advrec.models.params import Interval, Options, declare
 from advrec.models.torch_base import TorchRecommender
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "adagrad": torch.optim.Adagrad, "sparse_adam": torch.optim.SparseAdam}
@@ -86,6 +87,14 @@ class BPRMF(TorchRecommender):
     chosen on ml-1m validation NDCG@10 (RecBole's protocol, seed 2020; benchmarks/results/recbole_ml1m.md); the
     former ones (batches of 2,048, lr 1e-3, reg 1e-4, uniform negatives) are `negative_pool=1` with those values.
     """
+
+    _parameter_constraints = declare(
+        TorchRecommender._parameter_constraints,
+        factors=[Interval(int, 1, None, closed="left")],
+        reg=[Interval(float, 0, None, closed="left")],
+        optimizer=[Options(OPTIMIZERS)],
+        negative_pool=[Interval(int, 1, None, closed="left")],
+    )
 
     uses_history = False
     cpu_train_threads = 1  # batches of a few thousand rows × factors: one thread, whatever the machine's load

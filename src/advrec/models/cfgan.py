@@ -24,6 +24,7 @@ from torch import nn
 
 from advrec.errors import ConfigError, DataError
 from advrec.models.adversarial import AdversarialRecommender
+from advrec.models.params import Interval, Options, TupleOf, declare
 
 SCHEMES = ("ZR", "PM", "ZP")
 MODES = ("user", "item")
@@ -80,6 +81,22 @@ class CFGAN(AdversarialRecommender):
     User-based CFGAN scores any history (new users fold in); item-based CFGAN conditions on item columns
     over the training users, so it scores only the users it was trained on.
     """
+
+    _parameter_constraints = declare(
+        AdversarialRecommender._parameter_constraints,
+        mode=[Options(MODES)],
+        scheme=[Options(SCHEMES)],
+        zr_ratio=[Interval(float, 0, 1, closed="both")],
+        pm_ratio=[Interval(float, 0, 1, closed="both")],
+        zr_coef=[Interval(float, 0, None, closed="left")],
+        g_hidden=[TupleOf(int, low=1)],
+        d_hidden=[TupleOf(int, low=1)],
+        g_reg=[Interval(float, 0, None, closed="left")],
+        d_reg=[Interval(float, 0, None, closed="left")],
+        noise_dim=[Interval(int, 0, None, closed="left")],
+        g_output=[Options(G_OUTPUTS)],
+        d_batch_size=[Interval(int, 1, None, closed="left")],
+    )
 
     def __init__(
         self,

@@ -28,6 +28,7 @@ from advrec.data.splits import EvalSet, Split
 from advrec.errors import ConfigError
 from advrec.models.adversarial import AdversarialRecommender
 from advrec.models.bpr import BPRMF, MF
+from advrec.models.params import Interval, declare
 from advrec.models.torch_base import TorchRecommender
 
 
@@ -49,6 +50,20 @@ class BiasedMF(nn.Module):
 
 class IRGAN(AdversarialRecommender):
     """IRGAN with its generator pretrained as `BPRMF(factors, ...)`; see the module docstring."""
+
+    _parameter_constraints = declare(
+        AdversarialRecommender._parameter_constraints,
+        drop=("loss", "gp_weight"),
+        factors=[Interval(int, 1, None, closed="left")],
+        temperature=[Interval(float, 0, None, closed="neither")],
+        mix=[Interval(float, 0, 1, closed="left")],
+        samples=[Interval(float, 0, None, closed="neither")],
+        d_reg=[Interval(float, 0, None, closed="left")],
+        g_reg=[Interval(float, 0, None, closed="left")],
+        pretrain_epochs=[Interval(int, 1, None, closed="left")],
+        pretrain_lr=[Interval(float, 0, None, closed="neither")],
+        pretrain_reg=[Interval(float, 0, None, closed="left")],
+    )
 
     uses_history = False
 

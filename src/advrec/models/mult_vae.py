@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from advrec.errors import ConfigError
+from advrec.models.params import Interval, Options, declare
 from advrec.models.torch_base import TorchRecommender, csr_to_sparse_torch, csr_to_torch
 
 OptimizerFactory = Callable[["MultVAE", Callable[[], torch.optim.Optimizer]], torch.optim.Optimizer]
@@ -151,6 +152,18 @@ class MultVAE(TorchRecommender):
     `LossReducer`, which replaces the batch mean and `batch_hooks`); `advrec.privacy.dp` uses them for DP-SGD.
     Batches may be empty (Poisson sampling); the epoch loss is the mean over users seen.
     """
+
+    _parameter_constraints = declare(
+        TorchRecommender._parameter_constraints,
+        hidden=[Interval(int, 1, None, closed="left")],
+        latent=[Interval(int, 1, None, closed="left")],
+        dropout=[Interval(float, 0, 1, closed="left")],
+        beta_cap=[Interval(float, 0, None, closed="left")],
+        anneal_steps=[Interval(int, 0, None, closed="left")],
+        weight_decay=[Interval(float, 0, None, closed="left")],
+        noise=[Interval(float, 0, None, closed="left")],
+        sampling=[Options(("uniform", "activity"))],
+    )
 
     optimizer_factory: OptimizerFactory | None = None
     batch_iterator: BatchIterator | None = None

@@ -22,6 +22,7 @@ from advrec.errors import AdvrecError, ConfigError, DataError, ModelFileError
 from advrec.evaluation.evaluate import evaluate_scores
 from advrec.io import ARRAYS_FILE, PARAMS_FILE
 from advrec.models.base import Recommender
+from advrec.models.params import RANDOM_STATE, Interval, declare
 from advrec.progress import Steps, progress_wanted
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,17 @@ class TorchRecommender(Recommender):
     keeps the best weights and stops after `patience` evaluations without improvement. Layers above `models`
     add training options through `batch_hooks`: functions (model, batch, loss) -> loss applied to each batch loss.
     """
+
+    _parameter_constraints = declare(
+        epochs=[Interval(int, 1, None, closed="left")],
+        batch_size=[Interval(int, 1, None, closed="left")],
+        lr=[Interval(float, 0, None, closed="neither")],
+        patience=[Interval(int, 1, None, closed="left")],
+        eval_every=[Interval(int, 1, None, closed="left")],
+        device=[str],
+        random_state=RANDOM_STATE,
+        verbose=[bool],
+    )
 
     def __init__(
         self,
