@@ -99,8 +99,8 @@ def load_config(path: str | Path, model: str | None = None) -> ExperimentConfig:
 def parse_assignments(items: list[str], model: str | None = None) -> dict[str, Any]:
     """`key=value` strings → dict. With `model`, the values of its declared parameters are read as their declared
     types (`advrec.models.params.coerce`); other values are Python literals (numbers, True, None, lists) or text."""
-    constraints = model_class(model)._parameter_constraints if model is not None else {}
-    owner = model_class(model).__name__ if model is not None else ""
+    cls = model_class(model) if model is not None else None
+    constraints, owner = (cls._parameter_constraints, cls.__name__) if cls is not None else ({}, "")
     out: dict[str, Any] = {}
     for item in items:
         key, sep, raw = item.partition("=")
