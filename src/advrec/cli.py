@@ -125,7 +125,7 @@ def _config(
 ):
     from advrec.experiment import config_from_dict, load_config, parse_assignments
 
-    base = load_config(config).model_dump() if config else {}
+    base = load_config(config, model=model).model_dump() if config else {}
     base.update(
         {
             k: v
@@ -141,7 +141,7 @@ def _config(
             if v is not None
         }
     )
-    base["params"] = {**base.get("params", {}), **parse_assignments(sets or [])}
+    base["params"] = {**base.get("params", {}), **parse_assignments(sets or [], model=model)}
     base["privacy"] = {**base.get("privacy", {}), **parse_assignments(dp or [])}
     if epsilon is not None:
         base["privacy"]["epsilon"] = epsilon

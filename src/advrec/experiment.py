@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import ast
+import inspect
 import shutil
 import tomllib
 from dataclasses import dataclass
@@ -19,6 +19,7 @@ from advrec.distributed.launch import job_setting
 from advrec.errors import ConfigError
 from advrec.evaluation.evaluate import Report, evaluate
 from advrec.models.base import Recommender, model_class
+from advrec.models.params import coerce, from_config, literal, validate_params
 from advrec.models.torch_base import TorchRecommender
 from advrec.runs import Timer, save_run
 
@@ -82,8 +83,11 @@ def dp_config(privacy: dict[str, Any], source: str = "configuration") -> Any:
     return config
 
 
-def load_config(path: str | Path) -> ExperimentConfig:
-    """Reads an experiment TOML file (top-level keys as in `ExperimentConfig`, model keywords under [params])."""
+def load_config(path: str | Path, model: str | None = None) -> ExperimentConfig:
+    """Reads an experiment TOML file (top-level keys as in `ExperimentConfig`, model keywords under [params]).
+
+    `model` (a model named on the command line) replaces the file's `model`, so [params] are checked against it.
+    """
     path = Path(path)
     try:
         values = tomllib.loads(path.read_text())
@@ -91,32 +95,42 @@ def load_config(path: str | Path) -> ExperimentConfig:
         raise ConfigError(f"{path}: no such experiment file") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    if model is not None:
+        values["model"] = model
     return config_from_dict(values, source=str(path))
 
 
-def parse_assignments(items: list[str]) -> dict[str, Any]:
-    """`key=value` strings → dict; values parsed as Python literals (numbers, True, None, lists) or kept as text."""
+def parse_assignments(items: list[str], model: str | None = None) -> dict[str, Any]:
+    """`key=value` strings → dict. With `model`, the values of its declared parameters are read as their declared
+    types (`advrec.models.params.coerce`); other values are Python literals (numbers, True, None, lists) or text."""
+    cls = model_class(model) if model is not None else None
+    constraints, owner = (cls._parameter_constraints, cls.__name__) if cls is not None else ({}, "")
     out: dict[str, Any] = {}
     for item in items:
         key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
+        key = key.strip()
+        if not sep or not key:
             raise ConfigError(f"--set takes key=value, got {item!r}")
-        try:
-            value = ast.literal_eval(raw)
-        except (ValueError, SyntaxError):
-            value = raw
-        out[key.strip()] = value
+        out[key] = coerce(constraints, key, raw, owner) if key in constraints else literal(raw)
     return out
 
 
 def build_model(name: str, params: dict[str, Any], source: str = "parameters") -> Recommender:
-    """A model by name with keyword arguments; an unknown keyword raises `ConfigError` naming it."""
+    """A model by name with keyword arguments, validated against its declaration before it is built; an unknown
+    keyword or a refused value raises `ConfigError` naming it. Text and lists are read as the declared types."""
     cls = model_class(name)
     allowed = cls._param_names()
     for key in params:
         if key not in allowed:
             raise ConfigError(f"{source}: {cls.__name__} has no parameter {key!r}; parameters: {allowed}")
-    return cls(**params)
+    constraints = cls._parameter_constraints
+    try:
+        values = {k: from_config(constraints, k, v, cls.__name__) for k, v in params.items()}
+        defaults = {p.name: p.default for p in inspect.signature(cls.__init__).parameters.values()}
+        validate_params(cls.__name__, constraints, {k: defaults.get(k) for k in allowed} | values)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    return cls(**values)
 
 
 def load_data(cfg: ExperimentConfig) -> Interactions:

@@ -43,9 +43,10 @@ def test_conformance(name, tmp_path):
 
 
 def test_bprmf_rejects_an_unknown_optimizer(toy):
+    model = BPRMF(epochs=1, device="cpu")
     with pytest.raises(ConfigError, match="optimizer must be one of"):
-        BPRMF(optimizer="sgdx")
-    model = BPRMF(epochs=1, device="cpu").set_params(optimizer="sgdx")
+        model.set_params(optimizer="sgdx")
+    model.optimizer = "sgdx"
     with pytest.raises(ConfigError, match="optimizer must be one of"):
         model.fit(toy)
 

@@ -228,10 +228,12 @@ def test_save_load_keeps_fold_in(counts: sp.csr_matrix, tmp_path: Path) -> None:
     ],
 )
 def test_bad_parameters_are_refused(bad: dict[str, object]) -> None:
-    with pytest.raises(ConfigError):
-        IALS(**bad)  # type: ignore[arg-type]
-    with pytest.raises(ConfigError):
-        IALS().set_params(**bad).fit(two_communities())
+    name = next(iter(bad))
+    model = IALS(**bad)  # type: ignore[arg-type]  # checked at fit, as scikit-learn does
+    with pytest.raises(ConfigError, match=f"^IALS: {name} must be"):
+        model.fit(two_communities())
+    with pytest.raises(ConfigError, match=f"^IALS: {name} must be"):
+        IALS().set_params(**bad)
 
 
 def test_negative_weights_are_refused() -> None:

@@ -23,8 +23,8 @@ import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 
-from advrec.errors import ConfigError
 from advrec.evaluation.ranking import entry_positions, top_k
+from advrec.models.params import Interval, Options, declare
 from advrec.models.torch_base import Phase, TorchRecommender
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,23 @@ class AdversarialRecommender(TorchRecommender):
     so that the choice of `loss` lives here. `_generated(X, rows)` gives the generator's scores for the
     diversity diagnostics (default: `_score`). `_epoch_rows(X, rng)` yields the row batches of an epoch.
     """
+
+    _parameter_constraints = declare(
+        TorchRecommender._parameter_constraints,
+        d_steps=[Interval(int, 0, None, closed="left")],
+        g_steps=[Interval(int, 1, None, closed="left")],
+        d_warmup=[Interval(int, 0, None, closed="left")],
+        loss=[Options(LOSSES)],
+        gp_weight=[Interval(float, 0, None, closed="left")],
+        lr_d=[Interval(float, 0, None, closed="neither"), None],
+        clip_grad=[Interval(float, 0, None, closed="left")],
+        lr_decay=[Interval(float, 0, 1, closed="right")],
+        checkpoint_dir=[str, None],
+        checkpoint_every=[Interval(int, 0, None, closed="left")],
+        diversity_users=[Interval(int, 1, None, closed="left")],
+        diversity_k=[Interval(int, 1, None, closed="left")],
+        collapse_jaccard=[Interval(float, 0, 1, closed="both")],
+    )
 
     network_: torch.nn.ModuleDict
     resumable = False  # the learning-rate schedules and the collapse record are per-fit state
@@ -189,12 +206,6 @@ class AdversarialRecommender(TorchRecommender):
         return torch.optim.Adam(phase.module.parameters(), lr=phase.lr or self.lr, foreach=True)
 
     def _prepare(self, X: sp.csr_matrix, rng: np.random.Generator) -> None:
-        if self.loss not in LOSSES:
-            raise ConfigError(f"loss must be one of {', '.join(LOSSES)}, not {self.loss!r}")
-        if self.d_steps < 0 or self.g_steps < 1:
-            raise ConfigError(f"d_steps must be ≥ 0 and g_steps ≥ 1, got {self.d_steps}, {self.g_steps}")
-        if not 0 < self.lr_decay <= 1:
-            raise ConfigError(f"lr_decay must be in (0, 1], got {self.lr_decay}")
         t = self.training
         t.cache["schedulers"] = [
             torch.optim.lr_scheduler.ExponentialLR(t.optimizers[k], self.lr_decay) for k in ("g", "d")

@@ -15,6 +15,7 @@ from advrec.distributed.factors import SINGLE_NODE, refuse_single_node
 from advrec.errors import AdvrecError, ConfigError, DataError, ModelFileError, NotFittedError, UnknownIdError
 from advrec.evaluation.ranking import DEFAULT_MEMORY_BUDGET, entry_positions, top_k, users_per_chunk
 from advrec.io import ARRAYS_FILE, PARAMS_FILE, model_dir, read_model, write_model
+from advrec.models.params import validate_params
 from advrec.models.records import PrivacyRecord, privacy_from_legacy
 
 R = TypeVar("R", bound="Recommender")
@@ -76,6 +77,8 @@ class Recommender:
     privacy_: PrivacyRecord | None = None
     # what `load` requires of the learned state, besides n_users_ and n_items_ (each model declares its own)
     _required_state: ClassVar[dict[str, Learned]] = {}
+    # what each constructor parameter may be (see `advrec.models.params`); checked by `_validate_params`
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {}
 
     def __init_subclass__(cls, register: bool = True, **kw: Any) -> None:
         """Subclasses are known by name to `load` and `model_class`, unless declared with `register=False`."""
@@ -94,12 +97,19 @@ class Recommender:
         return {name: getattr(self, name) for name in self._param_names()}
 
     def set_params(self: R, **params: Any) -> R:
+        """Sets constructor parameters, refusing (before setting any) unknown names and disallowed values."""
         valid = self._param_names()
-        for key, value in params.items():
+        for key in params:
             if key not in valid:
                 raise ConfigError(f"{type(self).__name__} has no parameter {key!r}; parameters: {valid}")
+        validate_params(type(self).__name__, self._parameter_constraints, {**self.get_params(), **params})
+        for key, value in params.items():
             setattr(self, key, value)
         return self
+
+    def _validate_params(self) -> None:
+        """Raises `ConfigError` naming a parameter whose value the class's `_parameter_constraints` refuse."""
+        validate_params(type(self).__name__, self._parameter_constraints, self.get_params())
 
     def clone(self: R) -> R:
         """A new, unfitted model of the same class with the same parameters."""
@@ -114,7 +124,9 @@ class Recommender:
         raise NotImplementedError
 
     def _check_fit_input(self, X: Interactions | sp.spmatrix) -> sp.csr_matrix:
-        """The training matrix as binary implicit feedback, checked; a single-node model refuses a process group."""
+        """The training matrix as binary implicit feedback, checked (and the hyperparameters with it); a single-node
+        model refuses a process group."""
+        self._validate_params()
         if type(self).scale_out == SINGLE_NODE:
             refuse_single_node(type(self).__name__)
         m = as_csr(X, "training data")
@@ -299,6 +311,7 @@ class Recommender:
                 params[key] = tuple(value)
         try:
             model = target(**params)
+            model._validate_params()
         except (TypeError, AdvrecError) as exc:
             raise ModelFileError(f"{folder / PARAMS_FILE}: the parameters of {name} are refused: {exc}") from None
         model._check_state(state, folder)

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from advrec.errors import ConfigError
+from advrec.models.params import Interval, Options, declare
 from advrec.models.torch_base import Phase, TorchRecommender
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "adagrad": torch.optim.Adagrad, "sparse_adam": torch.optim.SparseAdam}
@@ -90,6 +91,14 @@ class BPRMF(TorchRecommender):
     former ones (batches of 2,048, lr 1e-3, reg 1e-4, uniform negatives) are `negative_pool=1` with those values.
     """
 
+    _parameter_constraints = declare(
+        TorchRecommender._parameter_constraints,
+        factors=[Interval(int, 1, None, closed="left")],
+        reg=[Interval(float, 0, None, closed="left")],
+        optimizer=[Options(OPTIMIZERS)],
+        negative_pool=[Interval(int, 1, None, closed="left")],
+    )
+
     uses_history = False
     cpu_train_threads = 1  # batches of a few thousand rows × factors: one thread, whatever the machine's load
     network_: MF
@@ -115,20 +124,12 @@ class BPRMF(TorchRecommender):
         self.reg = reg
         self.optimizer = optimizer
         self.negative_pool = negative_pool
-        self._optimizer_class()  # fail at construction, not at the first epoch
-
-    def _optimizer_class(self) -> type[torch.optim.Optimizer]:
-        if self.optimizer not in OPTIMIZERS:  # also reached after set_params
-            raise ConfigError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {self.optimizer!r}")
-        return OPTIMIZERS[self.optimizer]
 
     def _build(self, n_users: int, n_items: int) -> nn.Module:
-        if isinstance(self.negative_pool, bool) or not isinstance(self.negative_pool, int) or self.negative_pool < 1:
-            raise ConfigError(f"negative_pool must be a positive number of candidates, got {self.negative_pool!r}")
         return MF(n_users, n_items, self.factors)
 
     def _make_optimizer(self, phase: Phase) -> torch.optim.Optimizer:
-        return make_optimizer(self._optimizer_class(), list(phase.module.parameters()), self.lr)
+        return make_optimizer(OPTIMIZERS[self.optimizer], list(phase.module.parameters()), self.lr)
 
     def _prepare(self, X: sp.csr_matrix, rng: np.random.Generator) -> None:
         c = self.training.cache

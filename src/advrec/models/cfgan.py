@@ -22,8 +22,9 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
-from advrec.errors import ConfigError, DataError
+from advrec.errors import DataError
 from advrec.models.adversarial import AdversarialRecommender
+from advrec.models.params import Interval, Options, TupleOf, declare
 
 SCHEMES = ("ZR", "PM", "ZP")
 MODES = ("user", "item")
@@ -81,6 +82,22 @@ class CFGAN(AdversarialRecommender):
     over the training users, so it scores only the users it was trained on.
     """
 
+    _parameter_constraints = declare(
+        AdversarialRecommender._parameter_constraints,
+        mode=[Options(MODES)],
+        scheme=[Options(SCHEMES)],
+        zr_ratio=[Interval(float, 0, 1, closed="both")],
+        pm_ratio=[Interval(float, 0, 1, closed="both")],
+        zr_coef=[Interval(float, 0, None, closed="left")],
+        g_hidden=[TupleOf(int, low=1)],
+        d_hidden=[TupleOf(int, low=1)],
+        g_reg=[Interval(float, 0, None, closed="left")],
+        d_reg=[Interval(float, 0, None, closed="left")],
+        noise_dim=[Interval(int, 0, None, closed="left")],
+        g_output=[Options(G_OUTPUTS)],
+        d_batch_size=[Interval(int, 1, None, closed="left")],
+    )
+
     def __init__(
         self,
         mode: str = "item",
@@ -137,17 +154,6 @@ class CFGAN(AdversarialRecommender):
         return self.mode == "user"
 
     def _build(self, n_users: int, n_items: int) -> nn.Module:
-        if self.mode not in MODES:
-            raise ConfigError(f"mode must be one of {', '.join(MODES)}, not {self.mode!r}")
-        if self.scheme not in SCHEMES:
-            raise ConfigError(f"scheme must be one of {', '.join(SCHEMES)}, not {self.scheme!r}")
-        for name in ("zr_ratio", "pm_ratio"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ConfigError(
-                    f"{name} is a share of the non-interacted entries in [0, 1], not {getattr(self, name)}"
-                )
-        if self.g_output not in G_OUTPUTS:
-            raise ConfigError(f"g_output must be one of {', '.join(G_OUTPUTS)}, not {self.g_output!r}")
         n = n_items if self.mode == "user" else n_users
         return nn.ModuleDict(
             {

@@ -13,6 +13,7 @@ from scipy.linalg import lapack
 from advrec.data.interactions import Interactions
 from advrec.errors import ConfigError, DataError
 from advrec.models.base import Learned, Recommender
+from advrec.models.params import Interval, Options, declare
 
 DTYPES = ("float64", "float32")
 
@@ -87,6 +88,7 @@ class EASE(Recommender):
     large catalogues.
     """
 
+    _parameter_constraints = declare(l2=[Interval(float, 0, None, closed="neither")], dtype=[Options(DTYPES)])
     _required_state: ClassVar[dict[str, Learned]] = {"weights_": Learned("float", ("items", "items"))}
 
     def __init__(self, l2: float = 1000.0, dtype: str = "float64") -> None:
@@ -94,10 +96,6 @@ class EASE(Recommender):
         self.dtype = dtype
 
     def fit(self, X: Interactions | sp.spmatrix, valid: object = None) -> EASE:
-        if not self.l2 > 0:
-            raise ConfigError(f"l2 must be positive, got {self.l2}")
-        if self.dtype not in DTYPES:
-            raise ConfigError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
         m = self._check_fit_input(X)
         self._check_memory(m.shape[1])
         self._set_shape(m)

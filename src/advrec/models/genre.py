@@ -10,6 +10,7 @@ import scipy.sparse as sp
 from advrec.data.interactions import Interactions
 from advrec.errors import DataError
 from advrec.models.base import Learned, Recommender
+from advrec.models.params import declare
 
 
 class GenreAffinity(Recommender):
@@ -19,6 +20,7 @@ class GenreAffinity(Recommender):
     interaction are scored too (the cold-start baseline of the text models).
     """
 
+    _parameter_constraints = declare(column=[str])
     _required_state: ClassVar[dict[str, Learned]] = {
         "item_genres_": Learned("float", ("items", None)),
         "genre_names_": Learned("value"),
@@ -28,9 +30,9 @@ class GenreAffinity(Recommender):
         self.column = column
 
     def fit(self, X: Interactions | sp.spmatrix, valid: object = None) -> GenreAffinity:
+        m = self._check_fit_input(X)
         if not isinstance(X, Interactions) or X.item_features is None or self.column not in X.item_features:
             raise DataError(f"GenreAffinity.fit needs Interactions whose item features have a {self.column!r} column")
-        m = self._check_fit_input(X)
         self._set_shape(m)
         genres = X.item_features[self.column].fillna("").astype(str).str.get_dummies(sep="|")
         G = genres.to_numpy(dtype=np.float32)  # items × genres

@@ -10,8 +10,9 @@ from scipy.sparse.linalg import svds
 
 from advrec.data.interactions import Interactions
 from advrec.data.splits import as_generator
-from advrec.errors import ConfigError, DataError
+from advrec.errors import DataError
 from advrec.models.base import Learned, Recommender
+from advrec.models.params import RANDOM_STATE, Interval, declare
 
 
 def normalized_interactions(m: sp.csr_matrix) -> tuple[sp.csr_matrix, np.ndarray]:
@@ -51,6 +52,12 @@ class GFCF(Recommender):
     so the default keeps all. With the paper's k = 256, alpha = 0.3 the test numbers are the published ones.
     """
 
+    _parameter_constraints = declare(
+        k=[Interval(int, 0, None, closed="left")],
+        alpha=[Interval(float, 0, None, closed="left")],
+        max_neighbors=[Interval(int, 1, None, closed="left"), None],
+        random_state=RANDOM_STATE,
+    )
     _required_state: ClassVar[dict[str, Learned]] = {
         "item_filter_": Learned("sparse", ("items", "items")),
         "components_": Learned("float", ("items", None)),
@@ -65,19 +72,10 @@ class GFCF(Recommender):
         self.max_neighbors = max_neighbors
         self.random_state = random_state
 
-    def _check_params(self, m: sp.csr_matrix) -> None:
-        if not isinstance(self.k, int | np.integer) or self.k < 0:
-            raise ConfigError(f"k must be a non-negative int, got {self.k!r}")
-        if self.k >= min(m.shape):
-            raise DataError(f"k = {self.k} must be below the smaller side of the training matrix {m.shape}")
-        if not np.isfinite(self.alpha) or self.alpha < 0:
-            raise ConfigError(f"alpha must be a finite number ≥ 0, got {self.alpha}")
-        if self.max_neighbors is not None and self.max_neighbors < 1:
-            raise ConfigError(f"max_neighbors must be ≥ 1 or None, got {self.max_neighbors}")
-
     def fit(self, X: Interactions | sp.spmatrix, valid: object = None) -> GFCF:
         m = self._check_fit_input(X).astype(np.float64)
-        self._check_params(m)
+        if self.k >= min(m.shape):
+            raise DataError(f"k = {self.k} must be below the smaller side of the training matrix {m.shape}")
         norm, degree = normalized_interactions(m)
         item_filter = sp.csc_matrix(norm.T @ norm, dtype=np.float32)
         if self.max_neighbors is not None:

@@ -9,9 +9,9 @@ import numpy as np
 import scipy.sparse as sp
 
 from advrec.data.interactions import Interactions
-from advrec.errors import ConfigError
 from advrec.models.base import Learned, Recommender
 from advrec.models.ease import EASE
+from advrec.models.params import Interval, TupleOf, declare
 from advrec.text.item_text import encode_items
 
 
@@ -28,6 +28,14 @@ class TextEASE(Recommender):
     NDCG@10 over EASE (paired t-test p = 0.009, 6,033 users) and 0.0008 on average over seeds 2020–2022.
     """
 
+    _parameter_constraints = declare(
+        l2=[Interval(float, 0, None, closed="neither")],
+        text_l2=[Interval(float, 0, None, closed="neither")],
+        blend=[Interval(float, 0, 1, closed="both")],
+        model=[str, None],
+        columns=[TupleOf(str, min_len=1), None],
+        device=[str],
+    )
     _required_state: ClassVar[dict[str, Learned]] = {
         "weights_": Learned("float", ("items", "items")),
         "cold_items_": Learned("int", (None,)),
@@ -52,8 +60,6 @@ class TextEASE(Recommender):
         self.device = device
 
     def fit(self, X: Interactions | sp.spmatrix, valid: object = None) -> TextEASE:
-        if not 0 <= self.blend <= 1 or not self.text_l2 > 0:
-            raise ConfigError(f"blend must lie in [0, 1] and text_l2 be positive, got {self.blend}, {self.text_l2}")
         m = self._check_fit_input(X)
         self._set_shape(m)
         vectors, self.encoder_identity_ = encode_items(X, self.columns, self.model, self.device)

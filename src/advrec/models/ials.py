@@ -53,10 +53,11 @@ from advrec.data.interactions import Interactions, as_csr
 from advrec.data.splits import EvalSet, Split, as_generator
 from advrec.devices import resolve_device
 from advrec.distributed.factors import ALL_GATHER, RowShares, check_same_matrix, common_seed, value_of_rank0
-from advrec.errors import ConfigError, DataError, ModelFileError
+from advrec.errors import DataError, ModelFileError
 from advrec.evaluation.evaluate import evaluate_scores
 from advrec.io import ARRAYS_FILE
 from advrec.models.base import Learned, Recommender
+from advrec.models.params import RANDOM_STATE, Interval, Options, declare
 from advrec.models.torch_base import as_eval_set
 from advrec.progress import Steps, progress_wanted
 
@@ -343,6 +344,23 @@ class IALS(Recommender):
 
     uses_history = False
     scale_out: ClassVar[str] = ALL_GATHER
+
+    _parameter_constraints = declare(
+        {
+            name: [Interval(int, 1, None, closed="left")]
+            for name in ("factors", "iterations", "cg_steps", "patience", "eval_every")
+        },
+        reg=[Interval(float, 0, None, closed="neither")],
+        alpha=[Interval(float, 0, None, closed="left")],
+        init_scale=[Interval(float, 0, None, closed="neither")],
+        solver=[Options(SOLVERS)],
+        reg_scaling=[Options(REG_SCALINGS)],
+        dtype=[Options(DTYPES)],
+        chunk_size=[Interval(int, 1, None, closed="left"), None],
+        random_state=RANDOM_STATE,
+        device=[str],
+        verbose=[bool],
+    )
     _required_state: ClassVar[dict[str, Learned]] = {
         "user_factors_": Learned("float", ("users", None)),
         "item_factors_": Learned("float", ("items", None)),
@@ -382,25 +400,6 @@ class IALS(Recommender):
         self.device = device
         self.verbose = verbose
         self.dtype = dtype
-        self._check_params()
-
-    def _check_params(self) -> None:
-        """Refuses bad hyper-parameters (at construction and again at fit, after `set_params`)."""
-        for name, allowed in (("solver", SOLVERS), ("reg_scaling", REG_SCALINGS), ("dtype", tuple(DTYPES))):
-            if getattr(self, name) not in allowed:
-                raise ConfigError(f"IALS {name} must be one of {list(allowed)}, got {getattr(self, name)!r}")
-        for name in ("factors", "iterations", "cg_steps", "patience", "eval_every"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"IALS {name} must be an integer ≥ 1, got {value!r}")
-        if self.chunk_size is not None and (not isinstance(self.chunk_size, int) or self.chunk_size < 1):
-            raise ConfigError(f"IALS chunk_size must be None or an integer ≥ 1, got {self.chunk_size!r}")
-        if not (np.isfinite(self.reg) and self.reg > 0):
-            raise ConfigError(f"IALS reg must be positive, got {self.reg}")
-        if not (np.isfinite(self.alpha) and self.alpha >= 0):
-            raise ConfigError(f"IALS alpha must be ≥ 0, got {self.alpha}")
-        if not (np.isfinite(self.init_scale) and self.init_scale > 0):
-            raise ConfigError(f"IALS init_scale must be positive, got {self.init_scale}")
 
     # ------------------------------------------------------------------ data
     def _weights(self, X: Interactions | sp.spmatrix, what: str) -> sp.csr_matrix:
@@ -420,7 +419,7 @@ class IALS(Recommender):
     # ------------------------------------------------------------------ fitting
     def fit(self, X: Interactions | sp.spmatrix, valid: EvalSet | Split | None = None) -> IALS:
         """Alternates `iterations` user and item steps; with `valid`, early stopping on validation NDCG@10."""
-        self._check_params()
+        self._validate_params()
         m = self._weights(X, "training data")
         if m.shape[0] == 0 or m.shape[1] == 0 or m.nnz == 0:
             raise DataError(f"training data is empty (shape {m.shape}, {m.nnz} interactions)")

@@ -27,9 +27,9 @@ from torch import nn
 
 from advrec.data.interactions import Interactions
 from advrec.data.splits import EvalSet, Split
-from advrec.errors import ConfigError
 from advrec.models.adversarial import AdversarialRecommender
 from advrec.models.bpr import BPRMF, MF
+from advrec.models.params import Interval, declare
 from advrec.models.torch_base import TorchRecommender, TrainingPlugin
 
 
@@ -51,6 +51,20 @@ class BiasedMF(nn.Module):
 
 class IRGAN(AdversarialRecommender):
     """IRGAN with its generator pretrained as `BPRMF(factors, ...)`; see the module docstring."""
+
+    _parameter_constraints = declare(
+        AdversarialRecommender._parameter_constraints,
+        drop=("loss", "gp_weight"),
+        factors=[Interval(int, 1, None, closed="left")],
+        temperature=[Interval(float, 0, None, closed="neither")],
+        mix=[Interval(float, 0, 1, closed="left")],
+        samples=[Interval(float, 0, None, closed="neither")],
+        d_reg=[Interval(float, 0, None, closed="left")],
+        g_reg=[Interval(float, 0, None, closed="left")],
+        pretrain_epochs=[Interval(int, 1, None, closed="left")],
+        pretrain_lr=[Interval(float, 0, None, closed="neither")],
+        pretrain_reg=[Interval(float, 0, None, closed="left")],
+    )
 
     uses_history = False
 
@@ -121,10 +135,7 @@ class IRGAN(AdversarialRecommender):
         checkpoint: str | Path | None = None,
     ) -> IRGAN:
         """Pretrains the generator as BPR-MF on `X`, then trains adversarially (`init` resumes a fitted IRGAN)."""
-        if not 0 <= self.mix < 1 or self.temperature <= 0 or self.samples <= 0:
-            raise ConfigError(
-                f"need 0 ≤ mix < 1, temperature > 0, samples > 0; got {self.mix}, {self.temperature}, {self.samples}"
-            )
+        self._validate_params()  # before pretraining, which takes a while
         self._pretrained = self.pretrain_model().fit(X, valid=valid) if init is None else None
         try:
             return super().fit(X, valid=valid, init=init, plugins=plugins, checkpoint=checkpoint)  # type: ignore[return-value]

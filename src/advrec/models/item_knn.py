@@ -8,8 +8,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from advrec.data.interactions import Interactions
-from advrec.errors import ConfigError
 from advrec.models.base import Learned, Recommender
+from advrec.models.params import Interval, declare
 
 
 class ItemKNN(Recommender):
@@ -18,6 +18,11 @@ class ItemKNN(Recommender):
     score(u, j) = Σ_{i ∈ history(u)} sim(i, j) over the neighbours kept for j (RecBole's ItemKNN).
     """
 
+    _parameter_constraints = declare(
+        k=[Interval(int, 1, None, closed="left")],
+        shrink=[Interval(float, 0, None, closed="left")],
+        block_size=[Interval(int, 1, None, closed="left")],
+    )
     _required_state: ClassVar[dict[str, Learned]] = {"similarity_": Learned("sparse", ("items", "items"))}
 
     def __init__(self, k: int = 200, shrink: float = 0.0, block_size: int = 2048) -> None:
@@ -26,8 +31,6 @@ class ItemKNN(Recommender):
         self.block_size = block_size
 
     def fit(self, X: Interactions | sp.spmatrix, valid: object = None) -> ItemKNN:
-        if self.k < 1 or self.shrink < 0:
-            raise ConfigError(f"k must be ≥ 1 and shrink ≥ 0, got k={self.k}, shrink={self.shrink}")
         m = self._check_fit_input(X)
         self._set_shape(m)
         n = m.shape[1]

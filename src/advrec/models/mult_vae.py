@@ -13,6 +13,7 @@ from torch import nn
 
 from advrec import distributed
 from advrec.errors import ConfigError
+from advrec.models.params import Interval, Options, declare
 from advrec.models.torch_base import Phase, TorchRecommender, TrainingPlugin, csr_to_sparse_torch, csr_to_torch
 
 
@@ -143,6 +144,17 @@ class MultVAE(TorchRecommender):
     clipping) can reduce them. Batches may be empty (Poisson sampling); the epoch loss is the mean over users seen.
     """
 
+    _parameter_constraints = declare(
+        TorchRecommender._parameter_constraints,
+        hidden=[Interval(int, 1, None, closed="left")],
+        latent=[Interval(int, 1, None, closed="left")],
+        dropout=[Interval(float, 0, 1, closed="left")],
+        beta_cap=[Interval(float, 0, None, closed="left")],
+        anneal_steps=[Interval(int, 0, None, closed="left")],
+        weight_decay=[Interval(float, 0, None, closed="left")],
+        noise=[Interval(float, 0, None, closed="left")],
+        sampling=[Options(("uniform", "activity"))],
+    )
     user_groups_: np.ndarray | None = None
     latent_eraser_: np.ndarray | None = None
 
@@ -202,8 +214,6 @@ class MultVAE(TorchRecommender):
         return torch.from_numpy(g).to(self.device_)
 
     def _prepare(self, X: sp.csr_matrix, rng: np.random.Generator) -> None:
-        if self.sampling not in ("uniform", "activity"):
-            raise ConfigError(f"sampling must be 'uniform' or 'activity', not {self.sampling!r}")
         self.updates_ = self.training.step
 
     def _make_optimizer(self, phase: Phase) -> torch.optim.Optimizer:

@@ -9,11 +9,13 @@ import scipy.sparse as sp
 
 from advrec.data.interactions import Interactions
 from advrec.models.base import Learned, Recommender
+from advrec.models.params import declare
 
 
 class Pop(Recommender):
     """Most-popular baseline: score(u, i) = number of training users who interacted with i."""
 
+    _parameter_constraints = declare()
     _required_state: ClassVar[dict[str, Learned]] = {"item_counts_": Learned("float", ("items",))}
 
     def __init__(self) -> None:

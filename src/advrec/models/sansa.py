@@ -21,6 +21,7 @@ import scipy.sparse as sp
 from advrec.data.interactions import Interactions
 from advrec.errors import ConfigError
 from advrec.models.base import Learned, Recommender
+from advrec.models.params import Interval, Options, declare
 
 FACTORIZERS = ("cholmod", "icf")
 
@@ -62,6 +63,13 @@ class SANSA(Recommender):
     core with a 4.7 GB peak and keeps 134 MB; CHOLMOD's exact factor of the same Gram matrix passed 7 GiB.
     """
 
+    _parameter_constraints = declare(
+        l2=[Interval(float, 0, None, closed="neither")],
+        density=[Interval(float, 0, 1, closed="right")],
+        factorizer=[Options(FACTORIZERS)],
+        scans=[Interval(int, 0, None, closed="left")],
+        finetune_steps=[Interval(int, 0, None, closed="left")],
+    )
     _required_state: ClassVar[dict[str, Learned]] = {
         "encoder_": Learned("sparse", ("items", "items")),
         "decoder_": Learned("sparse", ("items", "items")),
@@ -81,18 +89,7 @@ class SANSA(Recommender):
         self.scans = scans
         self.finetune_steps = finetune_steps
 
-    def _check_params(self) -> None:
-        if not self.l2 > 0:
-            raise ConfigError(f"l2 must be positive, got {self.l2}")
-        if not 0 < self.density <= 1:
-            raise ConfigError(f"density must be in (0, 1], got {self.density}")
-        if self.factorizer not in FACTORIZERS:
-            raise ConfigError(f"factorizer must be one of {FACTORIZERS}, got {self.factorizer!r}")
-        if self.scans < 0 or self.finetune_steps < 0:
-            raise ConfigError(f"scans and finetune_steps must be ≥ 0, got {self.scans}, {self.finetune_steps}")
-
     def fit(self, X: Interactions | sp.spmatrix, valid: object = None) -> SANSA:
-        self._check_params()
         m = self._check_fit_input(X)
         lib = import_sansa()
         factorizer = (

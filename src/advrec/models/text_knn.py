@@ -11,6 +11,7 @@ import scipy.sparse as sp
 from advrec.data.interactions import Interactions, as_csr
 from advrec.errors import ConfigError, DataError
 from advrec.models.base import Learned, Recommender
+from advrec.models.params import Interval, Options, TupleOf, declare
 from advrec.text.item_text import encode_items
 
 WEIGHTINGS = ("uniform", "rating", "recency")
@@ -46,6 +47,14 @@ class TextKNN(Recommender):
     must then be `Interactions` with timestamps). `fit` needs `Interactions` with item features.
     """
 
+    _parameter_constraints = declare(
+        model=[str, None],
+        columns=[TupleOf(str, min_len=1), None],
+        weighting=[Options(WEIGHTINGS)],
+        half_life=[Interval(float, 0, None, closed="neither")],
+        batch_size=[Interval(int, 1, None, closed="left")],
+        device=[str],
+    )
     _required_state: ClassVar[dict[str, Learned]] = {
         "item_vectors_": Learned("float", ("items", None)),
         "encoder_identity_": Learned("value"),
@@ -68,8 +77,6 @@ class TextKNN(Recommender):
         self.device = device
 
     def fit(self, X: Interactions | sp.spmatrix, valid: object = None) -> TextKNN:
-        if self.weighting not in WEIGHTINGS:
-            raise ConfigError(f"weighting must be one of {', '.join(WEIGHTINGS)}, not {self.weighting!r}")
         m = self._check_fit_input(X)
         self._set_shape(m)
         self.item_vectors_, self.encoder_identity_ = encode_items(

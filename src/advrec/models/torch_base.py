@@ -28,6 +28,7 @@ from advrec.evaluation.metrics import METRICS
 from advrec.io import ARRAYS_FILE, PARAMS_FILE
 from advrec.models.base import Recommender
 from advrec.models.checkpoint import Checkpoint
+from advrec.models.params import RANDOM_STATE, Interval, declare
 from advrec.progress import Steps, progress_wanted
 
 log = logging.getLogger(__name__)
@@ -225,6 +226,17 @@ class TorchRecommender(Recommender):
     # whether a checkpoint holds all a fit's state (a model keeping more per-fit state sets False)
     resumable: ClassVar[bool] = True
     scale_out: ClassVar[str] = DATA_PARALLEL
+    _parameter_constraints = declare(
+        epochs=[Interval(int, 1, None, closed="left")],
+        batch_size=[Interval(int, 1, None, closed="left")],
+        lr=[Interval(float, 0, None, closed="neither")],
+        patience=[Interval(int, 1, None, closed="left")],
+        eval_every=[Interval(int, 1, None, closed="left")],
+        device=[str],
+        random_state=RANDOM_STATE,
+        verbose=[bool],
+        valid_metric=[str],
+    )
 
     def __init__(
         self,
@@ -315,8 +327,6 @@ class TorchRecommender(Recommender):
         that finds a checkpoint of the same setting there resumes from it (e.g. after a worker was restarted).
         """
         m = self._check_fit_input(X)
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ConfigError(f"epochs and batch_size must be ≥ 1, got {self.epochs}, {self.batch_size}")
         metric, k = parse_metric(self.valid_metric)
         es = as_eval_set(valid)
         self._set_shape(m)
