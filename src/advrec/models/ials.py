@@ -27,8 +27,9 @@ contiguous share of each side's rows: whole chunks of about equal cost for CG (s
 it has in one process, and the factors are the same numbers as one process gives), rows of about equal cost for
 Cholesky; an all-gather then gives every rank the other shares (`advrec.distributed.factors`). Each rank sends
 (ranks − 1) · max share · d · itemsize bytes per half-step (`comm_bytes_per_iteration_`; 0 in one process; each
-epoch of `training_log_` adds "comm_bytes", with the 8 bytes of a validation result sent by rank 0). Rank 0
-validates and sends the result, so every rank stops at the same iteration; it alone shows progress.
+epoch of `training_log_` adds "comm_bytes", with the 8 bytes of a validation result sent by rank 0). Every rank
+takes part in the validation (evaluation is shared out by user) and rank 0's result is sent to all, so every rank
+stops at the same iteration; rank 0 alone shows progress.
 """
 
 from __future__ import annotations
@@ -494,7 +495,8 @@ class IALS(Recommender):
                 if not (torch.isfinite(U).all() and torch.isfinite(V).all()):
                     raise FloatingPointError(f"IALS: the factors became NaN or infinite at iteration {it}")
                 if es is not None and (it % self.eval_every == 0 or it == self.iterations):
-                    ndcg, n_bytes = value_of_rank0(self._validate(U, V, es) if distributed.is_main() else np.nan)
+                    # every rank takes part in the (user-sharded) evaluation; rank 0's value decides for all
+                    ndcg, n_bytes = value_of_rank0(self._validate(U, V, es))
                     row["valid_ndcg@10"], sent = ndcg, sent + n_bytes
                     if best is None or ndcg > best[0]:
                         best, bad = (ndcg, it, U.clone(), V.clone()), 0
