@@ -35,7 +35,11 @@ GRIDS: dict[str, list[dict]] = {
     "BPRMF": [{}],
     "MultVAE": [{}],
     "TextEASE": [{"blend": b} for b in (0.0, 0.1, 0.2, 0.3)],  # the text hybrid, on warm users and items
+    "EDLAE": [{"dropout": p, "l2": v} for p in (0.25, 0.5, 0.67) for v in (100.0, 300.0, 1000.0)],
+    "DLAE": [{"variant": "dlae", "dropout": p, "l2": v} for p in (0.25, 0.5, 0.67) for v in (100.0, 300.0, 1000.0)],
 }
+# table rows that are a configuration of another model class: row name -> class name
+MODEL_CLASS = {"DLAE": "EDLAE"}
 METRICS = ("ndcg@10", "recall@10", "mrr@10", "hit@10", "precision@10")
 
 
@@ -51,7 +55,7 @@ def run_one(model_name: str, seed: int, quick: bool) -> dict:
     grid = GRIDS[model_name][:1] if quick else GRIDS[model_name]
     best = None
     for params in grid:
-        model = build_model(model_name, dict(params))
+        model = build_model(MODEL_CLASS.get(model_name, model_name), dict(params))
         if "random_state" in model.get_params():
             model.set_params(random_state=seed)
         if quick and "epochs" in model.get_params():

@@ -19,6 +19,7 @@ from advrec.models import (
     BPRMF,
     CFGAN,
     EASE,
+    EDLAE,
     GFCF,
     IALS,
     IRGAN,
@@ -58,6 +59,8 @@ def make(name: str) -> Recommender:
         return ItemKNN(k=3).fit(X)
     if name == "EASE":
         return EASE(l2=1.0).fit(X)
+    if name == "EDLAE":
+        return EDLAE(l2=1.0).fit(X)
     if name == "GFCF":
         return GFCF(k=2).fit(X)
     if name == "SANSA":  # made-up factors: fitting needs the optional sansa package
@@ -117,8 +120,8 @@ def copy_of(src: Path, dst: Path) -> Path:
 
 def test_every_registered_model_has_a_case():
     assert set(MODELS) == {
-        "BPRMF", "CFGAN", "EASE", "GFCF", "GenreAffinity", "IALS", "IRGAN", "ItemKNN", "MultVAE", "Pop", "SANSA",
-        "TextEASE", "TextKNN",
+        "BPRMF", "CFGAN", "EASE", "EDLAE", "GFCF", "GenreAffinity", "IALS", "IRGAN", "ItemKNN", "MultVAE", "Pop",
+        "SANSA", "TextEASE", "TextKNN",
     }  # fmt: skip
 
 

@@ -4,6 +4,7 @@ from advrec.models.base import Recommender, model_class
 from advrec.models.bpr import BPRMF
 from advrec.models.cfgan import CFGAN
 from advrec.models.ease import EASE
+from advrec.models.edlae import EDLAE
 from advrec.models.genre import GenreAffinity
 from advrec.models.gfcf import GFCF
 from advrec.models.hybrid import TextEASE
@@ -20,6 +21,7 @@ __all__ = [
     "BPRMF",
     "CFGAN",
     "EASE",
+    "EDLAE",
     "GFCF",
     "IALS",
     "IRGAN",
