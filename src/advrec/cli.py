@@ -203,7 +203,9 @@ def split(
 @app.command()
 def train(
     ctx: typer.Context,
-    model: Annotated[str, typer.Argument(help="Pop, ItemKNN, EASE, EDLAE, GFCF, IALS, BPRMF, MultVAE, CFGAN, IRGAN, TextEASE, …")],
+    model: Annotated[
+        str, typer.Argument(help="Pop, ItemKNN, EASE, EDLAE, GFCF, IALS, BPRMF, MultVAE, CFGAN, IRGAN, TextEASE, …")
+    ],
     dataset: Annotated[str | None, typer.Option(help="dataset name")] = None,
     sets: Annotated[list[str] | None, typer.Option("--set", help="model parameter key=value (repeatable)")] = None,
     config: Annotated[Path | None, typer.Option(help="experiment TOML file")] = None,
