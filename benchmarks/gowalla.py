@@ -205,6 +205,14 @@ def summarize(rows: list[dict[str, Any]]) -> str:
             "MultVAE was given 4 epochs (2-3 minutes each on one core: every user's row is scored against all 40,981 "
             "items): it is undertrained, a budget and not a verdict; the paper's 200 epochs would take about 8 hours."
         )
+    bspm = [r for r in rows if r["model"] == "BSPM"]
+    if bspm:
+        notes.append(
+            "BSPM ran one grid point, the paper's Gowalla settings (k = 448, β = 0.2, blurrings of one Euler step "
+            "over T = 1, sharpening of one RK4 step over T_s = 2.5, early merge): each of its evaluations applies "
+            f"R̃ᵀR̃ five times per batch of users ({bspm[0]['eval_s']:.0f} s on test) and its 448-vector SVD takes "
+            "minutes, so no wider search fitted the time given."
+        )
     if missing:
         notes.append(f"Not run yet: {', '.join(missing)}.")
     body = "\n".join(lines) + "\n\n" + "\n\n".join(notes)
