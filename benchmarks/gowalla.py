@@ -211,7 +211,8 @@ def summarize(rows: list[dict[str, Any]]) -> str:
             "BSPM ran one grid point, the paper's Gowalla settings (k = 448, β = 0.2, blurrings of one Euler step "
             "over T = 1, sharpening of one RK4 step over T_s = 2.5, early merge): each of its evaluations applies "
             f"R̃ᵀR̃ five times per batch of users ({bspm[0]['eval_s']:.0f} s on test) and its 448-vector SVD takes "
-            "minutes, so no wider search fitted the time given."
+            "minutes (the selection fit's 474 s shared the two cores with another process's benchmark; the final "
+            "fit ran alone), so no wider search fitted the time given."
         )
     if missing:
         notes.append(f"Not run yet: {', '.join(missing)}.")
