@@ -17,6 +17,7 @@ from advrec.errors import ModelFileError
 from advrec.io import ARRAYS_FILE, PARAMS_FILE
 from advrec.models import (
     BPRMF,
+    BSPM,
     CFGAN,
     EASE,
     EDLAE,
@@ -63,6 +64,8 @@ def make(name: str) -> Recommender:
         return EDLAE(l2=1.0).fit(X)
     if name == "GFCF":
         return GFCF(k=2).fit(X)
+    if name == "BSPM":
+        return BSPM(k=2).fit(X)
     if name == "SANSA":  # made-up factors: fitting needs the optional sansa package
         factor = sp.random(8, 8, density=0.4, format="csr", random_state=0, dtype=np.float32)
         model = SANSA()
@@ -120,8 +123,8 @@ def copy_of(src: Path, dst: Path) -> Path:
 
 def test_every_registered_model_has_a_case():
     assert set(MODELS) == {
-        "BPRMF", "CFGAN", "EASE", "EDLAE", "GFCF", "GenreAffinity", "IALS", "IRGAN", "ItemKNN", "MultVAE", "Pop",
-        "SANSA", "TextEASE", "TextKNN",
+        "BPRMF", "BSPM", "CFGAN", "EASE", "EDLAE", "GFCF", "GenreAffinity", "IALS", "IRGAN", "ItemKNN", "MultVAE",
+        "Pop", "SANSA", "TextEASE", "TextKNN",
     }  # fmt: skip
 
 

@@ -3,7 +3,7 @@ import pytest
 import scipy.sparse as sp
 
 from advrec.errors import ConfigError
-from advrec.models import BPRMF, EASE, GFCF, SANSA, ItemKNN, MultVAE, Pop
+from advrec.models import BPRMF, BSPM, EASE, GFCF, SANSA, ItemKNN, MultVAE, Pop
 from advrec.models.ials import IALS
 from advrec.testing import check_recommender
 
@@ -16,6 +16,8 @@ FACTORIES = {
     "SANSA-cholmod": (lambda: SANSA(l2=1.0, density=0.1, factorizer="cholmod"), 0.9),
     "GFCF": (lambda: GFCF(k=4), 0.9),
     "GFCF-pruned": (lambda: GFCF(k=4, max_neighbors=5), 0.9),
+    "BSPM": (lambda: BSPM(k=4), 0.9),
+    "BSPM-late-euler": (lambda: BSPM(k=4, merge="late", sharpen_solver="euler", K_s=2), 0.9),
     # 40 users × 20 items at density 0.5: most unseen items of a user's own community are positives in disguise,
     # which a large pool of hard negatives pushes down (8 candidates: 0.78), so 2 here; uniform for adagrad
     "BPRMF": (lambda: BPRMF(factors=8, epochs=30, batch_size=64, lr=0.02, negative_pool=2, device="cpu"), 0.9),

@@ -37,7 +37,7 @@ def binary_matrix(n_users: int = 20, n_items: int = 15) -> sp.csr_matrix:
 
 
 def test_every_model_is_registered():
-    expected = {"Pop", "ItemKNN", "EASE", "GFCF", "SANSA", "IALS", "BPRMF", "MultVAE", "CFGAN", "IRGAN"}
+    expected = {"Pop", "ItemKNN", "EASE", "GFCF", "BSPM", "SANSA", "IALS", "BPRMF", "MultVAE", "CFGAN", "IRGAN"}
     assert expected | {"TextEASE", "TextKNN", "GenreAffinity"} <= set(MODELS)
 
 

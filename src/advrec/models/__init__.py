@@ -2,6 +2,7 @@
 
 from advrec.models.base import Recommender, model_class
 from advrec.models.bpr import BPRMF
+from advrec.models.bspm import BSPM
 from advrec.models.cfgan import CFGAN
 from advrec.models.ease import EASE
 from advrec.models.edlae import EDLAE
@@ -19,6 +20,7 @@ from advrec.models.torch_base import TorchRecommender
 
 __all__ = [
     "BPRMF",
+    "BSPM",
     "CFGAN",
     "EASE",
     "EDLAE",

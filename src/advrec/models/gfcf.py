@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -37,6 +37,16 @@ def top_per_column(W: sp.csc_matrix, n: int) -> sp.csc_matrix:
     pruned = sp.csc_matrix((W.data[keep], W.indices[keep], np.r_[0, np.cumsum(np.minimum(counts, n))]), W.shape)
     pruned.sort_indices()
     return pruned
+
+
+def right_singular_vectors(norm: sp.spmatrix, k: int, random_state: Any) -> np.ndarray:
+    """Top-k right singular vectors of `norm` as an (n_items, k) float32 array (scipy's seeded `svds`; signs as it
+    gives them)."""
+    if k == 0:
+        return np.zeros((norm.shape[1], 0), dtype=np.float32)
+    v0 = as_generator(random_state).uniform(-1.0, 1.0, size=min(norm.shape))
+    _, s, vt = svds(norm, k=k, v0=v0, solver="arpack")
+    return np.ascontiguousarray(vt[np.argsort(-s)].T, dtype=np.float32)
 
 
 class GFCF(Recommender):
@@ -82,17 +92,9 @@ class GFCF(Recommender):
             item_filter = top_per_column(item_filter, int(self.max_neighbors))
         self._set_shape(m)
         self.item_filter_ = item_filter.tocsr()
-        self.components_ = self._right_singular_vectors(norm)
+        self.components_ = right_singular_vectors(norm, int(self.k), self.random_state)
         self.item_degree_ = degree.astype(np.float32)
         return self
-
-    def _right_singular_vectors(self, norm: sp.csr_matrix) -> np.ndarray:
-        """Top-k right singular vectors of R̃ as an (n_items, k) float32 array (signs as svds gives them)."""
-        if self.k == 0:
-            return np.zeros((norm.shape[1], 0), dtype=np.float32)
-        v0 = as_generator(self.random_state).uniform(-1.0, 1.0, size=min(norm.shape))
-        _, s, vt = svds(norm, k=int(self.k), v0=v0, solver="arpack")
-        return np.ascontiguousarray(vt[np.argsort(-s)].T, dtype=np.float32)
 
     def _score(self, history: sp.csr_matrix, users: np.ndarray) -> np.ndarray:
         r = self._binary_rows(history, users)
