@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,12 @@ WORKER = Path(__file__).resolve().parent / "train_worker.py"
 TIMEOUT = 600  # seconds; a loaded 2-core machine starts torch processes slowly
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def run(out: Path, *args: str, nproc: int = 2, restarts: int = 0) -> list[dict[str, Any]]:
     """Runs the worker under torchrun with `nproc` processes (or as a plain process when 1); each rank's result."""
     out.mkdir(parents=True, exist_ok=True)
@@ -27,7 +34,7 @@ def run(out: Path, *args: str, nproc: int = 2, restarts: int = 0) -> list[dict[s
     else:
         cmd = [
             sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}", f"--max-restarts={restarts}",
-            "--rdzv-backend=c10d", "--rdzv-endpoint=127.0.0.1:0", str(WORKER), *args,  # port 0: a free one
+            "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{free_port()}", str(WORKER), *args,
         ]  # fmt: skip
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=TIMEOUT)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -4,6 +4,7 @@ the fit gives the numbers of one process; plus the cutting of rows into shares, 
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +22,12 @@ RANKS = 2
 N_USERS, N_ITEMS, FACTORS, ITEMSIZE = 48, 24, 8, 4
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The folder of the workers' records, from one torchrun of two processes over every case."""
@@ -33,7 +40,7 @@ def ranks(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "MKL_NUM_THREADS": "1",
     }
     args = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={RANKS}", "--rdzv-backend=c10d"]
-    args += ["--rdzv-endpoint=127.0.0.1:0", "--max-restarts=0", str(WORKER), str(out)]  # port 0: a free one
+    args += [f"--rdzv-endpoint=127.0.0.1:{free_port()}", "--max-restarts=0", str(WORKER), str(out)]
     res = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600, check=False)
     assert res.returncode == 0, f"torchrun failed ({res.returncode}):\n{res.stdout[-3000:]}\n{res.stderr[-5000:]}"
     return out
