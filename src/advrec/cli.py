@@ -310,7 +310,7 @@ def _train_here(cfg: Any, out: Path | None, plot: bool) -> None:
     """Trains, evaluates and writes the run in this process: alone, or as one worker of a torchrun job."""
     from advrec import distributed
     from advrec.devices import resolve_device
-    from advrec.distributed.launch import from_main, joined
+    from advrec.distributed.launch import from_main
     from advrec.experiment import run_experiment
     from advrec.progress import enable_progress
     from advrec.runs import new_run_dir
@@ -320,7 +320,7 @@ def _train_here(cfg: Any, out: Path | None, plot: bool) -> None:
         enable_progress(False)
     try:
         device = resolve_device(cfg.params.get("device", "auto"))
-        with joined(device.type):
+        with distributed.process_group(device.type):
             path = out or Path(from_main(lambda: str(new_run_dir("runs", cfg.model.lower()))))
             path, outcome = run_experiment(cfg, path)
     except AdvrecError as err:

@@ -150,18 +150,6 @@ def launch(plan: LaunchPlan, module: str, module_args: list[str]) -> int:
     return 0
 
 
-@contextmanager
-def joined(device_type: str = "cpu") -> Iterator[bool]:
-    """In a torchrun worker: this process in the job's process group for the block (left after it when the block
-    joined it); yields whether the job has more than one process. Elsewhere a no-op that yields False.
-
-    On CUDA each worker takes its local rank's GPU, and the group runs NCCL for CUDA tensors and gloo for CPU
-    tensors, so the CPU arrays that evaluation gathers travel too.
-    """
-    with distributed.process_group(device_type) as on:
-        yield on
-
-
 def from_main(make: Callable[[], T]) -> T:
     """`make()` run on rank 0 alone, its result given to every rank (`make()` itself outside a job)."""
     return distributed.broadcast_object(make() if distributed.is_main() else None)  # type: ignore[return-value]

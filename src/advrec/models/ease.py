@@ -78,6 +78,24 @@ def invert_spd_in_place(a: np.ndarray, block: int = 512) -> np.ndarray:
     return a
 
 
+def check_gram_memory(model: str, n_items: int, dtype: str) -> None:
+    """Refuses, before any allocation, a catalogue whose dense items×items Gram matrix (inverted in place) and
+    weights do not fit in the memory available, naming the figures and the models that scale past it."""
+    need = ease_memory_need(n_items, dtype)
+    avail = available_memory()
+    if avail is None or need <= avail:
+        return
+    hint = ""
+    if dtype == "float64" and ease_memory_need(n_items, "float32") <= avail:
+        hint = f"dtype='float32' needs {_size(ease_memory_need(n_items, 'float32'))}; "
+    raise ConfigError(
+        f"{model} on {n_items:,} items needs about {_size(need)} (the dense {n_items:,} × {n_items:,} "
+        f"{dtype} Gram matrix, inverted in place, and the weights) but this machine has {_size(avail)} "
+        "available; "
+        f"{hint}for a catalogue this size use SANSA (a sparse approximate inverse of EASE), GFCF or BSPM"
+    )
+
+
 class EASE(Recommender):
     """EASE: B = I − P·diag(1/diag(P)), P = (XᵀX + l2·I)⁻¹; scores = history · B.
 
@@ -108,20 +126,7 @@ class EASE(Recommender):
         return self
 
     def _check_memory(self, n_items: int) -> None:
-        """Refuses, before any allocation, a catalogue whose dense matrices do not fit in memory."""
-        need = ease_memory_need(n_items, self.dtype)
-        avail = available_memory()
-        if avail is None or need <= avail:
-            return
-        hint = ""
-        if self.dtype == "float64" and ease_memory_need(n_items, "float32") <= avail:
-            hint = f"dtype='float32' needs {_size(ease_memory_need(n_items, 'float32'))}; "
-        raise ConfigError(
-            f"EASE on {n_items:,} items needs about {_size(need)} (the dense {n_items:,} × {n_items:,} "
-            f"{self.dtype} Gram matrix, inverted in place, and the weights) but this machine has {_size(avail)} "
-            "available; "
-            f"{hint}for a catalogue this size use SANSA (a sparse approximate inverse of the same model) or GFCF"
-        )
+        check_gram_memory(type(self).__name__, n_items, self.dtype)
 
     def _contributions(self, items: np.ndarray, target: int) -> np.ndarray:
         return self.weights_[items, target]

@@ -11,7 +11,7 @@ import scipy.sparse as sp
 from advrec.data.interactions import Interactions
 from advrec.errors import ConfigError
 from advrec.models.base import Learned, Recommender
-from advrec.models.ease import DTYPES, _size, available_memory, ease_memory_need, invert_spd_in_place
+from advrec.models.ease import DTYPES, check_gram_memory, invert_spd_in_place
 from advrec.models.params import Interval, Options, declare
 
 VARIANTS = ("edlae", "dlae")
@@ -60,7 +60,7 @@ class EDLAE(Recommender):
         m = self._check_fit_input(X)
         if self.dropout == 0 and self.l2 == 0:
             raise ConfigError(f"{type(self).__name__}: dropout and l2 are both 0, so G + Λ is singular; raise one")
-        self._check_memory(m.shape[1])
+        check_gram_memory(type(self).__name__, m.shape[1], self.dtype)
         self._set_shape(m)
         P = (m.T @ m).astype(self.dtype).toarray()  # G, then (G + Λ)⁻¹ in the same memory
         diag = np.diag_indices_from(P)
@@ -75,21 +75,6 @@ class EDLAE(Recommender):
             P[diag] += 1.0
         self.weights_ = P.astype(np.float32, copy=False)
         return self
-
-    def _check_memory(self, n_items: int) -> None:
-        """Refuses, before any allocation, a catalogue whose dense matrices do not fit in memory."""
-        need = ease_memory_need(n_items, self.dtype)
-        avail = available_memory()
-        if avail is None or need <= avail:
-            return
-        hint = ""
-        if self.dtype == "float64" and ease_memory_need(n_items, "float32") <= avail:
-            hint = f"dtype='float32' needs {_size(ease_memory_need(n_items, 'float32'))}; "
-        raise ConfigError(
-            f"{type(self).__name__} on {n_items:,} items needs about {_size(need)} (the dense {n_items:,} × "
-            f"{n_items:,} {self.dtype} Gram matrix, inverted in place, and the weights) but this machine has "
-            f"{_size(avail)} available; {hint}for a catalogue this size use SANSA or GFCF"
-        )
 
     def _contributions(self, items: np.ndarray, target: int) -> np.ndarray:
         return self.weights_[items, target]

@@ -221,13 +221,13 @@ class MultVAE(TorchRecommender):
 
     def batches(self, X: sp.csr_matrix, rng: np.random.Generator) -> Iterator[np.ndarray]:
         """This epoch's users (each once, or drawn in proportion to their activity) in batches of indices."""
+        if self.sampling == "uniform":
+            return self.user_batches(X, rng)
         degree = np.diff(X.indptr)
         users = np.flatnonzero(degree > 0)
-        if self.sampling == "activity":  # as many draws as users, each ∝ its number of interactions
-            n = len(users) if not self.training.distributed else -(-len(users) // distributed.world_size())
-            order = rng.choice(users, size=n, p=degree[users] / degree.sum())
-        else:
-            order = self.examples(users, rng)
+        # as many draws as users (this rank's share of them), each ∝ its number of interactions
+        n = len(users) if not self.training.distributed else -(-len(users) // distributed.world_size())
+        order = rng.choice(users, size=n, p=degree[users] / degree.sum())
         size = self.local_batch_size
         return (order[start : start + size] for start in range(0, len(order), size))
 

@@ -97,14 +97,12 @@ class TrainingPlugin:
     """What another layer adds to training (DP-SGD, adversarial perturbations, adversary heads): an object whose
     hook points `TorchRecommender`'s loop calls. Every hook is optional; the base class changes nothing.
 
-    In the order the loop calls them: `setup` (network built, before the optimizers), `optimizer` (may wrap or
-    replace a phase's optimizer), `batches` (may replace a phase's batch stream), per batch `reduce` (per-example
+    In the order the loop calls them: `setup` (network built, before the optimizers), `make_optimizer` (may wrap
+    or replace a phase's optimizer), `batches` (may replace a phase's batch stream), per batch `reduce` (per-example
     losses → the object whose `.backward()` trains the batch; None: the mean) and `loss` (terms added to the batch
     loss), `teardown` (always, after the last epoch), then `record` (what the plug-in leaves on the model, as one
-    typed record). `needs_autograd`: the model may not use a written-out gradient (BPRMF's closed-form step).
+    typed record). With any plug-in, a model trains through autograd (BPRMF leaves its written-out step).
     """
-
-    needs_autograd: ClassVar[bool] = False
 
     def setup(self, model: TorchRecommender, X: sp.csr_matrix) -> None:
         """Called once the network is built (and warm-started), before the optimizers are made."""
@@ -304,6 +302,13 @@ class TorchRecommender(Recommender):
         if not t.distributed:
             return rng.permutation(items)
         return distributed.shard(np.asarray(items), t.seed, t.epoch)
+
+    def user_batches(self, X: sp.csr_matrix, rng: np.random.Generator) -> Iterator[np.ndarray]:
+        """Every user with interactions once, in this epoch's order (`examples`), in batches of `local_batch_size`
+        user indices: the batches of the models whose examples are users."""
+        order = self.examples(np.flatnonzero(np.diff(X.indptr) > 0), rng)
+        size = self.local_batch_size
+        return (order[start : start + size] for start in range(0, len(order), size))
 
     @property
     def local_batch_size(self) -> int:

@@ -268,8 +268,7 @@ class DecoderTrainer(TorchRecommender, register=False):
         return torch.optim.Adam(decoder, lr=self.lr, weight_decay=self.model.weight_decay)
 
     def batches(self, X: sp.csr_matrix, rng: np.random.Generator) -> Iterator[np.ndarray]:
-        order = self.examples(np.flatnonzero(np.diff(X.indptr) > 0), rng)
-        return (order[s : s + self.batch_size] for s in range(0, len(order), self.batch_size))
+        return self.user_batches(X, rng)
 
     def batch_loss(self, batch: np.ndarray) -> torch.Tensor:
         net, rows = cast(VAE, self.network_), np.sort(batch)

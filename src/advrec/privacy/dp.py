@@ -129,8 +129,6 @@ class DPSGD(TrainingPlugin):
     per-user losses reduced by clipping (ghost clipping's two-pass loss, or the mean under per-sample hooks).
     After the fit, the model's `privacy_` holds the spent budget."""
 
-    needs_autograd = True
-
     def __init__(self, config: DPConfig, active: np.ndarray, epochs: int, seed: int, X: sp.csr_matrix) -> None:
         from opacus import PrivacyEngine
 

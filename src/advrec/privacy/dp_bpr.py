@@ -91,9 +91,7 @@ class BillboardBPR(TorchRecommender, register=False):
         self.training.cache["keys"] = np.sort(coo.row.astype(np.int64) * self.n_items_ + coo.col)
 
     def batches(self, X: sp.csr_matrix, rng: np.random.Generator) -> Iterable[np.ndarray]:
-        order = self.examples(np.flatnonzero(np.diff(X.indptr) > 0), rng)
-        size = self.local_batch_size
-        return (order[s : s + size] for s in range(0, len(order), size))
+        return self.user_batches(X, rng)
 
     def batch_loss(self, batch: np.ndarray) -> torch.Tensor:
         """Each user's mean BPR loss over their items, each against one sampled non-item."""

@@ -74,8 +74,6 @@ class APR(TrainingPlugin):
     """APR's training term as a plug-in of the training loop: adds adv_reg · L(Θ + Δ_adv) to each batch loss,
     Δ_adv the fast-gradient perturbation (row norms `eps`) of the batch's own loss."""
 
-    needs_autograd = True
-
     def __init__(self, eps: float, adv_reg: float) -> None:
         _check_eps(eps)
         _check_eps(adv_reg, "adv_reg")
