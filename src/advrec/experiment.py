@@ -21,7 +21,7 @@ from advrec.evaluation.evaluate import Report, evaluate
 from advrec.models.base import Recommender, model_class
 from advrec.models.params import coerce, from_config, literal, validate_params
 from advrec.models.torch_base import TorchRecommender
-from advrec.runs import Timer, save_run
+from advrec.runs import Timer, checkpoint_dir, save_run
 
 Protocol = Literal["ratio", "leave_one_out", "temporal", "holdout_users", "cold_items", "official", "official_full"]
 """"official": a dataset's published split (gowalla) with validation carved from train (`OFFICIAL_VALID_SHARE` of
@@ -213,7 +213,7 @@ def run_experiment(
     model = build_model(cfg.model, params)
     if "random_state" in model.get_params() and "random_state" not in params:
         model.set_params(random_state=cfg.seed)
-    checkpoint = Path(f"{out}.checkpoint") if distributed.launched() else None
+    checkpoint = checkpoint_dir(out) if distributed.launched() else None
     outcome = fit_evaluate(model, split, cfg.ks, cfg.privacy, checkpoint)
     extra: dict[str, Any] = {"config": cfg.model_dump()}
     if cfg.privacy:

@@ -64,6 +64,12 @@ def git_commit() -> str | None:
         return None
 
 
+def checkpoint_dir(run: str | Path) -> Path:
+    """Where a torchrun job checkpoints the fit of the run `run` (`<run>.checkpoint`, beside it; removed once the
+    run is written, left behind by a job that failed, for its restart)."""
+    return Path(f"{run}.checkpoint")
+
+
 def new_run_dir(base: str | Path, name: str) -> Path:
     """A fresh folder `base/name-<UTC timestamp>` (suffixed when it already exists)."""
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")

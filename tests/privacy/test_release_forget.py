@@ -15,7 +15,7 @@ from advrec.models import EASE, Pop
 from advrec.privacy.forget import drop_user, forget_user
 from advrec.privacy.membership import MembershipAttack, partition_users
 from advrec.privacy.synthesize import synthesize
-from advrec.runs import load_run, save_run
+from advrec.runs import checkpoint_dir, load_run, save_run
 
 SMALL_VAE = {"hidden": 16, "latent": 4, "epochs": 2, "batch_size": 50}
 
@@ -66,7 +66,11 @@ def test_forget_is_exact_for_ease(tiny_gendered, tmp_path):
     split = ratio_split(tiny_gendered, random_state=0)
     model = EASE(l2=5.0).fit(split.train)
     path = save_run(tmp_path / "run", model, tiny_gendered, split, dataset={"name": "tiny"})
+    left = checkpoint_dir(path)  # as a failed torchrun job of this run leaves it
+    left.mkdir()
+    (left / "checkpoint.safetensors").write_bytes(b"weights trained on user-7 too")
     result = forget_user(path, "user-7")
+    assert not left.exists()
     assert result.method == "exact recomputation" and result.interactions_removed == tiny_gendered.matrix[7].nnz
     run = load_run(path)
     assert "user-7" not in run.users and len(run.users) == tiny_gendered.n_users - 1

@@ -15,6 +15,7 @@ naming the user.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,7 +32,7 @@ from advrec.errors import UnknownIdError
 from advrec.io import atomic_write_text
 from advrec.models.base import Recommender
 from advrec.models.torch_base import TorchRecommender
-from advrec.runs import MANIFEST, Run, load_run, save_run
+from advrec.runs import MANIFEST, Run, checkpoint_dir, load_run, save_run
 
 if TYPE_CHECKING:
     from advrec.serving.store import EventStore
@@ -181,3 +182,6 @@ def _save_without(run: Run, model: Recommender, split: Split, forgotten: list[di
         extra["privacy"] = privacy_manifest(model)
     timings = {**manifest.get("wall_seconds", {}), "forget": time.perf_counter() - t0}
     save_run(run.path, model, data, split, dataset=manifest.get("dataset", {}), timings=timings, extra=extra)
+    leftover = checkpoint_dir(run.path)  # a failed torchrun job's checkpoint: weights trained on the user too
+    if leftover.exists():
+        shutil.rmtree(leftover)
