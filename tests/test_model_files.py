@@ -27,6 +27,7 @@ from advrec.models import (
     SANSA,
     GenreAffinity,
     ItemKNN,
+    LightGCN,
     MultVAE,
     Pop,
     TextEASE,
@@ -77,6 +78,8 @@ def make(name: str) -> Recommender:
         return IALS(factors=3, iterations=2, device="cpu", random_state=0).fit(X)
     if name == "BPRMF":
         return BPRMF(factors=4, **TORCH).fit(X)
+    if name == "LightGCN":
+        return LightGCN(factors=4, layers=2, **TORCH).fit(X)
     if name == "MultVAE":
         return MultVAE(hidden=8, latent=2, **TORCH).fit(X)
     if name == "CFGAN":
@@ -123,8 +126,8 @@ def copy_of(src: Path, dst: Path) -> Path:
 
 def test_every_registered_model_has_a_case():
     assert set(MODELS) == {
-        "BPRMF", "BSPM", "CFGAN", "EASE", "EDLAE", "GFCF", "GenreAffinity", "IALS", "IRGAN", "ItemKNN", "MultVAE",
-        "Pop", "SANSA", "TextEASE", "TextKNN",
+        "BPRMF", "BSPM", "CFGAN", "EASE", "EDLAE", "GFCF", "GenreAffinity", "IALS", "IRGAN", "ItemKNN", "LightGCN",
+        "MultVAE", "Pop", "SANSA", "TextEASE", "TextKNN",
     }  # fmt: skip
 
 

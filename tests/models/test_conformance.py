@@ -5,6 +5,7 @@ import scipy.sparse as sp
 from advrec.errors import ConfigError
 from advrec.models import BPRMF, BSPM, EASE, GFCF, SANSA, ItemKNN, MultVAE, Pop
 from advrec.models.ials import IALS
+from advrec.models.lightgcn import LightGCN
 from advrec.testing import check_recommender
 
 FACTORIES = {
@@ -33,6 +34,11 @@ FACTORIES = {
     ),
     "MultVAE": (lambda: MultVAE(hidden=16, latent=4, epochs=40, batch_size=8, lr=0.01, device="cpu"), 0.9),
     "IALS": (lambda: IALS(factors=8, reg=5.0, iterations=10, device="cpu"), 0.9),
+    "LightGCN": (lambda: LightGCN(factors=8, layers=2, epochs=30, batch_size=64, lr=0.01, device="cpu"), 0.9),
+    "LightGCN-pool": (
+        lambda: LightGCN(factors=8, layers=2, epochs=30, batch_size=64, lr=0.01, negative_pool=2, device="cpu"),
+        0.9,
+    ),
 }
 
 

@@ -12,6 +12,7 @@ from advrec.models.hybrid import TextEASE
 from advrec.models.ials import IALS
 from advrec.models.irgan import IRGAN
 from advrec.models.item_knn import ItemKNN
+from advrec.models.lightgcn import LightGCN
 from advrec.models.mult_vae import MultVAE
 from advrec.models.pop import Pop
 from advrec.models.sansa import SANSA
@@ -30,6 +31,7 @@ __all__ = [
     "SANSA",
     "GenreAffinity",
     "ItemKNN",
+    "LightGCN",
     "MultVAE",
     "Pop",
     "Recommender",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -100,7 +100,8 @@ class BPRMF(TorchRecommender):
     )
 
     uses_history = False
-    cpu_train_threads = 1  # batches of a few thousand rows × factors: one thread, whatever the machine's load
+    # batches of a few thousand rows × factors: one thread, whatever the machine's load
+    cpu_train_threads: ClassVar[int | None] = 1
     network_: MF
 
     def __init__(
