@@ -367,18 +367,30 @@ def plot_study(
         ax.step([t.number for t in order], np.maximum.accumulate([t.values[0] for t in order]), where="post",
                 color="C3", label="best so far")  # fmt: skip
     ax.set_xlabel("trial")
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_ylabel(f"validation {metric}")
     ax.set_title("optimisation history", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(frameon=False, fontsize=7)
-    if imp:
+    numeric = [t.params[n] for t in done for n in t.params if isinstance(t.params[n], int | float)]
+    if len(imp) == 1 and len(numeric) == len(done) and done:  # one parameter: its importance is 1; show the slice
+        (name,) = imp
+        bx.scatter(numeric, [t.values[0] for t in done], s=18)
+        log_scale = any(getattr(t.distributions.get(name), "log", False) for t in done)
+        bx.set_xscale("log" if log_scale else "linear")
+        bx.set_xlabel(name)
+        bx.set_ylabel(f"validation {metric}")
+        bx.grid(alpha=0.3)
+        bx.set_title(f"the one parameter, {name} (importance 1)", fontsize=9)
+    elif imp:
         names = list(imp)[::-1]
         bx.barh(names, [imp[n] for n in names], color="C0")
         bx.set_xlabel("importance (fANOVA)")
     else:
         bx.axis("off")
         bx.text(0.5, 0.5, note or "", ha="center", va="center", wrap=True, fontsize=8)
-    bx.set_title("parameter importances", fontsize=9)
+    if len(imp) != 1:
+        bx.set_title("parameter importances", fontsize=9)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return save_figure(fig, path)
