@@ -149,6 +149,7 @@ def test_an_interrupted_study_resumes(tiny, tmp_path, monkeypatch):
     assert sum(tuning.counted(t) for t in trials) == 4 and len(trials) == 6
     assert [t.state for t in trials if t.user_attrs.get(tuning.INTERRUPTED)] == [TrialState.FAIL] * 2
     assert result.counts == {"complete": 4, "interrupted": 2}
+    assert trials[4].params == trials[2].params  # the interrupted configuration is tried again, first
     assert isinstance(load_run(run_dir).model, EASE)
 
 

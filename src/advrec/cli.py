@@ -375,7 +375,7 @@ def tune(
     except AdvrecError as err:
         _fail(err)
     path = out or Path("runs") / f"tune-{cfg.model.lower()}-{cfg.dataset}-{cfg.seed}"
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # a failed or interrupted trial is shown by its own line
 
     def shown(study: Any, trial: Any) -> None:
         from advrec.tuning import counted

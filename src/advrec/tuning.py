@@ -34,6 +34,7 @@ from advrec.io import atomic_write_text
 from advrec.models.base import Recommender, model_class
 from advrec.models.params import Choice, Dimension, Float, Int, check_space
 from advrec.models.torch_base import TorchRecommender, TrainingPlugin
+from advrec.progress import enable_progress, progress_wanted
 
 if TYPE_CHECKING:
     import optuna
@@ -47,6 +48,7 @@ REPORT_PNG = "tuning.png"
 INTERRUPTED = "interrupted"  # user attribute of a trial an interrupt ended: not counted toward `trials`
 ERROR = "error"  # user attribute of a trial whose configuration failed (it counts: the space holds it)
 # errors of one configuration (a refused value, a diverged fit, a singular system): the trial fails, tuning goes on
+WARMUP_EPOCHS = 5  # the default pruner judges a torch trial from its 5th epoch on (the first ones say little)
 TRIAL_ERRORS: tuple[type[Exception], ...] = (AdvrecError, FloatingPointError, np.linalg.LinAlgError)
 
 log = logging.getLogger(__name__)
@@ -119,7 +121,8 @@ def open_study(
     run_dir: str | Path, identity: dict[str, Any], seed: int, pruner: optuna.pruners.BasePruner | None = None
 ) -> optuna.Study:
     """The study of `run_dir` (created, or loaded to resume). `identity` (model, data, metric, space) is stored with
-    a new study and must match a resumed one. Trials an interrupt left running are marked failed (`INTERRUPTED`).
+    a new study and must match a resumed one. Trials an interrupt left running are marked failed (`INTERRUPTED`);
+    the configurations of interrupted trials are queued to be tried again first (once each).
     The TPE sampler is seeded with `seed` plus the trials already in the study, so a resumed study draws anew."""
     import optuna
 
@@ -143,9 +146,15 @@ def open_study(
         )
     from optuna.trial import TrialState
 
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         storage.set_trial_user_attr(t._trial_id, INTERRUPTED, True)
         storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+    retried = set(study.user_attrs.get("retried", []))
+    for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
+        if t.user_attrs.get(INTERRUPTED) and t.params and t.number not in retried:
+            study.enqueue_trial(t.params)  # an interrupted configuration is tried again, first
+            retried.add(t.number)
+    study.set_user_attr("retried", sorted(retried))
     study.sampler = optuna.samplers.TPESampler(seed=seed + len(study.trials))
     return study
 
@@ -182,11 +191,16 @@ def fit_trial(model: Recommender, split: Split, metric: tuple[str, int], trial: 
     """Fits `model` on train (a torch model reporting each validated epoch to `trial` for pruning) and returns
     its validation `metric`."""
     name, k = metric
-    if isinstance(model, TorchRecommender):
-        plugins = [PruningPlugin(trial, f"valid_{name}@{k}")] if trial is not None else []
-        model.fit(split.train, valid=split, plugins=plugins)
-    else:
-        model.fit(split.train, valid=split)  # type: ignore[call-arg]
+    shown = progress_wanted(None)
+    enable_progress(False)  # one line per trial (`on_trial`), not one per epoch
+    try:
+        if isinstance(model, TorchRecommender):
+            plugins = [PruningPlugin(trial, f"valid_{name}@{k}")] if trial is not None else []
+            model.fit(split.train, valid=split, plugins=plugins)
+        else:
+            model.fit(split.train, valid=split)  # type: ignore[call-arg]
+    finally:
+        enable_progress(shown)
     report = evaluate(model, split, ks=(k,), on="valid", metrics=(name,), progress=False)
     value = float(report.summary[f"{name}@{k}"])
     if not np.isfinite(value):
@@ -217,9 +231,9 @@ def tune(
 
     `config`: data, protocol and seed (its `params` are fixed keywords, left out of the search); `seed`: replaces
     the config's seed. `space`: replaces the model's declared space. `data`/`split`: given instead of loading.
-    `pruner`: default `MedianPruner()` (5 trials before any pruning). `enqueue`: configurations tried first (e.g.
-    the defaults). `on_trial(study, trial)`: called after each trial (progress). An interrupt (Ctrl-C) leaves the
-    study consistent; the same call resumes it.
+    `pruner`: default `MedianPruner(n_startup_trials=5, n_warmup_steps=WARMUP_EPOCHS)`. `enqueue`: configurations
+    tried first (e.g. the defaults). `on_trial(study, trial)`: called after each trial (progress). An interrupt
+    (Ctrl-C) leaves the study consistent; the same call resumes it.
     """
     import optuna
 
@@ -252,7 +266,8 @@ def tune(
         "metric": metric,
         "space": {k: repr(v) for k, v in sorted(dims.items())},
     }
-    study = open_study(run_dir, identity, cfg.seed, pruner or optuna.pruners.MedianPruner())
+    pruner = pruner or optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=WARMUP_EPOCHS)
+    study = open_study(run_dir, identity, cfg.seed, pruner)
     for params in enqueue:
         study.enqueue_trial(dict(params), skip_if_exists=True)
 
