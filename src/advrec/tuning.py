@@ -232,8 +232,8 @@ def tune(
     `config`: data, protocol and seed (its `params` are fixed keywords, left out of the search); `seed`: replaces
     the config's seed. `space`: replaces the model's declared space. `data`/`split`: given instead of loading.
     `pruner`: default `MedianPruner(n_startup_trials=5, n_warmup_steps=WARMUP_EPOCHS)`. `enqueue`: configurations
-    tried first (e.g. the defaults). `on_trial(study, trial)`: called after each trial (progress). An interrupt
-    (Ctrl-C) leaves the study consistent; the same call resumes it.
+    tried first (e.g. the defaults), each once per study. `on_trial(study, trial)`: called after each trial
+    (progress). An interrupt (Ctrl-C) leaves the study consistent; the same call resumes it.
     """
     import optuna
 
