@@ -340,6 +340,73 @@ def _train_here(cfg: Any, out: Path | None, plot: bool) -> None:
             console.print(f"training curves → {png}")
 
 
+@app.command()
+def tune(
+    model: Annotated[str, typer.Argument(help="EASE, EDLAE, ItemKNN, GFCF, BSPM, BPRMF, MultVAE, IALS, …")],
+    dataset: Annotated[str | None, typer.Option(help="dataset name")] = None,
+    trials: Annotated[int, typer.Option(help="trials in the study (those already in --out count)")] = 20,
+    timeout: Annotated[float | None, typer.Option(help="stop starting trials after this many seconds")] = None,
+    metric: Annotated[str, typer.Option(help="validation metric to maximise, METRIC@K")] = "ndcg@10",
+    sets: Annotated[
+        list[str] | None, typer.Option("--set", help="fixed model parameter key=value, not searched (repeatable)")
+    ] = None,
+    config: Annotated[Path | None, typer.Option(help="experiment TOML file (data, protocol, fixed [params])")] = None,
+    protocol: Annotated[str | None, typer.Option(help="ratio | leave_one_out | temporal | holdout_users | …")] = None,
+    seed: int | None = None,
+    min_rating: float | None = None,
+    core: int | None = None,
+    out: Annotated[
+        Path | None, typer.Option(help="run directory (default runs/tune-<model>-<dataset>-<seed>; resumes)")
+    ] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Tunes a model's declared hyperparameters on the validation part (Optuna: TPE, median pruning), refits the
+    best configuration and writes it as a run, with report.md and tuning.png. The study is kept in
+    OUT/study.sqlite3: the same command run again (after Ctrl-C, or with more --trials) resumes it."""
+    import optuna
+
+    from advrec.tuning import parse_tune_metric, search_space
+    from advrec.tuning import tune as run_tune
+
+    try:
+        cfg = _config(model, dataset, data_dir, protocol, seed, min_rating, core, sets, config)
+        parse_tune_metric(metric)
+        search_space(cfg.model)
+    except AdvrecError as err:
+        _fail(err)
+    path = out or Path("runs") / f"tune-{cfg.model.lower()}-{cfg.dataset}-{cfg.seed}"
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # a failed or interrupted trial is shown by its own line
+
+    def shown(study: Any, trial: Any) -> None:
+        from advrec.tuning import counted
+
+        done = sum(counted(t) for t in study.trials)
+        state = trial.state.name.lower()
+        value = f"{metric} {trial.value:.4f}" if trial.value is not None else trial.user_attrs.get("error", "")
+        best = f"best {study.best_value:.4f} (#{study.best_trial.number})" if any(
+            t.state.name == "COMPLETE" for t in study.trials
+        ) else ""  # fmt: skip
+        params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items())
+        secs = trial.duration.total_seconds() if trial.duration is not None else 0.0
+        console.print(f"trial {trial.number} [{done}/{trials}] {state} {value} {best} {secs:.1f}s  {params}")
+
+    console.print(f"tuning {cfg.model} on {cfg.dataset} ({metric} on validation); study {path / 'study.sqlite3'}")
+    try:
+        result = run_tune(cfg.model, cfg, run_dir=path, trials=trials, timeout=timeout, metric=metric, on_trial=shown)
+    except AdvrecError as err:
+        _fail(err)
+    except KeyboardInterrupt:
+        console.print(f"[yellow]interrupted[/yellow]: the study in {path} is kept; run the same command to resume")
+        raise typer.Exit(130) from None
+    assert result.refit is not None
+    console.print(
+        f"best validation {metric} {result.best_value:.4f}: "
+        + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.best_params.items())
+    )
+    _print_summary({f"{cfg.model} (refit, test)": result.refit.report.summary}, cfg.ks)
+    console.print(f"{result.counts} in {result.wall_seconds:.1f}s → {path} (report.md, tuning.png)")
+
+
 @app.command("evaluate")
 def evaluate_cmd(
     run_dir: Annotated[Path, typer.Argument(help="a run directory")],

@@ -200,9 +200,13 @@ def fit_evaluate(
 
 
 def run_experiment(
-    cfg: ExperimentConfig, out: str | Path, X: Interactions | None = None, split: Split | None = None
+    cfg: ExperimentConfig,
+    out: str | Path,
+    X: Interactions | None = None,
+    split: Split | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> tuple[Path, Outcome]:
-    """Loads data, splits, trains, evaluates and writes the run directory `out`.
+    """Loads data, splits, trains, evaluates and writes the run directory `out` (`extra`: more manifest entries).
 
     As a worker of a torchrun job every rank does the same, but rank 0 alone writes `out`; the manifest records
     the job (`advrec.distributed.launch.job_setting`). A torch model of such a job checkpoints every epoch in
@@ -215,7 +219,7 @@ def run_experiment(
         model.set_params(random_state=cfg.seed)
     checkpoint = checkpoint_dir(out) if distributed.launched() else None
     outcome = fit_evaluate(model, split, cfg.ks, cfg.privacy, checkpoint)
-    extra: dict[str, Any] = {"config": cfg.model_dump()}
+    extra = {"config": cfg.model_dump(), **(extra or {})}
     if cfg.privacy:
         from advrec.privacy.dp import privacy_manifest
 

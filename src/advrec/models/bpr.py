@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from advrec.errors import ConfigError
-from advrec.models.params import Interval, Options, declare
+from advrec.models.params import Dimension, Float, Int, Interval, Options, declare
 from advrec.models.torch_base import Phase, TorchRecommender
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "adagrad": torch.optim.Adagrad, "sparse_adam": torch.optim.SparseAdam}
@@ -98,6 +98,11 @@ class BPRMF(TorchRecommender):
         optimizer=[Options(OPTIMIZERS)],
         negative_pool=[Interval(int, 1, None, closed="left")],
     )
+    _search_space: ClassVar[dict[str, Dimension]] = {
+        "factors": Int(16, 256, log=True),
+        "lr": Float(1e-4, 3e-2, log=True),
+        "reg": Float(1e-5, 1e-1, log=True),
+    }
 
     uses_history = False
     # batches of a few thousand rows × factors: one thread, whatever the machine's load

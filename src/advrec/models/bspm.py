@@ -12,7 +12,7 @@ from advrec.data.interactions import Interactions
 from advrec.errors import DataError
 from advrec.models.base import Learned, Recommender
 from advrec.models.gfcf import normalized_interactions, right_singular_vectors
-from advrec.models.params import RANDOM_STATE, Interval, Options, declare
+from advrec.models.params import RANDOM_STATE, Choice, Dimension, Float, Int, Interval, Options, declare
 
 Field = Callable[[np.ndarray], np.ndarray]
 
@@ -79,6 +79,13 @@ class BSPM(Recommender):
         time_average=[bool],
         random_state=RANDOM_STATE,
     )
+    _search_space: ClassVar[dict[str, Dimension]] = {
+        "k": Int(16, 512, log=True),
+        "beta": Float(0.0, 1.0),
+        "T_b": Float(0.5, 3.0),
+        "T_s": Float(0.0, 5.0),
+        "merge": Choice(["early", "late"]),
+    }
     _required_state: ClassVar[dict[str, Learned]] = {
         "normalized_": Learned("sparse", ("users", "items")),
         "components_": Learned("float", ("items", None)),

@@ -13,7 +13,7 @@ from scipy.linalg import lapack
 from advrec.data.interactions import Interactions
 from advrec.errors import ConfigError, DataError
 from advrec.models.base import Learned, Recommender
-from advrec.models.params import Interval, Options, declare
+from advrec.models.params import Dimension, Float, Interval, Options, declare
 
 DTYPES = ("float64", "float32")
 
@@ -107,6 +107,7 @@ class EASE(Recommender):
     """
 
     _parameter_constraints = declare(l2=[Interval(float, 0, None, closed="neither")], dtype=[Options(DTYPES)])
+    _search_space: ClassVar[dict[str, Dimension]] = {"l2": Float(10.0, 1e4, log=True)}
     _required_state: ClassVar[dict[str, Learned]] = {"weights_": Learned("float", ("items", "items"))}
 
     def __init__(self, l2: float = 1000.0, dtype: str = "float64") -> None:

@@ -12,7 +12,7 @@ from advrec.data.interactions import Interactions
 from advrec.errors import ConfigError
 from advrec.models.base import Learned, Recommender
 from advrec.models.ease import DTYPES, check_gram_memory, invert_spd_in_place
-from advrec.models.params import Interval, Options, declare
+from advrec.models.params import Dimension, Float, Interval, Options, declare
 
 VARIANTS = ("edlae", "dlae")
 
@@ -43,6 +43,7 @@ class EDLAE(Recommender):
         l2=[Interval(float, 0, None, closed="left")],
         dtype=[Options(DTYPES)],
     )
+    _search_space: ClassVar[dict[str, Dimension]] = {"dropout": Float(0.0, 0.9), "l2": Float(1.0, 1e4, log=True)}
     _required_state: ClassVar[dict[str, Learned]] = {"weights_": Learned("float", ("items", "items"))}
 
     def __init__(self, variant: str = "edlae", dropout: float = 0.5, l2: float = 300.0, dtype: str = "float64") -> None:

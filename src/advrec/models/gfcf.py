@@ -12,7 +12,7 @@ from advrec.data.interactions import Interactions
 from advrec.data.splits import as_generator
 from advrec.errors import DataError
 from advrec.models.base import Learned, Recommender
-from advrec.models.params import RANDOM_STATE, Interval, declare
+from advrec.models.params import RANDOM_STATE, Dimension, Float, Int, Interval, declare
 
 
 def normalized_interactions(m: sp.csr_matrix) -> tuple[sp.csr_matrix, np.ndarray]:
@@ -68,6 +68,7 @@ class GFCF(Recommender):
         max_neighbors=[Interval(int, 1, None, closed="left"), None],
         random_state=RANDOM_STATE,
     )
+    _search_space: ClassVar[dict[str, Dimension]] = {"k": Int(16, 512, log=True), "alpha": Float(0.0, 1.0)}
     _required_state: ClassVar[dict[str, Learned]] = {
         "item_filter_": Learned("sparse", ("items", "items")),
         "components_": Learned("float", ("items", None)),

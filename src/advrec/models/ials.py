@@ -58,7 +58,7 @@ from advrec.errors import DataError, ModelFileError
 from advrec.evaluation.evaluate import evaluate_scores
 from advrec.io import ARRAYS_FILE
 from advrec.models.base import Learned, Recommender
-from advrec.models.params import RANDOM_STATE, Interval, Options, declare
+from advrec.models.params import RANDOM_STATE, Dimension, Float, Int, Interval, Options, declare
 from advrec.models.torch_base import as_eval_set
 from advrec.progress import Steps, progress_wanted
 
@@ -362,6 +362,11 @@ class IALS(Recommender):
         device=[str],
         verbose=[bool],
     )
+    _search_space: ClassVar[dict[str, Dimension]] = {
+        "factors": Int(16, 256, log=True),
+        "reg": Float(1e-2, 1e3, log=True),
+        "alpha": Float(1.0, 1e3, log=True),
+    }
     _required_state: ClassVar[dict[str, Learned]] = {
         "user_factors_": Learned("float", ("users", None)),
         "item_factors_": Learned("float", ("items", None)),

@@ -9,7 +9,7 @@ import scipy.sparse as sp
 
 from advrec.data.interactions import Interactions
 from advrec.models.base import Learned, Recommender
-from advrec.models.params import Interval, declare
+from advrec.models.params import Dimension, Float, Int, Interval, declare
 
 
 class ItemKNN(Recommender):
@@ -23,6 +23,7 @@ class ItemKNN(Recommender):
         shrink=[Interval(float, 0, None, closed="left")],
         block_size=[Interval(int, 1, None, closed="left")],
     )
+    _search_space: ClassVar[dict[str, Dimension]] = {"k": Int(10, 1000, log=True), "shrink": Float(0.0, 100.0)}
     _required_state: ClassVar[dict[str, Learned]] = {"similarity_": Learned("sparse", ("items", "items"))}
 
     def __init__(self, k: int = 200, shrink: float = 0.0, block_size: int = 2048) -> None:

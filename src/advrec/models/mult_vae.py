@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterator
+from typing import ClassVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -13,7 +14,7 @@ from torch import nn
 
 from advrec import distributed
 from advrec.errors import ConfigError
-from advrec.models.params import Interval, Options, declare
+from advrec.models.params import Dimension, Float, Int, Interval, Options, declare
 from advrec.models.torch_base import Phase, TorchRecommender, TrainingPlugin, csr_to_sparse_torch, csr_to_torch
 
 
@@ -155,6 +156,12 @@ class MultVAE(TorchRecommender):
         noise=[Interval(float, 0, None, closed="left")],
         sampling=[Options(("uniform", "activity"))],
     )
+    _search_space: ClassVar[dict[str, Dimension]] = {
+        "latent": Int(16, 256, log=True),
+        "dropout": Float(0.2, 0.8),
+        "beta_cap": Float(0.0, 1.0),
+        "lr": Float(1e-4, 1e-2, log=True),
+    }
     user_groups_: np.ndarray | None = None
     latent_eraser_: np.ndarray | None = None
 

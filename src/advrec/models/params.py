@@ -277,3 +277,96 @@ def declare(*bases: Mapping[str, list[Any]], drop: Iterable[str] = (), **params:
             make_constraint(c)  # a typo in a declaration fails at import
         out[name] = allowed
     return out
+
+
+# ---------------------------------------------------------------------- search spaces (advrec.tuning)
+class Dimension:
+    """One searched hyperparameter: `suggest(trial, name)` draws its value from an Optuna trial; `points()` are
+    values that bound it (checked against the parameter's declared constraints); `check(owner, name)` refuses a
+    malformed dimension with a `ConfigError`."""
+
+    def suggest(self, trial: Any, name: str) -> Any:
+        raise NotImplementedError
+
+    def points(self) -> list[Any]:
+        raise NotImplementedError
+
+    def check(self, owner: str, name: str) -> None:
+        """A `ConfigError` naming `owner.name` when the dimension is empty or cannot be searched."""
+
+
+class Float(Dimension):
+    """Floats in [low, high]; `log`: drawn uniformly on a log scale (then low > 0)."""
+
+    def __init__(self, low: float, high: float, log: bool = False) -> None:
+        self.low, self.high, self.log = float(low), float(high), log
+
+    def suggest(self, trial: Any, name: str) -> float:
+        return float(trial.suggest_float(name, self.low, self.high, log=self.log))
+
+    def points(self) -> list[Any]:
+        return [self.low, self.high]
+
+    def check(self, owner: str, name: str) -> None:
+        if not (math.isfinite(self.low) and math.isfinite(self.high) and self.low <= self.high):
+            raise ConfigError(f"{owner}: search space of {name!r}: Float needs finite low ≤ high, got {self}")
+        if self.log and self.low <= 0:
+            raise ConfigError(f"{owner}: search space of {name!r}: a log-scale Float needs low > 0, got {self}")
+
+    def __repr__(self) -> str:
+        return f"Float({self.low:g}, {self.high:g}{', log=True' if self.log else ''})"
+
+
+class Int(Float):
+    """Ints in [low, high]; `log`: drawn uniformly on a log scale (then low ≥ 1)."""
+
+    def __init__(self, low: int, high: int, log: bool = False) -> None:
+        super().__init__(low, high, log)
+        self.low, self.high = int(low), int(high)  # type: ignore[assignment]
+
+    def suggest(self, trial: Any, name: str) -> int:  # type: ignore[override]
+        return int(trial.suggest_int(name, int(self.low), int(self.high), log=self.log))
+
+    def __repr__(self) -> str:
+        return f"Int({self.low}, {self.high}{', log=True' if self.log else ''})"
+
+
+class Choice(Dimension):
+    """One of a few values (numbers, strings, bools or None)."""
+
+    def __init__(self, options: Iterable[Any]) -> None:
+        self.options = tuple(options)
+
+    def suggest(self, trial: Any, name: str) -> Any:
+        return trial.suggest_categorical(name, self.options)
+
+    def points(self) -> list[Any]:
+        return list(self.options)
+
+    def check(self, owner: str, name: str) -> None:
+        if not self.options:
+            raise ConfigError(f"{owner}: search space of {name!r}: Choice needs at least one option")
+        bad = [o for o in self.options if o is not None and not isinstance(o, bool | int | float | str)]
+        if bad:
+            raise ConfigError(f"{owner}: search space of {name!r}: options must be numbers, text, bools or None")
+
+    def __repr__(self) -> str:
+        return f"Choice({list(self.options)!r})"
+
+
+def check_space(owner: str, constraints: Mapping[str, list[Any]], space: Mapping[str, Dimension]) -> None:
+    """Refuses (`ConfigError`) a search space over an undeclared parameter, or one reaching a value the parameter's
+    constraints refuse (an interval's two ends are checked; the declared sets are intervals, so all between is)."""
+    for name, dim in space.items():
+        if not isinstance(dim, Dimension):
+            raise ConfigError(f"{owner}: search space of {name!r} must be a Float, Int or Choice, got {dim!r}")
+        if name not in constraints:
+            raise ConfigError(f"{owner}: search space over {name!r}, which is not a parameter; parameters: "
+                              f"{sorted(constraints)}")  # fmt: skip
+        dim.check(owner, name)
+        for value in dim.points():
+            if not is_valid(constraints[name], value):
+                raise ConfigError(
+                    f"{owner}: search space {dim!r} of {name!r} reaches {value!r}, but {name} must be "
+                    f"{allowed_text(constraints[name])}"
+                )

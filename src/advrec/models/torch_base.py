@@ -100,9 +100,14 @@ class TrainingPlugin:
     In the order the loop calls them: `setup` (network built, before the optimizers), `make_optimizer` (may wrap
     or replace a phase's optimizer), `batches` (may replace a phase's batch stream), per batch `reduce` (per-example
     losses → the object whose `.backward()` trains the batch; None: the mean) and `loss` (terms added to the batch
-    loss), `teardown` (always, after the last epoch), then `record` (what the plug-in leaves on the model, as one
-    typed record). With any plug-in, a model trains through autograd (BPRMF leaves its written-out step).
+    loss), `epoch_end` (each epoch's log row, once the epoch is trained and validated; it may raise to stop the fit),
+    `teardown` (always, after the last epoch), then `record` (what the plug-in leaves on the model, as one typed
+    record). With any plug-in that changes training, a model trains through autograd (BPRMF leaves its written-out
+    step); a plug-in that only watches (`changes_training = False`: it uses no hook but `setup`, `epoch_end`,
+    `teardown` and `record`) leaves the fit as it is without it.
     """
+
+    changes_training: ClassVar[bool] = True
 
     def setup(self, model: TorchRecommender, X: sp.csr_matrix) -> None:
         """Called once the network is built (and warm-started), before the optimizers are made."""
@@ -122,6 +127,10 @@ class TrainingPlugin:
 
     def loss(self, model: TorchRecommender, batch: Any, loss: torch.Tensor) -> torch.Tensor:
         return loss
+
+    def epoch_end(self, model: TorchRecommender, row: dict[str, float]) -> None:
+        """Called after each epoch with its `training_log_` row (the validation metric on the epochs that evaluate,
+        as "valid_<metric>@<k>"); an exception raised here ends the fit (a tuner prunes a trial so)."""
 
     def teardown(self, model: TorchRecommender) -> None:
         """Called after training, also when it failed."""
@@ -154,8 +163,9 @@ class Phase:
 
 @dataclass
 class Training:
-    """The state of one fit, dropped after it: plug-ins, optimizers by phase, epoch and step counters, and
-    whether the network is data-parallel over a process group."""
+    """The state of one fit, dropped after it: plug-ins (those that change training; `watchers`: those that only
+    watch it), optimizers by phase, epoch and step counters, and whether the network is data-parallel over a
+    process group."""
 
     plugins: list[TrainingPlugin]
     X: sp.csr_matrix
@@ -168,6 +178,7 @@ class Training:
     objectives: dict[str, torch.nn.Module] = field(default_factory=dict)
     cache: dict[str, Any] = field(default_factory=dict)  # the model's per-fit look-up tables and buffers
     sent: list[int] = field(default_factory=lambda: [0])  # bytes this process sent in gradient all-reduces
+    watchers: list[TrainingPlugin] = field(default_factory=list)
 
 
 def _counted_allreduce(state, bucket):  # type: ignore[no-untyped-def]  # DDP refuses string annotations here
@@ -346,7 +357,9 @@ class TorchRecommender(Recommender):
             self.network_ = self._build(self.n_users_, self.n_items_).to(self.device_)
             if init is not None:
                 self._warm_start(init)
-            self._training = Training(list(plugins), m, rng, distributed=on_group, seed=seed)
+            changing = [p for p in plugins if p.changes_training]
+            watchers = [p for p in plugins if not p.changes_training]
+            self._training = Training(changing, m, rng, distributed=on_group, seed=seed, watchers=watchers)
             try:
                 for plugin in plugins:
                     plugin.setup(self, m)
@@ -438,6 +451,8 @@ class TorchRecommender(Recommender):
             log.debug("%s epoch %d: %s", type(self).__name__, epoch, row)
             if checkpoint is not None:
                 checkpoint.save(self, rng, best, epoch)
+            for plugin in (*t.plugins, *t.watchers):
+                plugin.epoch_end(self, row)
         if best["state"] is not None:
             self.network_.load_state_dict(best["state"])
             self.best_valid_ = float(best["value"])
