@@ -12,7 +12,7 @@ from torch import nn
 
 from advrec.models.base import Learned
 from advrec.models.bpr import BPRMF, MF
-from advrec.models.params import Interval, Options, declare
+from advrec.models.params import Dimension, Float, Int, Interval, Options, declare
 from advrec.models.torch_base import Phase, TorchRecommender
 
 
@@ -78,6 +78,11 @@ class LightGCN(BPRMF):
         layers=[Interval(int, 0, None, closed="left")],
         optimizer=[Options(("adam", "adagrad"))],  # every embedding changes each step: no row-sparse updates
     )
+    _search_space: ClassVar[dict[str, Dimension]] = {
+        "layers": Int(1, 4),
+        "lr": Float(5e-4, 1e-2, log=True),
+        "reg": Float(1e-5, 1e-2, log=True),
+    }
     _required_state: ClassVar[dict[str, Learned]] = {
         "user_factors_": Learned("float", ("users", None)),
         "item_factors_": Learned("float", ("items", None)),
