@@ -87,3 +87,4 @@ if __name__ == "__main__":
         if not several:
             sys.exit("expected a process group of several ranks (run under torchrun --nproc-per-node 2)")
         main(Path(sys.argv[1]))
+    distributed.exit_worker()

@@ -13,7 +13,6 @@ import argparse
 import hashlib
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -97,9 +96,8 @@ def main() -> None:
     }
     (args.out / f"rank{rank}.json").write_text(json.dumps(result))
     np.save(args.out / f"scores{rank}.npy", model.score(split.train, np.arange(5)))
-    if distributed.active():
-        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
+    distributed.exit_worker()
