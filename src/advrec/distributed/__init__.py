@@ -167,8 +167,8 @@ def shutdown() -> None:
 def exit_worker(code: int = 0) -> NoReturn:
     """Ends a torchrun worker whose work is done: the process group shut down, output flushed, and the process
     left without running the C++ runtime's exit-time destructors. Those can abort a worker that finished its work
-    (SIGABRT, "terminate called without an active exception"; 1 run in about 40 of a 2-process gloo job on a
-    loaded 2-core machine), which torchrun reports as a failed job."""
+    (SIGABRT, "terminate called without an active exception": 1 of 155 runs of a 2-process gloo job on a loaded
+    2-core machine, and once in CI), which torchrun reports as a failed job."""
     try:
         shutdown()
     finally:
