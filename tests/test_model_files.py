@@ -16,6 +16,7 @@ from safetensors.numpy import load_file, save_file
 from advrec.errors import ModelFileError
 from advrec.io import ARRAYS_FILE, PARAMS_FILE
 from advrec.models import (
+    ADMMSLIM,
     BPRMF,
     BSPM,
     CFGAN,
@@ -62,6 +63,8 @@ def make(name: str) -> Recommender:
         return EASE(l2=1.0).fit(X)
     if name == "EDLAE":
         return EDLAE(l2=1.0).fit(X)
+    if name == "ADMMSLIM":
+        return ADMMSLIM(l1=0.1, l2=1.0, alpha=0.0, rho=1.0, iterations=20).fit(X)
     if name == "GFCF":
         return GFCF(k=2).fit(X)
     if name == "BSPM":
@@ -123,8 +126,8 @@ def copy_of(src: Path, dst: Path) -> Path:
 
 def test_every_registered_model_has_a_case():
     assert set(MODELS) == {
-        "BPRMF", "BSPM", "CFGAN", "EASE", "EDLAE", "GFCF", "GenreAffinity", "IALS", "IRGAN", "ItemKNN", "MultVAE",
-        "Pop", "SANSA", "TextEASE", "TextKNN",
+        "ADMMSLIM", "BPRMF", "BSPM", "CFGAN", "EASE", "EDLAE", "GFCF", "GenreAffinity", "IALS", "IRGAN", "ItemKNN",
+        "MultVAE", "Pop", "SANSA", "TextEASE", "TextKNN",
     }  # fmt: skip
 
 

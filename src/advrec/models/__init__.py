@@ -1,5 +1,6 @@
 """Recommenders: every model is a `Recommender` with fit / score / recommend / save / load."""
 
+from advrec.models.admm_slim import ADMMSLIM
 from advrec.models.base import Recommender, model_class
 from advrec.models.bpr import BPRMF
 from advrec.models.bspm import BSPM
@@ -19,6 +20,7 @@ from advrec.models.text_knn import TextKNN
 from advrec.models.torch_base import TorchRecommender
 
 __all__ = [
+    "ADMMSLIM",
     "BPRMF",
     "BSPM",
     "CFGAN",
