@@ -25,7 +25,14 @@ import numpy as np
 RESULTS = Path(__file__).resolve().parent / "results"
 
 # RecBole's published ml-1m results (full ranking, same protocol), NDCG@10
-RECBOLE_NDCG10 = {"Pop": 0.1006, "ItemKNN": 0.2389, "BPRMF": 0.2407, "MultVAE": 0.2523, "EASE": 0.2865, "ADMMSLIM": 0.2904}
+RECBOLE_NDCG10 = {
+    "Pop": 0.1006,
+    "ItemKNN": 0.2389,
+    "BPRMF": 0.2407,
+    "MultVAE": 0.2523,
+    "EASE": 0.2865,
+    "ADMMSLIM": 0.2904,
+}
 
 # Model selection on validation NDCG@10 over these grids; {} = the defaults only (early stopping on validation).
 GRIDS: dict[str, list[dict]] = {
