@@ -7,6 +7,7 @@ from advrec.models.bspm import BSPM
 from advrec.models.cfgan import CFGAN
 from advrec.models.ease import EASE
 from advrec.models.edlae import EDLAE
+from advrec.models.ensemble import Ensemble
 from advrec.models.genre import GenreAffinity
 from advrec.models.gfcf import GFCF
 from advrec.models.hybrid import TextEASE
@@ -30,6 +31,7 @@ __all__ = [
     "IALS",
     "IRGAN",
     "SANSA",
+    "Ensemble",
     "GenreAffinity",
     "ItemKNN",
     "MultVAE",
