@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ from safetensors.numpy import load_file, save_file
 from advrec.errors import ModelFileError
 from advrec.io import ARRAYS_FILE, PARAMS_FILE
 from advrec.models import (
+    ADMMSLIM,
     BPRMF,
     BSPM,
     CFGAN,
@@ -25,6 +27,7 @@ from advrec.models import (
     IALS,
     IRGAN,
     SANSA,
+    Ensemble,
     GenreAffinity,
     ItemKNN,
     LightGCN,
@@ -63,6 +66,10 @@ def make(name: str) -> Recommender:
         return EASE(l2=1.0).fit(X)
     if name == "EDLAE":
         return EDLAE(l2=1.0).fit(X)
+    if name == "ADMMSLIM":
+        return ADMMSLIM(l1=0.1, l2=1.0, alpha=0.0, rho=1.0, iterations=20).fit(X)
+    if name == "Ensemble":
+        return Ensemble([EASE(l2=1.0), ItemKNN(k=3)], weights=[0.6, 0.4]).fit(X)
     if name == "GFCF":
         return GFCF(k=2).fit(X)
     if name == "BSPM":
@@ -118,16 +125,14 @@ def edit_params(folder: Path, change) -> Path:
 
 
 def copy_of(src: Path, dst: Path) -> Path:
-    dst.mkdir()
-    for f in src.iterdir():
-        (dst / f.name).write_bytes(f.read_bytes())
+    shutil.copytree(src, dst)  # with sub-folders: an ensemble's members
     return dst
 
 
 def test_every_registered_model_has_a_case():
     assert set(MODELS) == {
-        "BPRMF", "BSPM", "CFGAN", "EASE", "EDLAE", "GFCF", "GenreAffinity", "IALS", "IRGAN", "ItemKNN", "LightGCN",
-        "MultVAE", "Pop", "SANSA", "TextEASE", "TextKNN",
+        "ADMMSLIM", "BPRMF", "BSPM", "CFGAN", "EASE", "EDLAE", "Ensemble", "GFCF", "GenreAffinity", "IALS", "IRGAN",
+        "ItemKNN", "LightGCN", "MultVAE", "Pop", "SANSA", "TextEASE", "TextKNN",
     }  # fmt: skip
 
 
@@ -155,7 +160,11 @@ def test_arrays_must_fit_the_saved_user_and_item_counts(name, saved, tmp_path):
     """One user and one item more in params.json than the arrays hold is refused, naming an array and the counts
     (item-based CFGAN holds no item-sized array, user-history models no user-sized one: both counts change)."""
     folder = edit_params(copy_of(saved[name], tmp_path / "m"), lambda d: d["fitted"].update(n_users_=13, n_items_=9))
-    with pytest.raises(ModelFileError, match=r"array '.*' has shape .*n_users_ = 13, n_items_ = 9"):
+    # an ensemble holds no user- or item-sized array of its own: its members' item count must match
+    message = "member 0 .* has 8 items but .*n_items_ = 9" if name == "Ensemble" else "array '.*' has shape .*"
+    with pytest.raises(
+        ModelFileError, match=rf"{message}n_users_ = 13, n_items_ = 9" if name != "Ensemble" else message
+    ):
         Recommender.load(folder)
 
 

@@ -3,7 +3,7 @@ import pytest
 import scipy.sparse as sp
 
 from advrec.errors import ConfigError
-from advrec.models import BPRMF, BSPM, EASE, GFCF, SANSA, ItemKNN, MultVAE, Pop
+from advrec.models import ADMMSLIM, BPRMF, BSPM, EASE, GFCF, SANSA, Ensemble, ItemKNN, MultVAE, Pop
 from advrec.models.ials import IALS
 from advrec.models.lightgcn import LightGCN
 from advrec.testing import check_recommender
@@ -13,6 +13,8 @@ FACTORIES = {
     "ItemKNN": (lambda: ItemKNN(k=10), 0.9),
     "EASE": (lambda: EASE(l2=1.0), 0.9),
     "EASE-float32": (lambda: EASE(l2=1.0, dtype="float32"), 0.9),
+    "ADMMSLIM": (lambda: ADMMSLIM(l1=0.1, l2=1.0, alpha=0.0, rho=1.0, iterations=50), 0.9),
+    "Ensemble": (lambda: Ensemble([EASE(l2=1.0), ItemKNN(k=10)]), 0.9),
     "SANSA": (lambda: SANSA(l2=1.0, density=0.1), 0.9),
     "SANSA-cholmod": (lambda: SANSA(l2=1.0, density=0.1, factorizer="cholmod"), 0.9),
     "GFCF": (lambda: GFCF(k=4), 0.9),

@@ -1,11 +1,13 @@
 """Recommenders: every model is a `Recommender` with fit / score / recommend / save / load."""
 
+from advrec.models.admm_slim import ADMMSLIM
 from advrec.models.base import Recommender, model_class
 from advrec.models.bpr import BPRMF
 from advrec.models.bspm import BSPM
 from advrec.models.cfgan import CFGAN
 from advrec.models.ease import EASE
 from advrec.models.edlae import EDLAE
+from advrec.models.ensemble import Ensemble
 from advrec.models.genre import GenreAffinity
 from advrec.models.gfcf import GFCF
 from advrec.models.hybrid import TextEASE
@@ -20,6 +22,7 @@ from advrec.models.text_knn import TextKNN
 from advrec.models.torch_base import TorchRecommender
 
 __all__ = [
+    "ADMMSLIM",
     "BPRMF",
     "BSPM",
     "CFGAN",
@@ -29,6 +32,7 @@ __all__ = [
     "IALS",
     "IRGAN",
     "SANSA",
+    "Ensemble",
     "GenreAffinity",
     "ItemKNN",
     "LightGCN",

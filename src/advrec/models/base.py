@@ -304,7 +304,7 @@ class Recommender:
             raise ModelFileError(f"{path}: unknown model class {name!r}; known: {sorted(_REGISTRY)}")
         if cls is not Recommender and not issubclass(target, cls):
             raise ModelFileError(f"{path} holds a {name}, not a {cls.__name__}")
-        params = dict(header.get("params", {}))
+        params = target._saved_params(folder, dict(header.get("params", {})))
         defaults = {p.name: p.default for p in inspect.signature(target.__init__).parameters.values()}
         for key, value in params.items():  # JSON has no tuples: give tuple-typed parameters their type back
             if isinstance(value, list) and isinstance(defaults.get(key), tuple):
@@ -317,6 +317,12 @@ class Recommender:
         model._check_state(state, folder)
         model._restore_state(state)
         return model  # type: ignore[return-value]
+
+    @classmethod
+    def _saved_params(cls, folder: Path, params: dict[str, Any]) -> dict[str, Any]:
+        """The constructor parameters of a saved model from its params.json entries (a model whose parameters
+        are themselves models, such as `Ensemble`, loads them here from `folder`)."""
+        return params
 
 
 def model_class(name: str) -> type[Recommender]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar
 
@@ -78,19 +79,26 @@ def invert_spd_in_place(a: np.ndarray, block: int = 512) -> np.ndarray:
     return a
 
 
-def check_gram_memory(model: str, n_items: int, dtype: str) -> None:
-    """Refuses, before any allocation, a catalogue whose dense items×items Gram matrix (inverted in place) and
-    weights do not fit in the memory available, naming the figures and the models that scale past it."""
-    need = ease_memory_need(n_items, dtype)
+def check_gram_memory(
+    model: str,
+    n_items: int,
+    dtype: str,
+    need_of: Callable[[int, str], int] = ease_memory_need,
+    what: str = "the dense {n} × {n} {dtype} Gram matrix, inverted in place, and the weights",
+) -> None:
+    """Refuses, before any allocation, a catalogue whose dense items×items matrices (by default EASE's: the Gram
+    matrix inverted in place and the weights; `need_of(n_items, dtype)` bytes, described by `what`) do not fit
+    in the memory available, naming the figures and the models that scale past it."""
+    need = need_of(n_items, dtype)
     avail = available_memory()
     if avail is None or need <= avail:
         return
     hint = ""
-    if dtype == "float64" and ease_memory_need(n_items, "float32") <= avail:
-        hint = f"dtype='float32' needs {_size(ease_memory_need(n_items, 'float32'))}; "
+    if dtype == "float64" and need_of(n_items, "float32") <= avail:
+        hint = f"dtype='float32' needs {_size(need_of(n_items, 'float32'))}; "
+    held = what.format(n=f"{n_items:,}", dtype=dtype)
     raise ConfigError(
-        f"{model} on {n_items:,} items needs about {_size(need)} (the dense {n_items:,} × {n_items:,} "
-        f"{dtype} Gram matrix, inverted in place, and the weights) but this machine has {_size(avail)} "
+        f"{model} on {n_items:,} items needs about {_size(need)} ({held}) but this machine has {_size(avail)} "
         "available; "
         f"{hint}for a catalogue this size use SANSA (a sparse approximate inverse of EASE), GFCF or BSPM"
     )
