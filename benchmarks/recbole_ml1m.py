@@ -11,6 +11,7 @@ Usage: python benchmarks/recbole_ml1m.py [--seeds 2020 2021 2022] [--models EASE
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import resource
 import sys
@@ -24,6 +25,7 @@ from typing import Any
 import numpy as np
 
 RESULTS = Path(__file__).resolve().parent / "results"
+PER_USER = RESULTS / "recbole_ml1m_per_user"  # the chosen configurations' per-user test NDCG@10
 
 # RecBole's published ml-1m results (full ranking, same protocol), NDCG@10
 RECBOLE_NDCG10 = {
@@ -56,7 +58,7 @@ MODEL_CLASS = {"DLAE": "EDLAE"}
 METRICS = ("ndcg@10", "recall@10", "mrr@10", "hit@10", "precision@10")
 
 
-def run_one(model_name: str, seed: int, quick: bool) -> dict:
+def run_one(model_name: str, seed: int, quick: bool, chosen: dict | None = None) -> dict:
     """Selects, fits and evaluates one model on one split seed (in its own process)."""
     from advrec.data import load_movielens
     from advrec.data.splits import ratio_split
@@ -66,6 +68,8 @@ def run_one(model_name: str, seed: int, quick: bool) -> dict:
     X = load_movielens("ml-1m", min_rating=3, core=10)
     split = ratio_split(X, (0.8, 0.1, 0.1), random_state=seed)
     grid = GRIDS[model_name][:1] if quick else GRIDS[model_name]
+    if chosen is not None:  # only the configuration an earlier run chose
+        grid = [chosen]
     best = None
     for params in grid:
         if model_name == "Ensemble":
@@ -86,6 +90,8 @@ def run_one(model_name: str, seed: int, quick: bool) -> dict:
             t0 = time.perf_counter()
             test = evaluate(model, split, ks=(10,))
             eval_s = time.perf_counter() - t0
+            if not quick:  # for the paired tests between rows (`paired_tests`)
+                save_per_user(model_name, seed, test.per_user["ndcg@10"])
             best = {
                 "model": model_name,
                 "seed": seed,
@@ -103,6 +109,44 @@ def run_one(model_name: str, seed: int, quick: bool) -> dict:
     best["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     best["data"] = {"users": X.n_users, "items": X.n_items, "nnz": X.nnz}
     return best
+
+
+def save_per_user(model_name: str, seed: int, values: Any) -> None:
+    """The chosen configuration's test NDCG@10 of every test user (user index → value), beside the results."""
+    from advrec.io import atomic_write
+
+    buf = io.BytesIO()
+    np.savez(buf, users=values.index.to_numpy(), ndcg=values.to_numpy(dtype=np.float64))
+    atomic_write(PER_USER / f"{model_name}-{seed}.npz", lambda tmp: Path(tmp).write_bytes(buf.getvalue()))
+
+
+def paired_tests(rows: list[dict]) -> str:
+    """The best row (mean test NDCG@10) against the second best, per seed: paired t-test and Wilcoxon signed-rank
+    test on the per-user test NDCG@10 of the same users (`Report.compare`'s tests)."""
+    from advrec.evaluation.metrics import paired_test
+
+    means = {m: np.mean([r["test"]["ndcg@10"] for r in rows if r["model"] == m]) for m in {r["model"] for r in rows}}
+    first, second = sorted(means, key=means.__getitem__, reverse=True)[:2]
+    lines = [
+        f"Paired tests, test NDCG@10 per user, {first} against {second} (the two best rows):",
+        "",
+        "| seed | users | mean difference | t | p (t-test) | p (Wilcoxon) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for seed in sorted({r["seed"] for r in rows}):
+        files = [PER_USER / f"{m}-{seed}.npz" for m in (first, second)]
+        if not all(f.exists() for f in files):
+            lines.append(f"| {seed} | per-user values missing (rerun {first} and {second}) | | | | |")
+            continue
+        a, b = (np.load(f) for f in files)
+        if not np.array_equal(a["users"], b["users"]):
+            raise SystemExit(f"seed {seed}: {first} and {second} were evaluated on different users")
+        t, w = paired_test(a["ndcg"], b["ndcg"], "t"), paired_test(a["ndcg"], b["ndcg"], "wilcoxon")
+        lines.append(
+            f"| {seed} | {t['n']:,} | {t['mean_diff']:+.4f} | {t['statistic']:.2f} | {t['p_value']:.2g} | "
+            f"{w['p_value']:.2g} |"
+        )
+    return "\n".join(lines)
 
 
 def ensemble_model(seed: int) -> tuple[Any, dict]:
@@ -143,7 +187,7 @@ def summarize(rows: list[dict]) -> str:
         "fit s = one fit of the chosen configuration; eval s = full ranking of all test users; "
         "peak MB = peak RSS of the process that ran the model (data included)."
     )
-    return intro + "\n\n" + "\n".join(lines)
+    return intro + "\n\n" + "\n".join(lines) + "\n\n" + paired_tests(rows)
 
 
 def main() -> None:
@@ -155,16 +199,25 @@ def main() -> None:
     ap.add_argument(
         "--update", action="store_true", help="keep the other models' rows of the saved results (and the notes)"
     )
+    ap.add_argument(
+        "--chosen", action="store_true", help="rerun only the configuration each seed's saved row chose (with --update)"
+    )
     args = ap.parse_args()
     rows = []
     saved = args.out / "recbole_ml1m.json"
-    if args.update and saved.exists():
-        rows = [r for r in json.loads(saved.read_text()) if r["model"] not in args.models]
+    previous = json.loads(saved.read_text()) if saved.exists() else []
+    if args.update:
+        rows = [r for r in previous if r["model"] not in args.models]
     ctx = get_context("spawn")
     for name in args.models:
         for seed in args.seeds:
+            before = next((r for r in previous if r["model"] == name and r["seed"] == seed), None)
+            if args.chosen and before is None:
+                raise SystemExit(f"--chosen: no saved {name} row for seed {seed}")
             with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
-                row = pool.submit(run_one, name, seed, args.quick).result()
+                row = pool.submit(run_one, name, seed, args.quick, before["params"] if args.chosen else None).result()
+            if args.chosen:
+                row["grid_size"] = before["grid_size"]
             rows.append(row)
             print(
                 f"{name} seed {seed}: test ndcg@10 {row['test']['ndcg@10']:.4f} (valid {row['valid_ndcg@10']:.4f}) "
