@@ -29,6 +29,7 @@ from advrec.models import (
     ItemKNN,
     MultVAE,
     Pop,
+    RecVAE,
     TextEASE,
     TextKNN,
 )
@@ -79,6 +80,8 @@ def make(name: str) -> Recommender:
         return BPRMF(factors=4, **TORCH).fit(X)
     if name == "MultVAE":
         return MultVAE(hidden=8, latent=2, **TORCH).fit(X)
+    if name == "RecVAE":
+        return RecVAE(hidden=8, latent=2, depth=2, **TORCH).fit(X)
     if name == "CFGAN":
         return CFGAN(g_hidden=(8,), d_hidden=(8,), **TORCH).fit(X)
     if name == "IRGAN":
@@ -124,7 +127,7 @@ def copy_of(src: Path, dst: Path) -> Path:
 def test_every_registered_model_has_a_case():
     assert set(MODELS) == {
         "BPRMF", "BSPM", "CFGAN", "EASE", "EDLAE", "GFCF", "GenreAffinity", "IALS", "IRGAN", "ItemKNN", "MultVAE",
-        "Pop", "SANSA", "TextEASE", "TextKNN",
+        "Pop", "RecVAE", "SANSA", "TextEASE", "TextKNN",
     }  # fmt: skip
 
 

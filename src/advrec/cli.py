@@ -204,7 +204,8 @@ def split(
 def train(
     ctx: typer.Context,
     model: Annotated[
-        str, typer.Argument(help="Pop, ItemKNN, EASE, EDLAE, GFCF, IALS, BPRMF, MultVAE, CFGAN, IRGAN, TextEASE, …")
+        str,
+        typer.Argument(help="Pop, ItemKNN, EASE, EDLAE, GFCF, IALS, BPRMF, MultVAE, RecVAE, CFGAN, IRGAN, TextEASE, …"),
     ],
     dataset: Annotated[str | None, typer.Option(help="dataset name")] = None,
     sets: Annotated[list[str] | None, typer.Option("--set", help="model parameter key=value (repeatable)")] = None,

@@ -14,6 +14,7 @@ from advrec.models.irgan import IRGAN
 from advrec.models.item_knn import ItemKNN
 from advrec.models.mult_vae import MultVAE
 from advrec.models.pop import Pop
+from advrec.models.recvae import RecVAE
 from advrec.models.sansa import SANSA
 from advrec.models.text_knn import TextKNN
 from advrec.models.torch_base import TorchRecommender
@@ -32,6 +33,7 @@ __all__ = [
     "ItemKNN",
     "MultVAE",
     "Pop",
+    "RecVAE",
     "Recommender",
     "TextEASE",
     "TextKNN",
