@@ -63,6 +63,10 @@ GRIDS: dict[str, list[dict[str, Any]]] = {
     # the paper's encoder 600 → 200; 4 epochs at most (one takes about 170 s on one core), validated every other
     "MultVAE": [{"latent": 200, "epochs": 4, "eval_every": 2, "patience": 1}],
 }
+# The score-level ensemble's members: the best graph filter and the best factor model, each at the configuration
+# (and, for IALS, the iterations) its own row chose on validation; the ensemble's weights are chosen on validation.
+ENSEMBLE_OF = ("BSPM", "IALS")
+GRIDS["Ensemble"] = [{}]
 # How many epochs (iterations) a model trains for: the refit on all of train.txt runs as many as early stopping
 # on validation kept in the chosen configuration's selection fit.
 EPOCHS_PARAM = {"IALS": "iterations", "BPRMF": "epochs", "MultVAE": "epochs"}
@@ -87,11 +91,32 @@ def learned_bytes(model: Any) -> int:
             total += m.data.nbytes + m.indices.nbytes + m.indptr.nbytes
         elif isinstance(value, np.ndarray):
             total += value.nbytes
-    return total
+    return total + sum(learned_bytes(m) for m in getattr(model, "members", ()))  # an ensemble's members
+
+
+def _ensemble(params: dict[str, Any]) -> Any:
+    """The Ensemble row's model: members at their rows' chosen settings, `params["weights"]` when chosen."""
+    from advrec.experiment import build_model
+    from advrec.models import Ensemble
+
+    saved = {r["model"]: r for r in json.loads((RESULTS / "gowalla.json").read_text())}
+    missing = [m for m in ENSEMBLE_OF if m not in saved]
+    if missing:
+        raise SystemExit(f"run {', '.join(missing)} first: the ensemble takes the configurations they chose")
+    members = []
+    for name in ENSEMBLE_OF:
+        member = build_model(name, dict(saved[name]["params"]))
+        if saved[name].get("epochs"):
+            member.set_params(**{EPOCHS_PARAM[name]: saved[name]["epochs"]})
+        members.append(member)
+    return Ensemble(members, weights=params.get("weights"), tune_metric="recall@20", grid_step=0.05)
 
 
 def _build(name: str, params: dict[str, Any], quick: bool) -> Any:
     from advrec.experiment import build_model
+
+    if name == "Ensemble":
+        return _ensemble(params)
 
     model = build_model(MODEL_OF.get(name, name), dict(params))
     if "random_state" in model.get_params():
@@ -123,6 +148,8 @@ def select(name: str, grid: list[dict[str, Any]], quick: bool) -> list[dict[str,
         model, fit_s = fitted[fit_key]
         model.set_params(**{k: v for k, v in params.items() if k in score_only})
         valid = evaluate(model, split, ks=KS, on="valid", metrics=METRICS, batch_size=EVAL_BATCH)
+        if name == "Ensemble":  # the weights validation chose: the refit keeps them
+            params = {"weights": [round(float(w), 2) for w in model.weights_]}
         row = {"params": params, "valid": _metrics(valid), "fit_s": fit_s, "model_mb": learned_bytes(model) / 1e6}
         if hasattr(model, "best_epoch_"):
             row["best_epoch"] = int(model.best_epoch_)

@@ -33,6 +33,7 @@ from advrec.models import (
     LightGCN,
     MultVAE,
     Pop,
+    RecVAE,
     TextEASE,
     TextKNN,
 )
@@ -89,6 +90,8 @@ def make(name: str) -> Recommender:
         return LightGCN(factors=4, layers=2, **TORCH).fit(X)
     if name == "MultVAE":
         return MultVAE(hidden=8, latent=2, **TORCH).fit(X)
+    if name == "RecVAE":
+        return RecVAE(hidden=8, latent=2, depth=2, **TORCH).fit(X)
     if name == "CFGAN":
         return CFGAN(g_hidden=(8,), d_hidden=(8,), **TORCH).fit(X)
     if name == "IRGAN":
@@ -132,7 +135,7 @@ def copy_of(src: Path, dst: Path) -> Path:
 def test_every_registered_model_has_a_case():
     assert set(MODELS) == {
         "ADMMSLIM", "BPRMF", "BSPM", "CFGAN", "EASE", "EDLAE", "Ensemble", "GFCF", "GenreAffinity", "IALS", "IRGAN",
-        "ItemKNN", "LightGCN", "MultVAE", "Pop", "SANSA", "TextEASE", "TextKNN",
+        "ItemKNN", "LightGCN", "MultVAE", "Pop", "RecVAE", "SANSA", "TextEASE", "TextKNN",
     }  # fmt: skip
 
 

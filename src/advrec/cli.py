@@ -206,7 +206,8 @@ def train(
     model: Annotated[
         str,
         typer.Argument(
-            help="Pop, ItemKNN, EASE, EDLAE, ADMMSLIM, GFCF, IALS, BPRMF, MultVAE, CFGAN, IRGAN, TextEASE, …"
+            help="Pop, ItemKNN, EASE, EDLAE, ADMMSLIM, GFCF, IALS, BPRMF, MultVAE, RecVAE, LightGCN, CFGAN, IRGAN, "
+            "TextEASE, …"
         ),
     ],
     dataset: Annotated[str | None, typer.Option(help="dataset name")] = None,

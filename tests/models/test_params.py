@@ -14,7 +14,7 @@ from advrec.cli import app
 from advrec.errors import ConfigError, ModelFileError
 from advrec.experiment import build_model, load_config, parse_assignments
 from advrec.io import PARAMS_FILE
-from advrec.models import BPRMF, CFGAN, EASE, GFCF, IALS, IRGAN, ItemKNN, MultVAE, TextKNN
+from advrec.models import BPRMF, CFGAN, EASE, GFCF, IALS, IRGAN, ItemKNN, MultVAE, RecVAE, TextKNN
 from advrec.models.base import _REGISTRY, Recommender
 from advrec.models.params import (
     RANDOM_STATE,
@@ -64,6 +64,19 @@ def test_every_default_is_valid(name):
         (Options({"a", "b"}), ["a", "b"], ["c", None, 1]),
         (TupleOf(int, low=1), [(400,), [400, 200], ()], [(0,), (1.5,), (True,), "400", 400]),
         (TupleOf(str, min_len=1), [("title",), ["a", "b"]], [(), (1,), "title"]),
+        (
+            TupleOf(float, low=0.0, min_len=3, max_len=3),
+            [(0.1, 0.2, 0.7), [1, 0.5, 0.0], (np.float32(0.5), 0.25, 0.25)],
+            [
+                (0.1, 0.2),
+                (0.1, 0.2, 0.3, 0.4),
+                (-0.1, 0.5, 0.6),
+                (np.nan, 0.5, 0.5),
+                (np.inf, 0, 0),
+                (True, 0, 0),
+                "0.1",
+            ],
+        ),
     ],
 )
 def test_constraint_kinds(constraint, good, bad):
@@ -158,6 +171,7 @@ def test_coerce_reads_declared_types():
     assert coerce(c, "random_state", "7") == 7 and coerce(c, "random_state", "none") is None
     assert coerce(c, "loss", "wgan-gp") == "wgan-gp" and coerce(c, "checkpoint_dir", "runs/x") == "runs/x"
     assert coerce(TextKNN._parameter_constraints, "columns", "title,genres") == ("title", "genres")
+    assert coerce(RecVAE._parameter_constraints, "mixture", "0.2, 0.7, 0.1") == (0.2, 0.7, 0.1)
 
 
 @pytest.mark.parametrize(
@@ -170,6 +184,7 @@ def test_coerce_reads_declared_types():
         (BPRMF, "optimizer", "foo", r"^BPRMF: optimizer must be one of 'adagrad', 'adam', 'sparse_adam', got 'foo'$"),
         (EASE, "l2", "none", r"^EASE: l2 must be a float in \(0, inf\), got 'none'$"),
         (CFGAN, "g_hidden", "400,x", r"^CFGAN: g_hidden must be a tuple of ints ≥ 1, got '400,x'$"),
+        (RecVAE, "mixture", "0.5,0.5", r"^RecVAE: mixture must be a 3-item tuple of floats ≥ 0, got \(0.5, 0.5\)$"),
     ],
 )
 def test_coerce_refuses_with_one_line(model, name, text, message):

@@ -17,6 +17,7 @@ from advrec.models.item_knn import ItemKNN
 from advrec.models.lightgcn import LightGCN
 from advrec.models.mult_vae import MultVAE
 from advrec.models.pop import Pop
+from advrec.models.recvae import RecVAE
 from advrec.models.sansa import SANSA
 from advrec.models.text_knn import TextKNN
 from advrec.models.torch_base import TorchRecommender
@@ -38,6 +39,7 @@ __all__ = [
     "LightGCN",
     "MultVAE",
     "Pop",
+    "RecVAE",
     "Recommender",
     "TextEASE",
     "TextKNN",

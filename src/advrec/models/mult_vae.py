@@ -18,6 +18,23 @@ from advrec.models.params import Dimension, Float, Int, Interval, Options, decla
 from advrec.models.torch_base import Phase, TorchRecommender, TrainingPlugin, csr_to_sparse_torch, csr_to_torch
 
 
+def sparse_input_layer(x: torch.Tensor, layer: nn.Linear, dropout: float, training: bool) -> torch.Tensor:
+    """`layer` applied to the L2-normalised sparse CSR rows `x` after input dropout `dropout` (while `training`):
+    dropout acts on the stored entries only (dropping a zero changes nothing), then a sparse × dense product; the
+    function of the dense path layer(dropout(normalize(x))), at O(nnz · out_features)."""
+    counts = x.crow_indices().diff()
+    rows = torch.repeat_interleave(torch.arange(len(counts), device=x.device), counts)
+    values = x.values()
+    norm = torch.zeros(len(counts), device=x.device).index_add_(0, rows, values * values).sqrt_()
+    values = F.dropout(values / norm.clamp_min_(1e-12)[rows], dropout, training)  # F.normalize's eps
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*[Ss]parse CSR tensor support is in beta.*")
+        normed = torch.sparse_csr_tensor(
+            x.crow_indices(), x.col_indices(), values, size=x.shape, check_invariants=False
+        )
+    return torch.sparse.mm(normed, layer.weight.t()) + layer.bias
+
+
 class VAE(nn.Module):
     """I → hidden → (μ, log σ²) of size latent → hidden → I, tanh activations.
 
@@ -80,19 +97,7 @@ class VAE(nn.Module):
         return mu, logvar
 
     def _encode_sparse(self, x: torch.Tensor) -> torch.Tensor:
-        """The first layer on sparse rows: L2-normalised, input dropout on the stored entries only (dropping a zero
-        changes nothing), then a sparse × dense product; the same function as the dense path, at O(nnz · hidden)."""
-        counts = x.crow_indices().diff()
-        rows = torch.repeat_interleave(torch.arange(len(counts), device=x.device), counts)
-        values = x.values()
-        norm = torch.zeros(len(counts), device=x.device).index_add_(0, rows, values * values).sqrt_()
-        values = self.drop(values / norm.clamp_min_(1e-12)[rows])  # F.normalize's eps
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*[Ss]parse CSR tensor support is in beta.*")
-            normed = torch.sparse_csr_tensor(
-                x.crow_indices(), x.col_indices(), values, size=x.shape, check_invariants=False
-            )
-        return torch.sparse.mm(normed, self.encoder.weight.t()) + self.encoder.bias
+        return sparse_input_layer(x, self.encoder, self.drop.p, self.drop.training)
 
     def decode(self, z: torch.Tensor, groups: torch.Tensor | None = None) -> torch.Tensor:
         h = self.from_latent(z)

@@ -112,18 +112,28 @@ class Options(Constraint):
 
 
 class TupleOf(Constraint):
-    """A tuple (or list) of `kind` (int or str) items, at least `min_len` of them; ints at least `low`."""
+    """A tuple (or list) of `kind` (int, float or str) items, `min_len` to `max_len` of them (None: no upper bound);
+    numbers at least `low` (floats finite; a float tuple takes ints too)."""
 
-    def __init__(self, kind: type[int] | type[str], low: int | None = None, min_len: int = 0) -> None:
-        self.kind, self.low, self.min_len = kind, low, min_len
+    def __init__(
+        self, kind: type[int] | type[float] | type[str], low: float | None = None, min_len: int = 0,
+        max_len: int | None = None,
+    ) -> None:  # fmt: skip
+        self.kind, self.low, self.min_len, self.max_len = kind, low, min_len, max_len
 
     def _item_ok(self, item: Any) -> bool:
         if self.kind is str:
             return isinstance(item, str)
+        if self.kind is float:
+            return _is_real(item) and math.isfinite(float(item)) and (self.low is None or item >= self.low)
         return _is_int(item) and (self.low is None or item >= self.low)
 
     def satisfied_by(self, value: Any) -> bool:
-        return isinstance(value, tuple | list) and len(value) >= self.min_len and all(self._item_ok(v) for v in value)
+        return (
+            isinstance(value, tuple | list)
+            and self.min_len <= len(value) <= (len(value) if self.max_len is None else self.max_len)
+            and all(self._item_ok(v) for v in value)
+        )
 
     def parse(self, text: str) -> Any:
         inner = text.strip()
@@ -133,15 +143,20 @@ class TupleOf(Constraint):
         if self.kind is str:
             return tuple(_strip_quotes(p) for p in parts)
         try:
-            return tuple(int(p) for p in parts)
+            return tuple((float if self.kind is float else int)(p) for p in parts)
         except ValueError:
             return UNPARSED
 
     def __str__(self) -> str:
-        items = "ints" if self.kind is int else "strings"
+        items = {int: "ints", float: "floats", str: "strings"}[self.kind]
         if self.low is not None:
-            items += f" ≥ {self.low}"
-        size = "non-empty " if self.min_len == 1 else f"{self.min_len}+ item " if self.min_len > 1 else ""
+            items += f" ≥ {self.low:g}"
+        if self.max_len is not None and self.max_len == self.min_len:
+            size = f"{self.min_len}-item "
+        elif self.max_len is not None:
+            size = f"{self.min_len}- to {self.max_len}-item "
+        else:
+            size = "non-empty " if self.min_len == 1 else f"{self.min_len}+ item " if self.min_len > 1 else ""
         return f"a {size}tuple of {items}"
 
 

@@ -497,8 +497,8 @@ class TorchRecommender(Recommender):
                 means = {k: float(v) for k, v in zip(keys, summed, strict=True)}
             out.update(means)
             out["loss"] = float(weighted[0] / max(weighted[1], 1)) if phase.weighted else out.get(phase.name, 0.0)
-            if phase.name != "train":
-                out[f"{phase.name}_loss"] = out.pop(phase.name, float("nan"))
+            if phase.name != "train":  # a weighted phase's loss is its mean over examples, "loss"
+                out[f"{phase.name}_loss"] = out["loss"] if phase.weighted else out.pop(phase.name, float("nan"))
             else:
                 out.pop("train", None)
         return out
