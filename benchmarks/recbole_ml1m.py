@@ -154,14 +154,22 @@ def paired_tests(rows: list[dict]) -> str:
 
 def ensemble_model(seed: int) -> tuple[Any, dict]:
     """The ensemble row's model, with the ADMMSLIM configuration its own row chose on this seed (saved results)."""
-    from advrec.models import ADMMSLIM, BPRMF, EDLAE, Ensemble
+    from advrec.models import ADMMSLIM, BPRMF, EDLAE, Ensemble, RecVAE
 
     saved = json.loads((RESULTS / "recbole_ml1m.json").read_text())
     chosen = [r["params"] for r in saved if r["model"] == "ADMMSLIM" and r["seed"] == seed]
     if not chosen:
         raise SystemExit(f"run ADMMSLIM on seed {seed} first: the ensemble takes the configuration it chose")
-    members = [EDLAE(dropout=0.5, l2=300.0), BPRMF(random_state=seed), ADMMSLIM(**chosen[0])]
-    return Ensemble(members, grid_step=0.1), {"admmslim": chosen[0]}
+    recvae = [r["params"] for r in saved if r["model"] == "RecVAE" and r["seed"] == seed]
+    if not recvae:
+        raise SystemExit(f"run RecVAE on seed {seed} first: the ensemble takes the configuration it chose")
+    members = [
+        EDLAE(dropout=0.5, l2=300.0),
+        BPRMF(random_state=seed),
+        ADMMSLIM(**chosen[0]),
+        RecVAE(random_state=seed, **recvae[0]),
+    ]
+    return Ensemble(members, grid_step=0.1), {"admmslim": chosen[0], "recvae": recvae[0]}
 
 
 def summarize(rows: list[dict]) -> str:
