@@ -41,7 +41,7 @@ GRIDS: dict[str, list[dict]] = {
     "EASE": [{"l2": v} for v in (250.0, 500.0, 1000.0, 2000.0)],
     "BPRMF": [{}],
     "MultVAE": [{}],
-    "RecVAE": [{"lr": 1e-3}],  # chosen over the paper's lr 5e-4 on seed 2020's validation NDCG@10 (0.2211 vs 0.2177)
+    "RecVAE": [{"lr": 1e-3, "dropout": 0.7}],  # chosen on seed 2020 validation (see the notes of the results)
     "TextEASE": [{"blend": b} for b in (0.0, 0.1, 0.2, 0.3)],  # the text hybrid, on warm users and items
     "EDLAE": [{"dropout": p, "l2": v} for p in (0.25, 0.5, 0.67) for v in (100.0, 300.0, 1000.0)],
     "DLAE": [{"variant": "dlae", "dropout": p, "l2": v} for p in (0.25, 0.5, 0.67) for v in (100.0, 300.0, 1000.0)],
