@@ -235,6 +235,13 @@ def summarize(rows: list[dict[str, Any]]) -> str:
             "MultVAE was given 4 epochs (2-3 minutes each on one core: every user's row is scored against all 40,981 "
             "items): it is undertrained, a budget and not a verdict; the paper's 200 epochs would take about 8 hours."
         )
+    notes.append(
+        "LightGCN (advrec's, through the shared training loop) is not in the table: every batch propagates the "
+        "whole 70,839-node graph three times forward and back, 0.81 s per batch of 2,048 on one core (median of 6 "
+        "batches, measured 2026-12-06 on the shared machine), i.e. about 320 s per epoch over the 810,128 training "
+        "pairs; the paper's Gowalla numbers (Recall@20 0.1830) come from about 1,000 epochs, some 90 hours here, "
+        'so it did not fit the CPU budget. On GPU the same code runs with `device="cuda"`.'
+    )
     bspm = [r for r in rows if r["model"] == "BSPM"]
     if bspm:
         notes.append(
