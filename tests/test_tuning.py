@@ -242,6 +242,11 @@ def test_a_bad_torch_configuration_is_pruned(tiny, tmp_path):
 
 
 # ---------------------------------------------------------------------- command line
+def flat(output: str) -> str:
+    """The console output with its line wrapping undone (the terminal wraps at a width, between words)."""
+    return " ".join(output.split())
+
+
 def test_cli_tunes_resumes_and_writes_a_run(tmp_path, data_dir, monkeypatch):
     run_dir = tmp_path / "tune"
     args = ["tune", "EASE", "--dataset", "ml-100k", "--data-dir", str(data_dir), "--out", str(run_dir)]
@@ -256,15 +261,15 @@ def test_cli_tunes_resumes_and_writes_a_run(tmp_path, data_dir, monkeypatch):
 
     monkeypatch.setattr(tuning, "fit_trial", interrupted_second)
     res = runner.invoke(app, [*args, "--trials", "3"])
-    assert res.exit_code == 130 and "run the same command to resume" in res.output.replace("\n", "")
+    assert res.exit_code == 130 and "run the same command to resume" in flat(res.output)
     res = runner.invoke(app, [*args, "--trials", "3"])
     assert res.exit_code == 0, res.output
-    assert "trial 3 [3/3] complete" in res.output and "best validation ndcg@10" in res.output.replace("\n", "")
+    assert "trial 3 [3/3] complete" in flat(res.output) and "best validation ndcg@10" in flat(res.output)
     assert sum(tuning.counted(t) for t in finished(run_dir)) == 3
     res = runner.invoke(app, ["evaluate", str(run_dir)])
     assert res.exit_code == 0, res.output
     manifest = json.loads((run_dir / "manifest.json").read_text())
-    assert f"{manifest['metrics']['ndcg@10']:.4f}" in res.output
+    assert f"{manifest['metrics']['ndcg@10']:.4f}" in flat(res.output)
     assert {"report.md", "tuning.png", tuning.STUDY_FILE} <= {p.name for p in run_dir.iterdir()}
 
 
@@ -279,5 +284,5 @@ def test_cli_tunes_resumes_and_writes_a_run(tmp_path, data_dir, monkeypatch):
 )
 def test_cli_errors_are_one_line(tmp_path, extra, message):
     res = runner.invoke(app, ["tune", *extra, "--out", str(tmp_path / "x")])
-    assert res.exit_code == 2 and message in res.output.replace("\n", " ")
+    assert res.exit_code == 2 and message in flat(res.output)
     assert not (tmp_path / "x").exists()
