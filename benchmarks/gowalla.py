@@ -242,6 +242,14 @@ def summarize(rows: list[dict[str, Any]]) -> str:
         "pairs; the paper's Gowalla numbers (Recall@20 0.1830) come from about 1,000 epochs, some 90 hours here, "
         'so it did not fit the CPU budget. On GPU the same code runs with `device="cuda"`.'
     )
+    ensemble = [r for r in rows if r["model"] == "Ensemble"]
+    if ensemble:
+        notes.append(
+            f"Ensemble: {' + '.join(ENSEMBLE_OF)} at the configurations their rows chose, scores z-scored per user "
+            f"over the unseen items, weights {ensemble[0]['params']['weights']} chosen on validation Recall@20 over "
+            "a simplex grid of step 0.05 (members fitted on the training part less validation), then every member "
+            "refit on all of train.txt with those weights; fit s covers both members' final fits."
+        )
     bspm = [r for r in rows if r["model"] == "BSPM"]
     if bspm:
         notes.append(
