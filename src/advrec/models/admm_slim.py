@@ -11,7 +11,7 @@ import scipy.sparse as sp
 from advrec.data.interactions import Interactions
 from advrec.models.base import Learned, Recommender
 from advrec.models.ease import DTYPES, check_gram_memory, invert_spd_in_place
-from advrec.models.params import Interval, Options, declare
+from advrec.models.params import Dimension, Float, Interval, Options, declare
 
 # items×items matrices held during the iterations: P, B_aux = P·G, C, Γ and two work buffers
 _DENSE_MATRICES = 6
@@ -65,6 +65,10 @@ class ADMMSLIM(Recommender):
         center_columns=[bool],
         dtype=[Options(DTYPES)],
     )
+    _search_space: ClassVar[dict[str, Dimension]] = {
+        "l1": Float(0.1, 50.0, log=True),
+        "l2": Float(100.0, 2e4, log=True),
+    }
     _required_state: ClassVar[dict[str, Learned]] = {
         "weights_": Learned("float", ("items", "items")),
         "offset_": Learned("float", ("items",)),

@@ -4,6 +4,7 @@ alternating encoder / decoder updates."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -13,7 +14,7 @@ from torch import nn
 
 from advrec.errors import ConfigError
 from advrec.models.mult_vae import sparse_input_layer, sparse_nll
-from advrec.models.params import Interval, TupleOf, declare
+from advrec.models.params import Dimension, Float, Int, Interval, TupleOf, declare
 from advrec.models.torch_base import Phase, TorchRecommender, csr_to_sparse_torch
 
 LOG_2PI = float(np.log(2 * np.pi))
@@ -102,6 +103,12 @@ class RecVAE(TorchRecommender):
         enc_passes=[Interval(int, 1, None, closed="left")],
         dec_passes=[Interval(int, 1, None, closed="left")],
     )
+    _search_space: ClassVar[dict[str, Dimension]] = {
+        "latent": Int(64, 256, log=True),
+        "dropout": Float(0.3, 0.8),
+        "gamma": Float(1e-3, 2e-2, log=True),
+        "lr": Float(1e-4, 3e-3, log=True),
+    }
     network_: nn.ModuleDict  # "encoder" (`Encoder`) and "decoder" (nn.Linear)
 
     def __init__(
