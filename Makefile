@@ -55,6 +55,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bpr_peers.py
 	$(BIN)/python benchmarks/ials.py
 	$(BIN)/python benchmarks/gowalla.py
+	$(BIN)/python benchmarks/lightgcn_curve.py
 	$(BIN)/python benchmarks/data_scale.py
 	$(BIN)/python benchmarks/scale.py
 	$(BIN)/python benchmarks/distributed.py
