@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from advrec.models.base import Learned
-from advrec.models.bpr import BPRMF, MF
+from advrec.models.bpr import BPRMF, MF, sample_negatives
 from advrec.models.params import Dimension, Float, Int, Interval, Options, declare
 from advrec.models.torch_base import Phase, TorchRecommender
 
@@ -179,8 +179,6 @@ class LightGCN(BPRMF):
         j = pool.gather(1, pick.unsqueeze(1)).squeeze(1)
         todo = torch.isinf(scores.max(1).values).nonzero().squeeze(1)  # every candidate was an item of the user
         if len(todo):
-            from advrec.models.bpr import sample_negatives
-
             fresh = sample_negatives(u[todo].cpu().numpy(), self.training.cache["keys"], self.n_items_, rng)
             j[todo] = torch.from_numpy(fresh).to(j.device)
         return j
