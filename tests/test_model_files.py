@@ -34,6 +34,7 @@ from advrec.models import (
     MultVAE,
     Pop,
     RecVAE,
+    SASRec,
     TextEASE,
     TextKNN,
 )
@@ -92,6 +93,8 @@ def make(name: str) -> Recommender:
         return MultVAE(hidden=8, latent=2, **TORCH).fit(X)
     if name == "RecVAE":
         return RecVAE(hidden=8, latent=2, depth=2, **TORCH).fit(X)
+    if name == "SASRec":
+        return SASRec(dim=4, blocks=1, max_len=4, **TORCH).fit(X)
     if name == "CFGAN":
         return CFGAN(g_hidden=(8,), d_hidden=(8,), **TORCH).fit(X)
     if name == "IRGAN":
@@ -135,7 +138,8 @@ def copy_of(src: Path, dst: Path) -> Path:
 def test_every_registered_model_has_a_case():
     assert set(MODELS) == {
         "ADMMSLIM", "BPRMF", "BSPM", "CFGAN", "EASE", "EDLAE", "Ensemble", "GFCF", "GenreAffinity", "IALS", "IRGAN",
-        "ItemKNN", "LightGCN", "MultVAE", "Pop", "RecVAE", "SANSA", "TextEASE", "TextKNN",
+        "ItemKNN", "LightGCN", "MultVAE", "Pop", "RecVAE", "SANSA", "SASRec", "TextEASE",
+        "TextKNN",
     }  # fmt: skip
 
 

@@ -14,7 +14,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from advrec import distributed
 from advrec.data.datasets import IMPLICIT_DATASETS, load_dataset, official_split
 from advrec.data.interactions import Interactions
-from advrec.data.splits import Split, cold_items, holdout_users, leave_one_out, ratio_split, temporal_split
+from advrec.data.splits import (
+    Split,
+    cold_items,
+    holdout_users,
+    leave_last_out,
+    leave_one_out,
+    ratio_split,
+    temporal_split,
+)
 from advrec.distributed.launch import job_setting
 from advrec.errors import ConfigError
 from advrec.evaluation.evaluate import Report, evaluate
@@ -23,7 +31,9 @@ from advrec.models.params import coerce, from_config, literal, validate_params
 from advrec.models.torch_base import TorchRecommender
 from advrec.runs import Timer, checkpoint_dir, save_run
 
-Protocol = Literal["ratio", "leave_one_out", "temporal", "holdout_users", "cold_items", "official", "official_full"]
+Protocol = Literal[
+    "ratio", "leave_one_out", "leave_last_out", "temporal", "holdout_users", "cold_items", "official", "official_full"
+]
 """"official": a dataset's published split (gowalla) with validation carved from train (`OFFICIAL_VALID_SHARE` of
 each user's training items, seed `seed`); "official_full": the same with all of train and no validation."""
 
@@ -158,6 +168,8 @@ def make_split(X: Interactions, cfg: ExperimentConfig) -> Split:
         return ratio_split(X, cfg.ratios, random_state=cfg.seed)
     if cfg.protocol == "leave_one_out":
         return leave_one_out(X, random_state=cfg.seed)
+    if cfg.protocol == "leave_last_out":
+        return leave_last_out(X, random_state=cfg.seed)
     if cfg.protocol == "temporal":
         return temporal_split(X, cfg.ratios)
     if cfg.protocol == "cold_items":

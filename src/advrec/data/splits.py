@@ -1,4 +1,5 @@
-"""Evaluation protocols: per-user ratio split, leave-one-out, global temporal split, held-out users.
+"""Evaluation protocols: per-user ratio split, leave-one-out, leave-last-out (the sequential protocol), global
+temporal split, held-out users.
 
 Every splitter returns a `Split` over the same id maps as its input, so an index means one thing in train,
 validation and test. `Split.eval_set("valid" | "test")` states what a model sees (history), what it must
@@ -34,7 +35,8 @@ def as_generator(random_state: int | np.random.Generator | None) -> np.random.Ge
 class EvalSet:
     """One evaluation task: rank items for `users` from `history`, minus `exclude`, against `target`.
 
-    `candidates`, when set, are the only items ranked (e.g. the cold items of a cold-start protocol).
+    `candidates`, when set, are the only items ranked (e.g. the cold items of a cold-start protocol). `times`,
+    when the data has timestamps, holds them on the pattern of `history` (the order sequential models read).
     """
 
     history: sp.csr_matrix
@@ -42,6 +44,7 @@ class EvalSet:
     exclude: sp.csr_matrix
     users: np.ndarray
     candidates: np.ndarray | None = None
+    times: sp.csr_matrix | None = None
 
 
 @dataclass
@@ -77,15 +80,19 @@ class Split:
         """The evaluation task on the validation or test part.
 
         History is train (+ fold-in). For the test part the validation items are excluded from the
-        ranking too, as RecBole does, since they are known positives that are not test targets.
-        `cold_only` (a `cold_items` split) ranks only that part's cold items.
+        ranking too, as RecBole does, since they are known positives that are not test targets; under
+        leave-last-out (the sequential protocol) they are part of the test history instead, as the interaction
+        before the test one. `cold_only` (a `cold_items` split) ranks only that part's cold items.
         """
         if on not in ("valid", "test"):
             raise DataError(f"eval_set takes 'valid' or 'test', not {on!r}")
         part = self.valid if on == "valid" else self.test
         if part is None:
             raise DataError(f"this split has no {on} part")
-        history = self.history()
+        seen = [p for p in (self.train, self.fold_in) if p is not None]
+        if on == "test" and self.valid is not None and self.protocol.get("name") == "leave_last_out":
+            seen.append(self.valid)
+        history = _union(seen)
         exclude = history
         if on == "test" and self.valid is not None:
             exclude = (history + self.valid.matrix).tocsr()
@@ -98,7 +105,8 @@ class Split:
             if cold is None:
                 raise DataError("cold_only needs a split made by cold_items")
             candidates = np.asarray(cold, dtype=np.int64)
-        return EvalSet(history=history, target=part.matrix, exclude=exclude, users=users, candidates=candidates)
+        times = _times_of(seen, history)
+        return EvalSet(history, part.matrix, exclude, users, candidates, times)
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> Path:
@@ -153,6 +161,30 @@ class Split:
 
 
 # ---------------------------------------------------------------------- helpers
+def _union(parts: list[Interactions]) -> sp.csr_matrix:
+    """The users×items matrix of disjoint parts together."""
+    m = parts[0].matrix
+    for p in parts[1:]:
+        m = m + p.matrix
+    return sp.csr_matrix(m)
+
+
+def _times_of(parts: list[Interactions], history: sp.csr_matrix) -> sp.csr_matrix | None:
+    """The parts' timestamps on the pattern of `history` (their union), or None when a part has none."""
+    if any(p.timestamps is None for p in parts):
+        return None
+    rows = np.concatenate([np.repeat(np.arange(p.n_users), np.diff(p.matrix.indptr)) for p in parts])
+    cols = np.concatenate([p.matrix.indices for p in parts])
+    ts = np.concatenate([p.timestamps for p in parts])  # type: ignore[misc]
+    order = np.lexsort((cols, rows))
+    if not (np.array_equal(rows[order], np.repeat(np.arange(history.shape[0]), np.diff(history.indptr)))
+            and np.array_equal(cols[order], history.indices)):  # fmt: skip
+        raise DataError(
+            "the timestamps of this split's parts do not line up with its history (a (user, item) pair in two parts?)"
+        )
+    return sp.csr_matrix((ts[order], history.indices.copy(), history.indptr.copy()), shape=history.shape)
+
+
 def _check_long(long: pd.DataFrame, source: Path, n_users: int, n_items: int) -> None:
     """Refuses (naming `source`) a split table whose indices fall outside the id maps or whose values are
     not finite; rows are counted from 1."""
@@ -246,9 +278,19 @@ def leave_one_out(X: Interactions, random_state: int | np.random.Generator | Non
 
     Users with two interactions give one to test; users with one keep it in train.
     """
+    return _latest_out(X, random_state, "leave_one_out")
+
+
+def leave_last_out(X: Interactions, random_state: int | np.random.Generator | None = 2020) -> Split:
+    """The sequential protocol (SASRec, BERT4Rec): the same parts as `leave_one_out`, but the test history is
+    everything before the test interaction, the validation one included (`Split.eval_set`)."""
+    return _latest_out(X, random_state, "leave_last_out")
+
+
+def _latest_out(X: Interactions, random_state: int | np.random.Generator | None, name: str) -> Split:
     _check_nonempty(X)
     if X.timestamps is None:
-        raise DataError("leave_one_out needs timestamps; these interactions have none")
+        raise DataError(f"{name} needs timestamps; these interactions have none")
     rng = as_generator(random_state)
     rows, deg = _entries(X)
     tie = rng.random(X.nnz)
@@ -260,7 +302,7 @@ def leave_one_out(X: Interactions, random_state: int | np.random.Generator | Non
     part = np.zeros(X.nnz, dtype=np.int64)
     part[(from_end == 0) & (deg[rows] >= 2)] = 2
     part[(from_end == 1) & (deg[rows] >= 3)] = 1
-    protocol = {"name": "leave_one_out", "random_state": _seed_repr(random_state)}
+    protocol = {"name": name, "random_state": _seed_repr(random_state)}
     return _assemble(X, part, protocol)
 
 

@@ -107,8 +107,14 @@ def evaluate(
     """
     es = split.eval_set(on, cold_only=cold_only)
     popularity = np.bincount(split.train.matrix.indices, minlength=split.n_items)
+    score = model.score
+    if getattr(model, "sequential", False):  # it ranks from the order of each history: give it the timestamps
+        from advrec.models.sequential import timed_history
+
+        history = timed_history(es)
+        score = lambda _, users: model.score(history, users)  # noqa: E731
     report = evaluate_scores(
-        model.score,
+        score,
         es,
         ks=ks,
         metrics=metrics,

@@ -19,6 +19,7 @@ from advrec.models.mult_vae import MultVAE
 from advrec.models.pop import Pop
 from advrec.models.recvae import RecVAE
 from advrec.models.sansa import SANSA
+from advrec.models.sasrec import SASRec
 from advrec.models.text_knn import TextKNN
 from advrec.models.torch_base import TorchRecommender
 
@@ -33,6 +34,7 @@ __all__ = [
     "IALS",
     "IRGAN",
     "SANSA",
+    "SASRec",
     "Ensemble",
     "GenreAffinity",
     "ItemKNN",

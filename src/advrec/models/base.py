@@ -71,6 +71,8 @@ class Recommender:
     """
 
     uses_history: ClassVar[bool] = True
+    # whether scores depend on the order of the history (then `score` takes Interactions with timestamps)
+    sequential: ClassVar[bool] = False
     # how fitting scales past one process (`advrec.distributed.factors`): closed-form models are single-node
     scale_out: ClassVar[str] = SINGLE_NODE
     # the differential-privacy guarantee of the training, set by a DP fit (`advrec.privacy.dp`), saved with the model

@@ -524,11 +524,16 @@ class TorchRecommender(Recommender):
         optimizer.step()
         return loss.detach(), stats
 
+    def _scoring_history(self, es: EvalSet) -> sp.csr_matrix:
+        """The history matrix `_score` reads for a validation set (a sequential model's holds the order)."""
+        return es.history
+
     def _validate(self, es: EvalSet, metric: tuple[str, int] = ("ndcg", 10)) -> float:
         self.network_.eval()
         name, k = metric
+        history = self._scoring_history(es)
         with torch.no_grad():
-            report = evaluate_scores(lambda h, u: self._score(h, u), es, ks=(k,), metrics=(name,), progress=False)
+            report = evaluate_scores(lambda h, u: self._score(history, u), es, ks=(k,), metrics=(name,), progress=False)
         self.network_.train()
         return report.summary[f"{name}@{k}"]
 
