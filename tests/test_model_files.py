@@ -27,6 +27,7 @@ from advrec.models import (
     IALS,
     IRGAN,
     SANSA,
+    BERT4Rec,
     Ensemble,
     GenreAffinity,
     ItemKNN,
@@ -93,6 +94,8 @@ def make(name: str) -> Recommender:
         return MultVAE(hidden=8, latent=2, **TORCH).fit(X)
     if name == "RecVAE":
         return RecVAE(hidden=8, latent=2, depth=2, **TORCH).fit(X)
+    if name == "BERT4Rec":
+        return BERT4Rec(dim=4, blocks=1, heads=1, max_len=4, **TORCH).fit(X)
     if name == "SASRec":
         return SASRec(dim=4, blocks=1, max_len=4, **TORCH).fit(X)
     if name == "CFGAN":
@@ -137,9 +140,8 @@ def copy_of(src: Path, dst: Path) -> Path:
 
 def test_every_registered_model_has_a_case():
     assert set(MODELS) == {
-        "ADMMSLIM", "BPRMF", "BSPM", "CFGAN", "EASE", "EDLAE", "Ensemble", "GFCF", "GenreAffinity", "IALS", "IRGAN",
-        "ItemKNN", "LightGCN", "MultVAE", "Pop", "RecVAE", "SANSA", "SASRec", "TextEASE",
-        "TextKNN",
+        "ADMMSLIM", "BERT4Rec", "BPRMF", "BSPM", "CFGAN", "EASE", "EDLAE", "Ensemble", "GFCF", "GenreAffinity",
+        "IALS", "IRGAN", "ItemKNN", "LightGCN", "MultVAE", "Pop", "RecVAE", "SANSA", "SASRec", "TextEASE", "TextKNN",
     }  # fmt: skip
 
 

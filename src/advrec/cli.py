@@ -181,7 +181,10 @@ def split(
     out: Annotated[Path, typer.Option(help="folder to write the split to")] = Path("splits/split"),
     protocol: Annotated[
         str,
-        typer.Option(help="ratio | leave_one_out | leave_last_out | temporal | holdout_users | cold_items | official | official_full"),
+        typer.Option(
+            help="ratio | leave_one_out | leave_last_out | temporal | holdout_users | cold_items | official | "
+            "official_full"
+        ),
     ] = "ratio",
     seed: int = 2020,
     min_rating: Annotated[float | None, typer.Option(help="keep ratings ≥ this, as implicit feedback")] = 3.0,
@@ -215,7 +218,10 @@ def train(
     config: Annotated[Path | None, typer.Option(help="experiment TOML file")] = None,
     protocol: Annotated[
         str | None,
-        typer.Option(help="ratio | leave_one_out | leave_last_out | temporal | holdout_users | official | official_full (gowalla)"),
+        typer.Option(
+            help="ratio | leave_one_out | leave_last_out | temporal | holdout_users | official | "
+            "official_full (gowalla)"
+        ),
     ] = None,
     seed: int | None = None,
     min_rating: float | None = None,
@@ -355,7 +361,7 @@ def tune(
         list[str] | None, typer.Option("--set", help="fixed model parameter key=value, not searched (repeatable)")
     ] = None,
     config: Annotated[Path | None, typer.Option(help="experiment TOML file (data, protocol, fixed [params])")] = None,
-    protocol: Annotated[str | None, typer.Option(help="ratio | leave_one_out | leave_last_out | temporal | holdout_users | …")] = None,
+    protocol: Annotated[str | None, typer.Option(help="ratio | leave_one_out | leave_last_out | temporal | …")] = None,
     seed: int | None = None,
     min_rating: float | None = None,
     core: int | None = None,

@@ -40,6 +40,25 @@ def two_communities(n_users: int = 40, n_items: int = 20, density: float = 0.5, 
     )
 
 
+def ordered_interactions(seqs: list[list[int]], n_items: int) -> Interactions:
+    """One user per sequence; the j-th item of a sequence gets timestamp j (its order is the list's)."""
+    rows = np.concatenate([[u] * len(s) for u, s in enumerate(seqs)]).astype(np.int64)
+    cols = np.concatenate(seqs).astype(np.int64)
+    ts = np.concatenate([np.arange(len(s)) for s in seqs])
+    m = sp.coo_matrix((np.ones(len(cols), np.float32), (rows, cols)), shape=(len(seqs), n_items)).tocsr()
+    order = np.lexsort((cols, rows))  # CSR order: by user, then item
+    users, items = IdMap(np.arange(len(seqs)), "user"), IdMap(np.arange(n_items), "item")
+    return Interactions(m, users, items, timestamps=ts[order])
+
+
+def cyclic_sequences(n_users: int, n_items: int, length: int, seed: int) -> Interactions:
+    """Each user walks the cycle 0 → 1 → … → n_items−1 → 0 from a random start (no item twice): the next item
+    is always the latest + 1 (mod n_items), the known answer a sequential model must learn."""
+    rng = np.random.default_rng(seed)
+    starts = rng.integers(0, n_items, n_users)
+    return ordered_interactions([list((s + np.arange(length)) % n_items) for s in starts], n_items)
+
+
 def community_accuracy(model: Recommender, X: Interactions, k: int = 3) -> float:
     """Share of top-k recommendations that fall in the user's own community of `two_communities`."""
     items, _ = model.recommend(X, np.arange(X.n_users), k=k)

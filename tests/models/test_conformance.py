@@ -3,7 +3,21 @@ import pytest
 import scipy.sparse as sp
 
 from advrec.errors import ConfigError
-from advrec.models import ADMMSLIM, BPRMF, BSPM, EASE, GFCF, SANSA, Ensemble, ItemKNN, MultVAE, Pop, RecVAE, SASRec
+from advrec.models import (
+    ADMMSLIM,
+    BPRMF,
+    BSPM,
+    EASE,
+    GFCF,
+    SANSA,
+    BERT4Rec,
+    Ensemble,
+    ItemKNN,
+    MultVAE,
+    Pop,
+    RecVAE,
+    SASRec,
+)
 from advrec.models.ials import IALS
 from advrec.models.lightgcn import LightGCN
 from advrec.testing import check_recommender
@@ -39,6 +53,7 @@ FACTORIES = {
     # the community data's timestamps follow item order, so the next item after a user's latest is usually the
     # other community's first: a sequential model is right to rank it high (its known answer: test_sasrec.py)
     "SASRec": (lambda: SASRec(dim=16, blocks=1, max_len=10, epochs=5, batch_size=8, lr=0.01, device="cpu"), None),
+    "BERT4Rec": (lambda: BERT4Rec(dim=16, blocks=1, max_len=10, epochs=5, batch_size=8, lr=0.01, device="cpu"), None),
     "IALS": (lambda: IALS(factors=8, reg=5.0, iterations=10, device="cpu"), 0.9),
     "LightGCN": (lambda: LightGCN(factors=8, layers=2, epochs=30, batch_size=64, lr=0.01, device="cpu"), 0.9),
     "LightGCN-pool": (

@@ -5,30 +5,24 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from advrec.data.interactions import IdMap, Interactions
+from advrec.data.interactions import Interactions
 from advrec.data.splits import leave_last_out, leave_one_out
 from advrec.errors import ConfigError, DataError
 from advrec.evaluation import evaluate
 from advrec.models import SASRec
 from advrec.models.sasrec import SASRecNet
 from advrec.models.sequential import order_positions, sequences
-
-
-def interactions(seqs: list[list[int]], n_items: int) -> Interactions:
-    """One user per sequence; the j-th item of a sequence gets timestamp j (so the order is the list's)."""
-    rows = np.concatenate([[u] * len(s) for u, s in enumerate(seqs)])
-    cols = np.concatenate(seqs)
-    ts = np.concatenate([np.arange(len(s)) for s in seqs])
-    m = sp.coo_matrix((np.ones(len(cols), np.float32), (rows, cols)), shape=(len(seqs), n_items)).tocsr()
-    order = np.lexsort((cols, rows))  # CSR order: by user, then item
-    return Interactions(m, IdMap(np.arange(len(seqs)), "user"), IdMap(np.arange(n_items), "item"), timestamps=ts[order])
+from advrec.testing import cyclic_sequences as cyclic
+from advrec.testing import ordered_interactions as interactions
 
 
 def test_order_positions_and_sequences_follow_time_then_item() -> None:
     X = interactions([[4, 1, 3], [2], [0, 1, 2, 3, 4]], 5)
     ordered = order_positions(X.matrix, X.timestamps)
     assert ordered[0].toarray().tolist() == [[0, 2, 0, 3, 1]]  # item 4 first, then 1, then 3
-    np.testing.assert_array_equal(sequences(ordered, np.array([0, 1, 2]), 4), [[0, 5, 2, 4], [0, 0, 0, 3], [2, 3, 4, 5]])
+    np.testing.assert_array_equal(
+        sequences(ordered, np.array([0, 1, 2]), 4), [[0, 5, 2, 4], [0, 0, 0, 3], [2, 3, 4, 5]]
+    )
     tied = order_positions(sp.csr_matrix(np.ones((1, 3), np.float32)), np.array([7, 7, 7]))
     assert tied.data.tolist() == [1, 2, 3]  # equal times: by item index
 
@@ -65,19 +59,11 @@ def test_padding_does_not_reach_a_prediction() -> None:
         assert torch.isfinite(net(torch.zeros(1, 6, dtype=torch.long))).all()
 
 
-def cyclic(n_users: int, n_items: int, length: int, seed: int) -> Interactions:
-    """Each user walks the cycle 0 → 1 → … → n_items−1 → 0 from a random start (no item twice): the next item
-    is always the current one + 1 (mod n_items), the known answer a sequential model must learn."""
-    rng = np.random.default_rng(seed)
-    starts = rng.integers(0, n_items, n_users)
-    return interactions([list((s + np.arange(length)) % n_items) for s in starts], n_items)
-
-
 def test_learns_the_next_item_of_a_cycle() -> None:
     X = cyclic(60, 12, 6, seed=0)
     model = SASRec(dim=16, blocks=1, max_len=5, epochs=60, batch_size=16, lr=0.01, device="cpu").fit(X)
     items, _ = model.recommend(X, np.arange(X.n_users), k=1)
-    expected = (np.array([s[-1] for s in sequences(order_positions(X.matrix, X.timestamps), np.arange(60), 6)]) % 12)
+    expected = np.array([s[-1] for s in sequences(order_positions(X.matrix, X.timestamps), np.arange(60), 6)]) % 12
     assert (items[:, 0] == expected).mean() >= 0.95  # measured 1.00; popularity would give at most 2/12
 
 

@@ -111,8 +111,11 @@ def evaluate(
     if getattr(model, "sequential", False):  # it ranks from the order of each history: give it the timestamps
         from advrec.models.sequential import timed_history
 
-        history = timed_history(es)
-        score = lambda _, users: model.score(history, users)  # noqa: E731
+        timed = timed_history(es)
+
+        def score(history: Any, users: np.ndarray) -> np.ndarray:
+            return model.score(timed, users)
+
     report = evaluate_scores(
         score,
         es,

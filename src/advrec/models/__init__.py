@@ -2,6 +2,7 @@
 
 from advrec.models.admm_slim import ADMMSLIM
 from advrec.models.base import Recommender, model_class
+from advrec.models.bert4rec import BERT4Rec
 from advrec.models.bpr import BPRMF
 from advrec.models.bspm import BSPM
 from advrec.models.cfgan import CFGAN
@@ -34,7 +35,7 @@ __all__ = [
     "IALS",
     "IRGAN",
     "SANSA",
-    "SASRec",
+    "BERT4Rec",
     "Ensemble",
     "GenreAffinity",
     "ItemKNN",
@@ -43,6 +44,7 @@ __all__ = [
     "Pop",
     "RecVAE",
     "Recommender",
+    "SASRec",
     "TextEASE",
     "TextKNN",
     "TorchRecommender",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, cast
 
 import numpy as np
 import scipy.sparse as sp
@@ -153,6 +153,10 @@ class SASRec(SequentialRecommender):
         if self.dim % self.heads:
             raise ConfigError(f"dim ({self.dim}) must be a multiple of heads ({self.heads})")
 
+    @property
+    def net(self) -> SASRecNet:
+        return cast(SASRecNet, self.network_)
+
     def _build(self, n_users: int, n_items: int) -> nn.Module:
         return SASRecNet(n_items, self.dim, self.blocks, self.heads, self.dropout, self.max_len)
 
@@ -165,7 +169,7 @@ class SASRec(SequentialRecommender):
         states = self.network_(inputs)
         known = (inputs > 0) & (targets > 0)  # a position with an item before the target
         h, target = states[known], targets[known] - 1
-        weights = self.network_.item_weights()
+        weights = self.net.item_weights()
         if self.loss == "ce":
             return F.cross_entropy(h @ weights.T, target)
         rng = self.training.rng
@@ -183,7 +187,7 @@ class SASRec(SequentialRecommender):
 
     def _score(self, history: sp.csr_matrix, users: np.ndarray) -> np.ndarray:
         out = np.empty((len(users), self.n_items_), dtype=np.float32)
-        weights = self.network_.item_weights()
+        weights = self.net.item_weights()
         for start in range(0, len(users), SCORE_BATCH):
             seq = sequences(history, users[start : start + SCORE_BATCH], self.max_len)
             with torch.no_grad():

@@ -114,4 +114,3 @@ class SequentialRecommender(TorchRecommender):
         if cache.get("valid_set") is not es:
             cache["valid_set"], cache["valid_history"] = es, self._history_matrix(timed_history(es))
         return cache["valid_history"]
-
