@@ -99,3 +99,20 @@ def test_train_cfgan_with_training_curves(tmp_path, data_dir):
     assert (run / "training.png").stat().st_size > 10_000
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["model"]["class"] == "CFGAN" and manifest["metrics"]["ndcg@10"] > 0
+
+
+def test_train_evaluate_recommend_a_sequential_model(tmp_path, data_dir):
+    """SASRec under leave-last-out from the command line: the run evaluates and recommends from ordered histories."""
+    run = tmp_path / "sasrec"
+    sets = ["dim=16", "blocks=1", "max_len=20", "epochs=2", "batch_size=256", "device=cpu"]
+    args = ["train", "SASRec", "--dataset", "ml-100k", "--protocol", "leave_last_out"]
+    res = runner.invoke(app, [*args, *(x for s in sets for x in ("--set", s)), "--out", str(run), "--data-dir",
+                              str(data_dir)])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["split"]["name"] == "leave_last_out" and manifest["model"]["class"] == "SASRec"
+    assert 0 < manifest["metrics"]["ndcg@10"] < 1
+    res = runner.invoke(app, ["evaluate", str(run)])
+    assert res.exit_code == 0 and f"{manifest['metrics']['ndcg@10']:.4f}" in res.output, res.output
+    res = runner.invoke(app, ["recommend", str(run), "--user", "1", "-k", "5"])
+    assert res.exit_code == 0 and res.output.count("\n") > 5, res.output

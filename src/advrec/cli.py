@@ -450,7 +450,7 @@ def recommend(
     try:
         run = load_run(run_dir)
         u = run.users.index(user)
-        items, scores = run.model.recommend(run.history(), np.array([u]), k=k, exclude_seen=not include_seen)
+        items, scores = run.model.recommend(run.scoring_history(), np.array([u]), k=k, exclude_seen=not include_seen)
     except AdvrecError as err:
         _fail(err)
 
@@ -464,7 +464,7 @@ def recommend(
         row = [str(rank), str(run.items.raw(i)), name(i) if run.titles is not None else "", f"{s:.4f}"]
         if explain:
             try:
-                why = run.model.explain(run.history(), u, int(i), n=3)
+                why = run.model.explain(run.scoring_history(), u, int(i), n=3)
             except AdvrecError as err:
                 _fail(err)
             row.append("; ".join(name(j) for j, _ in why))

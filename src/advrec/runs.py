@@ -318,6 +318,14 @@ class Run:
     def history(self) -> Any:
         return self.split.history()
 
+    def scoring_history(self) -> Any:
+        """What the model scores from: the history matrix, or for a sequential model the history as interactions
+        with their timestamps (the order it reads)."""
+        times = self.split.history_times()
+        if not self.model.sequential or times is None:
+            return self.history()
+        return Interactions(self.history(), self.users, self.items, timestamps=times.data)
+
 
 def load_run(path: str | Path) -> Run:
     """Reads a run directory written by `save_run`, refusing (`ModelFileError`) one whose parts disagree.

@@ -76,6 +76,10 @@ class Split:
             h = (h + self.fold_in.matrix).tocsr()
         return h
 
+    def history_times(self) -> sp.csr_matrix | None:
+        """The timestamps of `history()`, on its pattern (None when the data has none)."""
+        return _times_of([p for p in (self.train, self.fold_in) if p is not None], self.history())
+
     def eval_set(self, on: str = "test", cold_only: bool = False) -> EvalSet:
         """The evaluation task on the validation or test part.
 

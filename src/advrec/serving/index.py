@@ -19,8 +19,10 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
+from advrec.data.interactions import IdMap, Interactions
 from advrec.errors import ConfigError, UnknownIdError
 from advrec.evaluation.ranking import entry_positions, top_k
+from advrec.models.sequential import order_positions
 from advrec.runs import Run, load_run
 from advrec.serving.ann import AnnOptions, Factors, HNSWIndex, factors_of, first_kept, rank, seen_mask
 
@@ -46,9 +48,11 @@ class Histories:
     liked: sp.csr_matrix
     seen: sp.csr_matrix
     train_users: np.ndarray  # training index of each row, -1 for users the model never saw
+    order: sp.csr_matrix | None = None  # for a sequential model: `liked` with each item's position in time order
 
     def slice(self, start: int, stop: int) -> Histories:
-        return Histories(self.liked[start:stop], self.seen[start:stop], self.train_users[start:stop])
+        order = None if self.order is None else self.order[start:stop]
+        return Histories(self.liked[start:stop], self.seen[start:stop], self.train_users[start:stop], order)
 
 
 class ServedModel:
@@ -69,6 +73,10 @@ class ServedModel:
         history.data[:] = 1.0
         self.history = history
         self.n_users, self.n_items = history.shape
+        self.sequential = bool(getattr(run.model, "sequential", False))
+        self.order: sp.csr_matrix | None = None
+        if self.sequential:  # the training rows in time order: what the model reads
+            self.order = self._training_order(run)
         if self.n_items != self.model.n_items_:
             raise ConfigError(
                 f"{self.path}: the run's data has {self.n_items} items but its model was fitted on "
@@ -94,6 +102,19 @@ class ServedModel:
         self.cooc_items = sp.csr_matrix(history.T.multiply(1.0 / np.where(norms > 0, norms, 1.0)[:, None]))
         self.cooc_users = self.cooc_items.T.tocsr()
         self.warm_up()
+
+    def _training_order(self, run: Run) -> sp.csr_matrix:
+        times = run.split.history_times()
+        if times is None:
+            raise ConfigError(
+                f"{self.path}: {self.model_name} ranks from the order of each history, but the run's data has no "
+                "timestamps"
+            )
+        order = order_positions(sp.csr_matrix(run.split.history()), times.data)
+        same = np.array_equal(order.indptr, self.history.indptr) and np.array_equal(order.indices, self.history.indices)
+        if not same:
+            raise ConfigError(f"{self.path}: the run's training history holds repeated (user, item) entries")
+        return order
 
     @classmethod
     def from_run_dir(cls, run_dir: str | Path, ann: AnnOptions | None = None) -> ServedModel:
@@ -163,7 +184,26 @@ class ServedModel:
                 continue
             seen_rows.append(np.union1d(train, items).astype(np.int32, copy=False))
             liked_rows.append(np.union1d(train, items[np.asarray(ok, dtype=bool)]).astype(np.int32, copy=False))
-        return Histories(self._csr(liked_rows), self._csr(seen_rows), tu)
+        liked = self._csr(liked_rows)
+        order = self._order(tu, extra_items, extra_liked, liked) if self.sequential else None
+        return Histories(liked, self._csr(seen_rows), tu, order)
+
+    def _order(
+        self, tu: np.ndarray, extra_items: Sequence[np.ndarray], extra_liked: Sequence[np.ndarray], liked: sp.csr_matrix
+    ) -> sp.csr_matrix:
+        """`liked` with, as values, each item's position in time order: the training row's order, then the liked
+        extra items in the order given (an item met again takes its latest place)."""
+        assert self.order is not None
+        out = liked.copy()
+        for r, (u, items, ok) in enumerate(zip(tu, extra_items, extra_liked, strict=True)):
+            lo, hi = (self.order.indptr[u], self.order.indptr[u + 1]) if u >= 0 else (0, 0)
+            train = self.order.indices[lo:hi][np.argsort(self.order.data[lo:hi], kind="stable")]
+            extra = np.asarray(items, dtype=np.int64)[np.asarray(ok, dtype=bool)]
+            walk = np.concatenate([train, extra])
+            latest = {int(item): pos for pos, item in enumerate(walk)}  # the latest place of each item
+            row = out.indices[out.indptr[r] : out.indptr[r + 1]]
+            out.data[out.indptr[r] : out.indptr[r + 1]] = [latest[int(i)] + 1 for i in row]
+        return out
 
     def _csr(self, rows: list[np.ndarray]) -> sp.csr_matrix:
         """Binary CSR rows from sorted, unique column indices."""
@@ -178,6 +218,10 @@ class ServedModel:
     def scores(self, rows: Histories) -> tuple[np.ndarray, list[str]]:
         """Scores of all items for each row, and how each row was scored (strategy)."""
         n = rows.liked.shape[0]
+        if self.sequential:
+            assert rows.order is not None
+            s = self.model.score(self._timed(rows.order), np.arange(n))
+            return s, ["history" if u >= 0 else "fold-in" for u in rows.train_users]
         if self.uses_history:
             s = self.model.score(rows.liked, np.arange(n))
             strategy = ["history" if u >= 0 else "fold-in" for u in rows.train_users]
@@ -188,6 +232,11 @@ class ServedModel:
             s[known] = self.model.score(self.history, rows.train_users[known])
         s[~known] = self.popularity
         return s, ["user-vector" if k else "popularity" for k in known]
+
+    def _timed(self, order: sp.csr_matrix) -> Interactions:
+        """Rows whose values are positions in time order, as the interactions a sequential model scores."""
+        ids = IdMap(np.arange(order.shape[0]), "user"), IdMap(np.arange(self.n_items), "item")
+        return Interactions(order, *ids, timestamps=order.data.astype(np.int64))
 
     def recommend(
         self, rows: Histories, k: int = 10, exclude_seen: bool = True
@@ -261,7 +310,7 @@ class ServedModel:
             return self._similar_vectors(item, k)
         if self.uses_history:
             one = sp.csr_matrix((np.ones(1, np.float32), ([0], [item])), shape=(1, self.n_items))
-            s = np.array(self.model.score(one, np.arange(1)), dtype=np.float32)
+            s = np.array(self.model.score(self._timed(one) if self.sequential else one, [0]), dtype=np.float32)
             strategy = "model"
         else:
             s = np.asarray((self.cooc_items[item] @ self.cooc_users).toarray(), dtype=np.float32)
