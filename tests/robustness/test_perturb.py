@@ -10,7 +10,7 @@ from advrec.data.splits import ratio_split
 from advrec.errors import ConfigError
 from advrec.models import BPRMF, EASE
 from advrec.robustness import APR, adversarial_fit, attack_embeddings, robustness_curve
-from advrec.robustness.perturb import _loss_gradient, _training_triples, fast_gradient, project
+from advrec.robustness.perturb import _loss_gradient, fast_gradient, project
 from advrec.testing import community_accuracy, two_communities
 
 # Thresholds of the statistical tests, set from their spread over seeds 0-9 (benchmarks/test_spread.py).
@@ -66,9 +66,9 @@ def test_perturbation_needs_an_embedding_model(data) -> None:  # type: ignore[no
 
 
 def _train_loss(model, data) -> float:  # type: ignore[no-untyped-def]
-    triples = _training_triples(data.matrix, np.random.default_rng(0), model.device_)
+    (batch,) = model.attack_batches(data, np.random.default_rng(0), 10**6)
     with torch.no_grad():
-        return float(model.batch_loss({"users": triples[0], "pos": triples[1], "neg": triples[2]}))
+        return float(model.batch_loss(batch))
 
 
 @pytest.mark.statistical
@@ -86,10 +86,9 @@ def test_attacks_respect_eps_and_raise_the_loss(data, bpr, method, seed, claim) 
 
 
 def test_loss_gradient_matches_autograd_on_one_batch(data, bpr) -> None:  # type: ignore[no-untyped-def]
-    triples = _training_triples(data.matrix, np.random.default_rng(0), bpr.device_)
     tables = {n: t.detach() for n, t in bpr.embedding_tables().items()}
-    small = _loss_gradient(bpr, tables, triples, batch_size=7)
-    full = _loss_gradient(bpr, tables, triples, batch_size=10**6)
+    small = _loss_gradient(bpr, tables, bpr.attack_batches(data, np.random.default_rng(0), 7))
+    full = _loss_gradient(bpr, tables, bpr.attack_batches(data, np.random.default_rng(0), 10**6))
     for name in tables:
         assert torch.allclose(small[name], full[name], atol=1e-5)
 

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from advrec.data.interactions import as_csr
 from advrec.errors import ConfigError
 from advrec.models.params import Dimension, Float, Int, Interval, Options, declare
 from advrec.models.torch_base import Phase, TorchRecommender
@@ -288,6 +289,18 @@ class BPRMF(TorchRecommender):
         if regularize:
             loss = loss + self.reg * (ue.pow(2).sum() + ie.pow(2).sum() + je.pow(2).sum()) / len(ue)
         return loss
+
+    def attack_batches(self, X: Any, rng: np.random.Generator, batch_size: int) -> list[dict[str, torch.Tensor]]:
+        """Every (user, item) of `X` with one negative drawn by `rng`, in batches of `batch_size` triples: the
+        examples of the BPR loss an attack on the embeddings raises (`advrec.robustness.perturb`)."""
+        coo = as_csr(X, "training data").tocoo()
+        u, i = coo.row.astype(np.int64), coo.col.astype(np.int64)
+        j = sample_negatives(u, np.sort(u * coo.shape[1] + i), coo.shape[1], rng)
+        t = [torch.from_numpy(a).to(self.device_) for a in (u, i, j)]
+        return [
+            {"users": t[0][s : s + batch_size], "pos": t[1][s : s + batch_size], "neg": t[2][s : s + batch_size]}
+            for s in range(0, len(u), batch_size)
+        ]
 
     def _score(self, history: sp.csr_matrix, users: np.ndarray) -> np.ndarray:
         with torch.no_grad():

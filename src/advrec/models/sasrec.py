@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, cast
+from typing import Any, ClassVar, cast
 
 import numpy as np
 import scipy.sparse as sp
@@ -66,11 +66,13 @@ class SASRecNet(nn.Module):
         pad_key = (seq == 0)[:, None, :] & ~torch.eye(length, dtype=torch.bool, device=seq.device)
         return (later | pad_key).repeat_interleave(self.heads, dim=0)
 
-    def forward(self, seq: torch.Tensor) -> torch.Tensor:
-        """(batch, L) item index + 1 (0: padding) → (batch, L, dim): position i's state sees items 0..i."""
+    def forward(self, seq: torch.Tensor, table: torch.Tensor | None = None) -> torch.Tensor:
+        """(batch, L) item index + 1 (0: padding) → (batch, L, dim): position i's state sees items 0..i. `table`:
+        item embeddings to use in place of the learned ones (a perturbed table)."""
         length = seq.shape[1]
         pos = torch.arange(length, device=seq.device)
-        x = self.item(seq) * self.item.embedding_dim**0.5 + self.position(pos)[None]
+        items = self.item(seq) if table is None else F.embedding(seq, table, padding_idx=0)
+        x = items * self.item.embedding_dim**0.5 + self.position(pos)[None]
         keep = (seq > 0).unsqueeze(-1).to(x.dtype)
         x = self.drop(x) * keep
         mask = self.mask(seq)
@@ -78,9 +80,9 @@ class SASRecNet(nn.Module):
             x = block(x, mask) * keep
         return self.norm(x)
 
-    def item_weights(self) -> torch.Tensor:
-        """The output layer: the item embeddings (shared with the input), padding row left out."""
-        return self.item.weight[1:]
+    def item_weights(self, table: torch.Tensor | None = None) -> torch.Tensor:
+        """The output layer: the item embeddings (shared with the input, or `table`), padding row left out."""
+        return (self.item.weight if table is None else table)[1:]
 
 
 class SASRec(SequentialRecommender):
@@ -163,14 +165,22 @@ class SASRec(SequentialRecommender):
     def _make_optimizer(self, phase: Phase) -> torch.optim.Optimizer:
         return torch.optim.Adam(phase.module.parameters(), lr=self.lr, weight_decay=self.weight_decay)
 
-    def batch_loss(self, batch: np.ndarray) -> torch.Tensor:
-        seq = torch.from_numpy(self.batch_sequences(batch)).to(self.device_)
+    def batch_loss(
+        self, batch: np.ndarray | torch.Tensor, tables: dict[str, torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """The loss of a batch of users (their training sequences) or of sequences (batch, max_len + 1); `tables`:
+        {"item": table} in place of the learned item embeddings (APR's perturbed ones). Outside training (an attack)
+        the loss is the full cross-entropy whatever `loss` is."""
+        seq = batch if isinstance(batch, torch.Tensor) else torch.from_numpy(self.batch_sequences(batch))
+        seq = seq.to(self.device_)
+        table = None if tables is None else tables["item"]
         inputs, targets = seq[:, :-1], seq[:, 1:]
-        states = self.network_(inputs)
+        states = self.net(inputs, table)
         known = (inputs > 0) & (targets > 0)  # a position with an item before the target
         h, target = states[known], targets[known] - 1
-        weights = self.net.item_weights()
-        if self.loss == "ce":
+        weights = self.net.item_weights(table)
+        training = getattr(self, "_training", None) is not None
+        if self.loss == "ce" or not training:
             return F.cross_entropy(h @ weights.T, target)
         rng = self.training.rng
         if self.loss == "bce":
@@ -184,6 +194,18 @@ class SASRec(SequentialRecommender):
         neg_logit = neg_logit.masked_fill(neg[None, :] == target[:, None], float("-inf"))
         logits = torch.cat([pos_logit, neg_logit], dim=1)
         return F.cross_entropy(logits, torch.zeros(len(target), dtype=torch.long, device=self.device_))
+
+    def embedding_tables(self) -> dict[str, torch.Tensor]:
+        """The item embedding table (input and output; row 0 is the padding): what APR and attacks perturb."""
+        return {"item": self.net.item.weight}
+
+    def attack_batches(self, X: Any, rng: np.random.Generator, batch_size: int) -> list[torch.Tensor]:
+        """The training sequences of `X` (Interactions with timestamps: each user's latest max_len + 1 items), in
+        batches of the model's `batch_size` sequences: what an attack on the embeddings raises the loss of."""
+        order = self._history_matrix(X)
+        users = np.flatnonzero(np.diff(order.indptr) >= 2)
+        seqs = torch.from_numpy(sequences(order, users, self.max_len + 1))
+        return [seqs[s : s + self.batch_size] for s in range(0, len(users), self.batch_size)]
 
     def _score(self, history: sp.csr_matrix, users: np.ndarray) -> np.ndarray:
         out = np.empty((len(users), self.n_items_), dtype=np.float32)

@@ -3,11 +3,15 @@
 Works with any model that exposes its embedding tables and a batch loss computed from given tables:
 
 - `embedding_tables() -> {name: tensor}`: the learned tables (rows = user or item vectors);
-- `batch_loss(batch, tables=None, regularize=False) -> loss`: the training loss of a batch, computed with
-  `tables` in place of the learned ones when given.
+- `batch_loss(batch, tables=None) -> loss`: the training loss of a batch, computed with `tables` in place of the
+  learned ones when given;
+- `attack_batches(X, rng, batch_size) -> [batch, ...]`: the examples of the training loss on `X`, in batches (what an
+  attack raises the loss of).
 
-BPRMF implements both. A perturbation Δ gives each table row an L2 norm of at most `eps`; the
-fast-gradient (FGSM) direction is the row-normalised gradient of the loss, as in the APR paper.
+BPRMF and LightGCN (user and item tables, BPR triples) and SASRec (the item table shared by its input and output,
+next-item cross-entropy over each user's sequence) implement them. A perturbation Δ gives each table row an L2
+norm of at most `eps`; the fast-gradient (FGSM) direction is the row-normalised gradient of the loss, as in the
+APR paper.
 """
 
 from __future__ import annotations
@@ -22,13 +26,12 @@ import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 
-from advrec.data.interactions import Interactions, as_csr
+from advrec.data.interactions import Interactions
 from advrec.data.splits import Split, as_generator
 from advrec.devices import deterministic
 from advrec.errors import ConfigError
 from advrec.evaluation import evaluate
-from advrec.models.bpr import sample_negatives
-from advrec.models.torch_base import TorchRecommender, TrainingPlugin
+from advrec.models.torch_base import TorchRecommender, TrainingPlugin, batch_size_of
 
 ATTACKS = ("fgsm", "pgd")
 
@@ -37,16 +40,16 @@ ATTACKS = ("fgsm", "pgd")
 class EmbeddingModel(Protocol):
     def embedding_tables(self) -> dict[str, torch.Tensor]: ...
 
-    def batch_loss(
-        self, batch: dict[str, torch.Tensor], tables: dict[str, torch.Tensor] | None = None, regularize: bool = False
-    ) -> torch.Tensor: ...
+    def batch_loss(self, batch: Any, tables: dict[str, torch.Tensor] | None = None) -> torch.Tensor: ...
+
+    def attack_batches(self, X: Any, rng: np.random.Generator, batch_size: int) -> list[Any]: ...
 
 
 def _check_model(model: Any) -> None:
     if not isinstance(model, EmbeddingModel) or not isinstance(model, TorchRecommender):
         raise ConfigError(
             f"{type(model).__name__} has no embedding tables to perturb; adversarial perturbations need a torch "
-            "model with embedding_tables() and batch_loss() (e.g. BPRMF)"
+            "model with embedding_tables(), batch_loss() and attack_batches() (BPRMF, LightGCN, SASRec)"
         )
 
 
@@ -116,28 +119,14 @@ def adversarial_fit(
 
 
 # ---------------------------------------------------------------------------------------------- attacks
-def _training_triples(
-    X: sp.csr_matrix, rng: np.random.Generator, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    coo = X.tocoo()
-    u, i = coo.row.astype(np.int64), coo.col.astype(np.int64)
-    j = sample_negatives(u, np.sort(u * X.shape[1] + i), X.shape[1], rng)
-    return tuple(torch.from_numpy(a).to(device) for a in (u, i, j))  # type: ignore[return-value]
-
-
 def _loss_gradient(
-    model: EmbeddingModel,
-    tables: dict[str, torch.Tensor],
-    triples: tuple[torch.Tensor, ...],
-    batch_size: int,
+    model: EmbeddingModel, tables: dict[str, torch.Tensor], batches: list[Any]
 ) -> dict[str, torch.Tensor]:
-    """Gradient of the summed loss over all `triples` w.r.t. the (perturbed) tables."""
+    """Gradient of the loss summed over the examples of all `batches` w.r.t. the (perturbed) tables."""
     leaves = {n: t.detach().clone().requires_grad_(True) for n, t in tables.items()}
-    u, i, j = triples
     with deterministic():  # gradients of embedding look-ups accumulate in a thread-count-dependent order otherwise
-        for s in range(0, len(u), batch_size):
-            batch = {"users": u[s : s + batch_size], "pos": i[s : s + batch_size], "neg": j[s : s + batch_size]}
-            loss = model.batch_loss(batch, leaves) * len(batch["users"])
+        for batch in batches:
+            loss = model.batch_loss(batch, leaves) * batch_size_of(batch)
             loss.backward()
     return {n: cast(torch.Tensor, leaf.grad) for n, leaf in leaves.items()}
 
@@ -154,7 +143,8 @@ def attack_embeddings(
 ) -> TorchRecommender:
     """A copy of `model` whose embedding tables carry the perturbation (row norms ≤ `eps`) that most raises its
     training loss on `X`: one fast-gradient step ("fgsm") or `steps` projected steps of `step_size` ("pgd",
-    default step eps/4). Negatives are sampled once, with `random_state`.
+    default step eps/4). Negatives (of a BPR model) are sampled once, with `random_state`; `batch_size` examples
+    per gradient batch (BPR triples; a sequential model takes its own batch size of sequences).
     """
     _check_model(model)
     model._check_fitted()
@@ -168,16 +158,16 @@ def attack_embeddings(
     if eps == 0:
         return attacked
     a = cast(EmbeddingModel, attacked)
-    Xc = as_csr(X, "training data")
-    triples = _training_triples(Xc, as_generator(random_state), model.device_)
+    batches = m.attack_batches(X, as_generator(random_state), batch_size)
     base = {n: t.detach() for n, t in m.embedding_tables().items()}
+    model.network_.eval()
     if method == "fgsm":
-        delta = fast_gradient(_loss_gradient(m, base, triples, batch_size), eps)
+        delta = fast_gradient(_loss_gradient(m, base, batches), eps)
     else:
         size = eps / 4 if step_size is None else step_size
         delta = {n: torch.zeros_like(t) for n, t in base.items()}
         for _ in range(steps):
-            grads = _loss_gradient(m, {n: base[n] + delta[n] for n in base}, triples, batch_size)
+            grads = _loss_gradient(m, {n: base[n] + delta[n] for n in base}, batches)
             step = fast_gradient(grads, size)
             delta = project({n: delta[n] + step[n] for n in base}, eps)
     with torch.no_grad():
