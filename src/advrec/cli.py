@@ -153,18 +153,19 @@ def encode_items(
     dataset: Annotated[str, typer.Option(help="dataset name")] = "ml-100k",
     model: Annotated[str | None, typer.Option(help="sentence-transformers model (default all-MiniLM-L6-v2)")] = None,
     columns: Annotated[
-        str | None, typer.Option(help="comma-separated item columns (default title/year/genres/tags)")
+        str | None,
+        typer.Option(help="comma-separated item columns (default: the item table's text column, else title/year/…)"),
     ] = None,
     data_dir: DataDir = None,
 ) -> None:
     """Encodes a dataset's item texts into the embedding cache (a second run reads them back)."""
     import time
 
-    from advrec.data.movielens import load_movielens
+    from advrec.data.datasets import load_dataset
     from advrec.text import SentenceEncoder, item_texts
 
     try:
-        X = load_movielens(dataset, data_dir=data_dir)
+        X = load_dataset(dataset, data_dir=data_dir)
         texts = item_texts(X, columns.split(",") if columns else None)
         enc = SentenceEncoder(model, progress=True)
         t0 = time.perf_counter()

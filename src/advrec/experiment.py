@@ -12,7 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from advrec import distributed
-from advrec.data.datasets import IMPLICIT_DATASETS, load_dataset, official_split
+from advrec.data.datasets import IMPLICIT_DATASETS, PUBLISHED_VALIDATION, load_dataset, official_split
 from advrec.data.interactions import Interactions
 from advrec.data.splits import (
     Split,
@@ -35,7 +35,9 @@ Protocol = Literal[
     "ratio", "leave_one_out", "leave_last_out", "temporal", "holdout_users", "cold_items", "official", "official_full"
 ]
 """"official": a dataset's published split (gowalla) with validation carved from train (`OFFICIAL_VALID_SHARE` of
-each user's training items, seed `seed`); "official_full": the same with all of train and no validation."""
+each user's training items, seed `seed`), or its published validation part where it has one
+(amazon-scientific-unisrec); "official_full": the same with all of train (and a published validation part) as train,
+no validation."""
 
 OFFICIAL_VALID_SHARE = 0.1
 
@@ -144,7 +146,8 @@ def build_model(name: str, params: dict[str, Any], source: str = "parameters") -
 
 
 def load_data(cfg: ExperimentConfig) -> Interactions:
-    """The configuration's dataset; `min_rating` is not applied to implicit datasets (gowalla: every value is 1)."""
+    """The configuration's dataset; `min_rating` is not applied to implicit datasets (gowalla, the Amazon sequences:
+    every value is 1)."""
     min_rating = None if cfg.dataset in IMPLICIT_DATASETS else cfg.min_rating
     return load_dataset(cfg.dataset, data_dir=cfg.data_dir, min_rating=min_rating, core=cfg.core)
 
@@ -153,8 +156,12 @@ def _official_split(X: Interactions, cfg: ExperimentConfig) -> Split:
     """The dataset's published split; refused when `core` would have changed the data it is over."""
     if cfg.core:
         raise ConfigError(f"key 'core': the {cfg.protocol} protocol uses the published split as is; leave core unset")
-    share = OFFICIAL_VALID_SHARE if cfg.protocol == "official" else None
-    split = official_split(cfg.dataset, data_dir=cfg.data_dir, valid_share=share, random_state=cfg.seed)
+    kw: dict[str, Any]
+    if cfg.dataset in PUBLISHED_VALIDATION:
+        kw = {"validation": cfg.protocol == "official"}
+    else:
+        kw = {"valid_share": OFFICIAL_VALID_SHARE if cfg.protocol == "official" else None, "random_state": cfg.seed}
+    split = official_split(cfg.dataset, data_dir=cfg.data_dir, **kw)
     if split.train.users != X.users or split.train.items != X.items:
         raise ConfigError(f"key 'dataset': the official split of {cfg.dataset} is not over the users and items loaded")
     return split

@@ -132,7 +132,7 @@ def test_official_split_without_validation_keeps_all_of_train(tmp_path: Path) ->
 def test_dispatch_errors_name_the_dataset_or_option(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="load_dataset\\('gowalla'\\) has no option 'min_rating'"):
         load_dataset("gowalla", tmp_path, min_rating=3.0)
-    with pytest.raises(ConfigError, match="'ml-1m' has no official split; datasets with one: gowalla"):
+    with pytest.raises(ConfigError, match=r"'ml-1m' has no official split; datasets with one: .*gowalla"):
         official_split("ml-1m", tmp_path)
     with pytest.raises(UnknownDatasetError, match="no loader for dataset 'nope'"):
         load_dataset("nope")

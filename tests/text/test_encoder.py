@@ -3,9 +3,11 @@
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.sparse as sp
 
+from advrec.data.interactions import IdMap, Interactions
 from advrec.errors import ConfigError, DataError
-from advrec.text import SentenceEncoder, columns_text, movie_text
+from advrec.text import SentenceEncoder, columns_text, item_texts, movie_text
 from advrec.text.encoder import default_model_path
 
 
@@ -69,6 +71,14 @@ def test_movie_text_and_columns_text():
     assert columns_text(df, ["title", "genres"]) == ["title: Toy Story. genres: Animation, Comedy.", "title: Heat."]
     with pytest.raises(DataError, match="plot"):
         columns_text(df, ["plot"])
+
+
+def test_item_texts_default_to_a_ready_made_text_column():
+    features = pd.DataFrame({"title": ["Pen|Blue", "Ink"], "text": ["Pen | Blue. Office. Bic.", " "]})
+    X = Interactions(sp.csr_matrix((1, 2), dtype=np.float32), IdMap([0]), IdMap([0, 1]), item_features=features)
+    assert item_texts(X) == ["Pen | Blue. Office. Bic.", "unknown"]  # as written; blank → "unknown"
+    assert item_texts(X, ["title"]) == ["title: Pen, Blue.", "title: Ink."]
+    assert item_texts(X.subset(items=np.array([1]))) == ["unknown"]
 
 
 def test_reduced_precision_matches_float32_and_has_its_own_cache(encoder):

@@ -8,24 +8,38 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+from advrec.data.amazon import OFFICE, SCIENTIFIC, amazon_scientific_split, load_amazon_office, load_amazon_scientific
 from advrec.data.gowalla import gowalla_split, load_gowalla
 from advrec.data.interactions import Interactions
 from advrec.data.movielens import MOVIELENS, load_movielens
 from advrec.data.splits import Split
 from advrec.errors import ConfigError, UnknownDatasetError
 
-__all__ = ["IMPLICIT_DATASETS", "LOADERS", "OFFICIAL_SPLITS", "load_dataset", "official_split"]
+__all__ = [
+    "IMPLICIT_DATASETS",
+    "LOADERS",
+    "OFFICIAL_SPLITS",
+    "PUBLISHED_VALIDATION",
+    "load_dataset",
+    "official_split",
+]
 
 LOADERS: dict[str, Callable[..., Interactions]] = {
     **{name: partial(load_movielens, name) for name in MOVIELENS},
     "gowalla": load_gowalla,
+    SCIENTIFIC: load_amazon_scientific,
+    OFFICE: load_amazon_office,
 }
 """Loaders by dataset name; each takes `data_dir` and its own options."""
 
-OFFICIAL_SPLITS: dict[str, Callable[..., Split]] = {"gowalla": gowalla_split}
+OFFICIAL_SPLITS: dict[str, Callable[..., Split]] = {"gowalla": gowalla_split, SCIENTIFIC: amazon_scientific_split}
 """Datasets published with their own train/test split, and its reader."""
 
-IMPLICIT_DATASETS = frozenset({"gowalla"})
+PUBLISHED_VALIDATION = frozenset({SCIENTIFIC})
+"""Official splits that publish their validation part too (option `validation`); the others carve it from train
+(options `valid_share`, `random_state`)."""
+
+IMPLICIT_DATASETS = frozenset({"gowalla", SCIENTIFIC, OFFICE})
 """Datasets whose every value is 1 (no ratings): `min_rating` does not apply to them."""
 
 
@@ -39,7 +53,8 @@ def _check_options(name: str, fn: Callable[..., Any], kw: dict[str, Any], what: 
 
 
 def load_dataset(name: str, data_dir: str | os.PathLike[str] | None = None, **kw: Any) -> Interactions:
-    """A known dataset as `Interactions`: MovieLens names go to `load_movielens`, "gowalla" to `load_gowalla`.
+    """A known dataset as `Interactions`: MovieLens names go to `load_movielens`, "gowalla" to `load_gowalla`,
+    "amazon-scientific-unisrec" to `load_amazon_scientific`, "amazon-office-2014-5core" to `load_amazon_office`.
 
     `kw` are the loader's options (e.g. `min_rating`, `core`); an option the loader does not take raises
     `ConfigError` naming it, unless its value is None.
@@ -51,10 +66,12 @@ def load_dataset(name: str, data_dir: str | os.PathLike[str] | None = None, **kw
 
 
 def official_split(name: str, data_dir: str | os.PathLike[str] | None = None, **kw: Any) -> Split:
-    """The train/test split published with dataset `name` (see `gowalla_split` for its options).
+    """The train/test split published with dataset `name` (see `gowalla_split`, `amazon_scientific_split`).
 
     `official_split("gowalla")` carves validation from train (share 0.1, seed 2020);
     `official_split("gowalla", valid_share=None)` keeps all of train and has `valid=None`.
+    `official_split("amazon-scientific-unisrec")` is UniSRec's leave-last-out split with its own validation part;
+    `validation=False` folds it into train.
     """
     if name not in OFFICIAL_SPLITS:
         raise ConfigError(

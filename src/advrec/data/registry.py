@@ -158,6 +158,51 @@ DATASETS: dict[str, DatasetInfo] = {
         license="research use only (no licence for the data itself was found)",
         source="the Data/gowalla/ folder of the kuandeng/LightGCN repository on GitHub, commit b067ec05",
     ),
+    "amazon-scientific-unisrec": DatasetInfo(
+        name="amazon-scientific-unisrec",
+        url="",
+        folder="amazon-scientific-unisrec",
+        archive_folder="",
+        files=(
+            "Scientific.train.inter",
+            "Scientific.valid.inter",
+            "Scientific.test.inter",
+            "Scientific.text",
+            "Scientific.item2index",
+            "Scientific.user2index",
+        ),
+        sha256={
+            "Scientific.item2index": "896ab1017508cf20834d3d0537da9f8f624324223a835af272a98ba16f8c087a",
+            "Scientific.test.inter": "546da7e5f44002b4518d7fd58066684bc09613f76c240914e16976d57cfe7083",
+            "Scientific.text": "95887e6bda76e54f59b71b566320520d5da74e21d3b6ff8f20bfb6e8e84aa831",
+            "Scientific.train.inter": "7284f6489d956fa20c9b64ffc84569264320edba5c3bc2fcb22db2ea083a1163",
+            "Scientific.user2index": "f0162b1a3a0c6b7e816f86208e7b36f65d6787923126f9558fbc6d368e4c4974",
+            "Scientific.valid.inter": "5f37c84d3b54617cdc46638c89dfe8741c7efc4987acd5eb64de2cbd4311f46c",
+        },
+        description=(
+            'Amazon Industrial & Scientific (2018) as UniSRec\'s "Scientific": 8,442 users, 4,385 items with text, '
+            "59,427 interactions in sequence order, published leave-last-out split"
+        ),
+        license="research use only (no licence for the data itself was found)",
+        source="the dataset/Scientific/ folder of the ysh-1998/CoWPiRec repository on GitHub, commit 97b0c8e8",
+    ),
+    "amazon-office-2014-5core": DatasetInfo(
+        name="amazon-office-2014-5core",
+        url="",
+        folder="amazon-office-2014-5core",
+        archive_folder="",
+        files=("Office.inter.json", "Office.item.json"),
+        sha256={
+            "Office.inter.json": "10f983c76de3d2443ae68bf50bc6231962ab493f4d08c7e716e2f183ae70d698",
+            "Office.item.json": "df013666416847d0f3468f08d9f68877faf251f71b51247050e98da5b705b5c7",
+        },
+        description=(
+            "Amazon Office Products (2014), 5-core: 4,905 users, 2,420 items with title, description, brand and "
+            "categories, 53,258 interactions in sequence order"
+        ),
+        license="research use only (no licence for the data itself was found)",
+        source="the data/Office/ folder of the yuyq18/APAO repository on GitHub, commit aa08fcfa",
+    ),
 }
 
 

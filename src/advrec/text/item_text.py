@@ -50,12 +50,17 @@ def columns_text(features: pd.DataFrame, columns: Sequence[str]) -> list[str]:
 
 
 def item_texts(X: Interactions, columns: Sequence[str] | None = None) -> list[str]:
-    """One text per item of `X`: chosen `columns`, else the MovieLens builder (title, year, genres, tags)."""
+    """One text per item of `X`: chosen `columns`, else the item table's ready-made `text` column as it is (the
+    Amazon datasets), else the MovieLens builder (title, year, genres, tags)."""
     if X.item_features is None:
         raise DataError("these interactions carry no item features, so items have no text")
     if len(X.item_features) != X.n_items:
         raise DataError(f"item features have {len(X.item_features)} rows for {X.n_items} items")
-    return columns_text(X.item_features, columns) if columns else movie_text(X.item_features)
+    if columns:
+        return columns_text(X.item_features, columns)
+    if "text" in X.item_features.columns:
+        return [str(t) if isinstance(t, str) and t.strip() else "unknown" for t in X.item_features["text"]]
+    return movie_text(X.item_features)
 
 
 def user_texts(X: Interactions, columns: Sequence[str]) -> list[str]:
