@@ -7,9 +7,11 @@ on validation NDCG@10. Each (dataset, model, seed) runs in a fresh process with 
 time are its own; a row is saved as soon as it is done (a long run keeps what it finished).
 
 Datasets: ml-1m as in BERT4Rec and Klenitskiy & Vasilev (2023): all ratings, items with ≥ 5 ratings (6,040 users,
-3,416 items, 999,611 interactions).
+3,416 items, 999,611 interactions); Amazon "Scientific" as UniSRec published it (8,442 users, 4,385 items, its own
+leave-one-out split; a repeated item keeps its latest place), the models' seed varying, the split fixed.
 
-Usage: python benchmarks/sequential.py [--datasets ml-1m] [--models Pop EASE SASRec] [--seeds 2020 2021 2022]
+Usage: python benchmarks/sequential.py [--datasets ml-1m amazon-scientific-unisrec] [--models Pop SASRec ...]
+       [--seeds 2020 2021 2022]
        [--quick] [--log-epochs]
 """
 
@@ -30,34 +32,60 @@ import numpy as np
 RESULTS = Path(__file__).resolve().parent / "results"
 OUT_JSON, OUT_MD = RESULTS / "sequential.json", RESULTS / "sequential.md"
 
-# published full-ranking numbers of the same protocol (leave-one-out, all items ranked, seen items excluded)
+# published full-ranking numbers of the same protocol (leave-one-out, all items ranked): (Recall@10, NDCG@10, source)
 PUBLISHED: dict[str, dict[str, tuple[float, float, str]]] = {
     "ml-1m": {
         # Klenitskiy & Vasilev, RecSys 2023, "Turning Dross Into Gold Loss", main results (authors' repository
-        # antklen/sasrec-bert4rec-recsys23): (Recall@10 = HR@10, NDCG@10)
+        # antklen/sasrec-bert4rec-recsys23); seen items excluded
         "SASRec": (0.3152, 0.1821, "SASRec+ (cross-entropy), Klenitskiy & Vasilev 2023"),
         "SASRec-bce": (0.2500, 0.1341, "SASRec (BCE, 1 negative), Klenitskiy & Vasilev 2023"),
         "BERT4Rec": (0.2843, 0.1537, "BERT4Rec, Klenitskiy & Vasilev 2023"),
     },
+    "amazon-scientific-unisrec": {
+        # Hou et al., KDD 2022 (UniSRec), main results table; the same rows in VQ-Rec (WWW 2023)
+        "SASRec": (0.1080, 0.0553, "SASRec, UniSRec paper"),
+        "UniSRec": (
+            0.1188,
+            0.0641,
+            "UniSRec_t (inductive: text only, pretrained on five other domains), UniSRec paper",
+        ),
+        "UniSRec-ID": (0.1235, 0.0634, "UniSRec_t+ID (transductive, fine-tuned with IDs), UniSRec paper"),
+    },
 }
 
-GRIDS: dict[str, list[dict[str, Any]]] = {
-    "Pop": [{}],
-    "EASE": [{"l2": v} for v in (100.0, 300.0, 1000.0, 3000.0)],
-    "SASRec": [{}],  # Klenitskiy & Vasilev's setting (the class defaults): early stopping on validation
-    "SASRec-bce": [{"loss": "bce"}],
+# per dataset: model row → configurations chosen among on validation NDCG@10 (the class defaults fill the rest)
+SCIENTIFIC_SEQ = {"max_len": 50, "dropout": 0.5, "heads": 2}  # UniSRec's setting for its SASRec baseline
+GRIDS: dict[str, dict[str, list[dict[str, Any]]]] = {
+    "ml-1m": {
+        "Pop": [{}],
+        "EASE": [{"l2": v} for v in (100.0, 300.0, 1000.0, 3000.0)],
+        "SASRec": [{}],  # Klenitskiy & Vasilev's setting (the class defaults): early stopping on validation
+        "SASRec-bce": [{"loss": "bce"}],
+        "BERT4Rec": [{}],
+    },
+    "amazon-scientific-unisrec": {
+        "Pop": [{}],
+        "EASE": [{"l2": v} for v in (10.0, 30.0, 100.0, 300.0)],
+        "SASRec": [{**SCIENTIFIC_SEQ, "dim": d} for d in (64, 128)],
+        "UniSRec": [{"dim": d} for d in (64, 128)],
+        "UniSRec-ID": [{"ids": True, "dim": d} for d in (64, 128)],
+    },
 }
-MODEL_CLASS = {"SASRec-bce": "SASRec"}
+MODEL_CLASS = {"SASRec-bce": "SASRec", "UniSRec-ID": "UniSRec"}
 METRICS = ("ndcg@10", "recall@10", "ndcg@20", "recall@20")
 
 
 def load(dataset: str, seed: int) -> Any:
+    """The split: ml-1m's leave-last-out (ties in time broken by `seed`), or Scientific's published one."""
     from advrec.data import load_movielens
+    from advrec.data.datasets import official_split
     from advrec.data.splits import leave_last_out
 
-    if dataset != "ml-1m":
-        raise SystemExit(f"unknown dataset {dataset!r}")
-    return leave_last_out(load_movielens("ml-1m", core=5), random_state=seed)
+    if dataset == "ml-1m":
+        return leave_last_out(load_movielens("ml-1m", core=5), random_state=seed)
+    if dataset == "amazon-scientific-unisrec":
+        return official_split(dataset)
+    raise SystemExit(f"unknown dataset {dataset!r}; known: {', '.join(GRIDS)}")
 
 
 def run_one(dataset: str, name: str, seed: int, quick: bool, log_epochs: bool) -> dict:
@@ -75,7 +103,7 @@ def run_one(dataset: str, name: str, seed: int, quick: bool, log_epochs: bool) -
 
     split = load(dataset, seed)
     best: dict | None = None
-    grid = GRIDS[name][:1] if quick else GRIDS[name]
+    grid = GRIDS[dataset][name][:1] if quick else GRIDS[dataset][name]
     for params in grid:
         model = build_model(MODEL_CLASS.get(name, name), dict(params))
         if "random_state" in model.get_params():
@@ -152,8 +180,8 @@ def save(rows: list[dict]) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--datasets", nargs="+", default=["ml-1m"])
-    ap.add_argument("--models", nargs="+", default=list(GRIDS))
+    ap.add_argument("--datasets", nargs="+", default=list(GRIDS))
+    ap.add_argument("--models", nargs="+", help="default: every model of the dataset's grid")
     ap.add_argument("--seeds", type=int, nargs="+", default=[2020, 2021, 2022])
     ap.add_argument("--quick", action="store_true", help="one configuration, 2 epochs, nothing saved: a smoke test")
     ap.add_argument("--log-epochs", action="store_true", help="log every epoch's training row (losses, validation)")
@@ -161,7 +189,9 @@ def main() -> None:
     rows = json.loads(OUT_JSON.read_text()) if OUT_JSON.exists() else []
     ctx = get_context("spawn")
     for dataset in args.datasets:
-        for name in args.models:
+        for name in args.models or list(GRIDS[dataset]):
+            if name not in GRIDS[dataset]:
+                raise SystemExit(f"{name} has no configuration for {dataset}; known: {', '.join(GRIDS[dataset])}")
             for seed in args.seeds:
                 with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
                     row = pool.submit(run_one, dataset, name, seed, args.quick, args.log_epochs).result()

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pandas as pd
@@ -38,6 +39,7 @@ from advrec.models import (
     SASRec,
     TextEASE,
     TextKNN,
+    UniSRec,
 )
 from advrec.models.base import _REGISTRY, Recommender
 from advrec.testing import two_communities
@@ -96,6 +98,10 @@ def make(name: str) -> Recommender:
         return RecVAE(hidden=8, latent=2, depth=2, **TORCH).fit(X)
     if name == "BERT4Rec":
         return BERT4Rec(dim=4, blocks=1, heads=1, max_len=4, **TORCH).fit(X)
+    if name == "UniSRec":
+        vectors = rng.random((8, 3)).astype(np.float32)
+        with mock.patch("advrec.models.unisrec.encode_items", lambda *a, **k: (vectors, "test-encoder")):
+            return UniSRec(dim=4, blocks=1, heads=1, max_len=4, **TORCH).fit(X)
     if name == "SASRec":
         return SASRec(dim=4, blocks=1, max_len=4, **TORCH).fit(X)
     if name == "CFGAN":
@@ -142,6 +148,7 @@ def test_every_registered_model_has_a_case():
     assert set(MODELS) == {
         "ADMMSLIM", "BERT4Rec", "BPRMF", "BSPM", "CFGAN", "EASE", "EDLAE", "Ensemble", "GFCF", "GenreAffinity",
         "IALS", "IRGAN", "ItemKNN", "LightGCN", "MultVAE", "Pop", "RecVAE", "SANSA", "SASRec", "TextEASE", "TextKNN",
+        "UniSRec",
     }  # fmt: skip
 
 

@@ -23,6 +23,7 @@ from advrec.models.sansa import SANSA
 from advrec.models.sasrec import SASRec
 from advrec.models.text_knn import TextKNN
 from advrec.models.torch_base import TorchRecommender
+from advrec.models.unisrec import UniSRec
 
 __all__ = [
     "ADMMSLIM",
@@ -48,5 +49,6 @@ __all__ = [
     "TextEASE",
     "TextKNN",
     "TorchRecommender",
+    "UniSRec",
     "model_class",
 ]

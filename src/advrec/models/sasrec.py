@@ -80,10 +80,6 @@ class SASRecNet(nn.Module):
             x = block(x, mask) * keep
         return self.norm(x)
 
-    def item_weights(self, table: torch.Tensor | None = None) -> torch.Tensor:
-        """The output layer: the item embeddings (shared with the input, or `table`), padding row left out."""
-        return (self.item.weight if table is None else table)[1:]
-
 
 class SASRec(SequentialRecommender):
     """SASRec: for a user's sequence s_1..s_t (the latest `max_len` items), h_t = Transformer(E[s_1..t] + P)_t and
@@ -173,12 +169,12 @@ class SASRec(SequentialRecommender):
         the loss is the full cross-entropy whatever `loss` is."""
         seq = batch if isinstance(batch, torch.Tensor) else torch.from_numpy(self.batch_sequences(batch))
         seq = seq.to(self.device_)
-        table = None if tables is None else tables["item"]
+        table = self.item_table(tables)
         inputs, targets = seq[:, :-1], seq[:, 1:]
-        states = self.net(inputs, table)
+        states = self.backbone(inputs, table)
         known = (inputs > 0) & (targets > 0)  # a position with an item before the target
-        h, target = states[known], targets[known] - 1
-        weights = self.net.item_weights(table)
+        h, weights = self._output(states[known], table[1:])
+        target = targets[known] - 1
         training = getattr(self, "_training", None) is not None
         if self.loss == "ce" or not training:
             return F.cross_entropy(h @ weights.T, target)
@@ -195,6 +191,20 @@ class SASRec(SequentialRecommender):
         logits = torch.cat([pos_logit, neg_logit], dim=1)
         return F.cross_entropy(logits, torch.zeros(len(target), dtype=torch.long, device=self.device_))
 
+    @property
+    def backbone(self) -> SASRecNet:
+        """The causal transformer (`SASRecNet`): sequences and an item table → states."""
+        return self.net
+
+    def item_table(self, tables: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """The (n_items + 1, dim) item representations read by the input and the output (row 0: padding); from
+        `tables` when given (a perturbed table)."""
+        return self.net.item.weight if tables is None else tables["item"]
+
+    def _output(self, states: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(states, item vectors) whose inner products are the logits (here as they are)."""
+        return states, items
+
     def embedding_tables(self) -> dict[str, torch.Tensor]:
         """The item embedding table (input and output; row 0 is the padding): what APR and attacks perturb."""
         return {"item": self.net.item.weight}
@@ -209,10 +219,10 @@ class SASRec(SequentialRecommender):
 
     def _score(self, history: sp.csr_matrix, users: np.ndarray) -> np.ndarray:
         out = np.empty((len(users), self.n_items_), dtype=np.float32)
-        weights = self.net.item_weights()
-        for start in range(0, len(users), SCORE_BATCH):
-            seq = sequences(history, users[start : start + SCORE_BATCH], self.max_len)
-            with torch.no_grad():
-                h = self.network_(torch.from_numpy(seq).to(self.device_))[:, -1]
+        with torch.no_grad():
+            table = self.item_table()
+            for start in range(0, len(users), SCORE_BATCH):
+                seq = torch.from_numpy(sequences(history, users[start : start + SCORE_BATCH], self.max_len))
+                h, weights = self._output(self.backbone(seq.to(self.device_), table)[:, -1], table[1:])
                 out[start : start + len(seq)] = (h @ weights.T).cpu().numpy()
         return out
