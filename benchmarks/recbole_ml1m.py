@@ -41,8 +41,8 @@ GRIDS: dict[str, list[dict]] = {
     "EASE": [{"l2": v} for v in (250.0, 500.0, 1000.0, 2000.0)],
     "BPRMF": [{}],
     "MultVAE": [{}],
-    # the two best settings on seed 2020 validation (see the notes of the results); a run chooses between them
-    "RecVAE": [{"lr": 1e-3, "dropout": 0.7}, {"lr": 1e-3, "dropout": 0.7, "gamma": 0.0025}],
+    # chosen on validation NDCG@10 (mean over the three seeds) among the probed settings (the notes of the results)
+    "RecVAE": [{"lr": 1e-3, "dropout": 0.7}],
     "TextEASE": [{"blend": b} for b in (0.0, 0.1, 0.2, 0.3)],  # the text hybrid, on warm users and items
     "EDLAE": [{"dropout": p, "l2": v} for p in (0.25, 0.5, 0.67) for v in (100.0, 300.0, 1000.0)],
     "DLAE": [{"variant": "dlae", "dropout": p, "l2": v} for p in (0.25, 0.5, 0.67) for v in (100.0, 300.0, 1000.0)],

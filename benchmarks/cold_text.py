@@ -1,0 +1,145 @@
+"""Cold items from their text: items nobody interacted with in training, ranked for the users who later did.
+
+Protocol (`cold_items`): 20% of the items that have interactions lose all of them to evaluation (half validation,
+half test); models train on the other items' interactions; each test user's history is their training (warm)
+interactions, and only the cold test items are ranked (candidates). Recall@10 / NDCG@10 of the cold test items, per
+model, beside Random (uniform scores) and CategoryPop (a cold item's score is the training popularity of its
+category: the category path of Scientific's text, Office's category list). Seeds vary the cold items and the
+models. Each (dataset, model, seed) runs in a fresh process with one thread.
+
+Usage: python benchmarks/cold_text.py [--datasets amazon-scientific-unisrec amazon-office-2014-5core]
+       [--models Random CategoryPop TextKNN UniSRec] [--seeds 2020 2021 2022]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import time
+from concurrent.futures import ProcessPoolExecutor
+from datetime import UTC, datetime
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+RESULTS = Path(__file__).resolve().parent / "results"
+OUT_JSON, OUT_MD = RESULTS / "cold_text.json", RESULTS / "cold_text.md"
+DATASETS = ("amazon-scientific-unisrec", "amazon-office-2014-5core")
+MODELS = ("Random", "CategoryPop", "TextKNN", "UniSRec")
+METRICS = ("recall@10", "ndcg@10", "recall@20")
+# UniSRec: Scientific's setting of benchmarks/sequential.py; the validation part (cold items too) stops training
+UNISREC = {"dim": 64, "max_len": 50, "epochs": 60, "patience": 5}
+
+
+def categories(X: Any, dataset: str) -> np.ndarray:
+    """One category label per item: Scientific's category path (the text's second-to-last sentence), Office's
+    category list as given."""
+    f = X.item_features
+    if dataset == "amazon-office-2014-5core":
+        return f["categories"].astype(str).to_numpy()
+    parts = f["text"].astype(str).str.strip().str.rstrip(".").str.rsplit(". ", n=2)
+    return parts.map(lambda p: p[-2] if len(p) >= 2 else "").to_numpy()
+
+
+class CategoryPop:
+    """score(u, i) = number of training interactions with items of i's category (the same for every user)."""
+
+    def __init__(self, X: Any, labels: np.ndarray) -> None:
+        _, code = np.unique(labels, return_inverse=True)
+        counts = np.bincount(code, weights=np.asarray(X.matrix.sum(axis=0)).ravel())
+        rng = np.random.default_rng(0)
+        self.scores = (counts[code] + 1e-3 * rng.random(len(code))).astype(np.float32)  # random order within ties
+
+    def score(self, history: object, users: np.ndarray) -> np.ndarray:
+        return np.tile(self.scores, (len(users), 1))
+
+
+def run_one(dataset: str, name: str, seed: int) -> dict:
+    import torch
+
+    torch.set_num_threads(1)
+    from advrec.data.datasets import load_dataset
+    from advrec.data.splits import cold_items
+    from advrec.evaluation import evaluate
+    from advrec.models import TextKNN, UniSRec
+    from advrec.testing import RandomScores
+
+    X = load_dataset(dataset)
+    split = cold_items(X, 0.2, random_state=seed)
+    t0 = time.perf_counter()
+    model: Any
+    if name == "Random":
+        model = RandomScores(X.n_items, seed)
+    elif name == "CategoryPop":
+        model = CategoryPop(split.train, categories(X, dataset))
+    elif name == "TextKNN":
+        model = TextKNN(device="cpu").fit(split.train)
+    elif name == "UniSRec":
+        model = UniSRec(device="cpu", random_state=seed, **UNISREC)
+        model.fit(split.train, valid=split.eval_set("valid", cold_only=True))
+    else:
+        raise SystemExit(f"unknown model {name!r}; known: {', '.join(MODELS)}")
+    fit_s = time.perf_counter() - t0
+    test = evaluate(model, split, ks=(10, 20), cold_only=True).summary
+    return {
+        "dataset": dataset, "model": name, "seed": seed, "test": {m: test[m] for m in METRICS}, "fit_s": fit_s,
+        "cold_test_items": len(split.protocol["cold_items"]["test"]),
+        "epochs_run": getattr(model, "epochs_run_", None), "best_epoch": getattr(model, "best_epoch_", None),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }  # fmt: skip
+
+
+def summarize(rows: list[dict]) -> str:
+    lines = []
+    for dataset in dict.fromkeys(r["dataset"] for r in rows):
+        rs = [r for r in rows if r["dataset"] == dataset]
+        rnd = np.mean([r["test"]["recall@10"] for r in rs if r["model"] == "Random"] or [np.nan])
+        head = ["model", *METRICS, "recall@10 / Random's", "fit s", "peak MB", "seeds"]
+        lines += [f"## {dataset}", "", "| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+        for name in dict.fromkeys(r["model"] for r in rs):
+            mine = [r for r in rs if r["model"] == name]
+            cells = [name]
+            for m in METRICS:
+                v = np.array([r["test"][m] for r in mine])
+                cells.append(f"{v.mean():.4f} ± {v.std():.4f}")
+            cells.append(f"{np.mean([r['test']['recall@10'] for r in mine]) / rnd:.1f}×")
+            cells.append(f"{np.mean([r['fit_s'] for r in mine]):.0f}")
+            cells.append(f"{max(r['peak_rss_mb'] for r in mine):.0f}")
+            cells.append(", ".join(str(r["seed"]) for r in mine))
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append(f"\nCold test items per seed: {sorted({r['cold_test_items'] for r in rs})}\n")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    from advrec.io import atomic_write_text
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--datasets", nargs="+", default=list(DATASETS))
+    ap.add_argument("--models", nargs="+", default=list(MODELS))
+    ap.add_argument("--seeds", type=int, nargs="+", default=[2020, 2021, 2022])
+    args = ap.parse_args()
+    ctx = get_context("spawn")
+    rows: list[dict] = []
+    for dataset in args.datasets:
+        for name in args.models:
+            for seed in args.seeds:
+                with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+                    row = pool.submit(run_one, dataset, name, seed).result()
+                print(f"{dataset} {name} seed {seed}: cold recall@10 {row['test']['recall@10']:.4f}", flush=True)
+                rows = json.loads(OUT_JSON.read_text()) if OUT_JSON.exists() else []
+                rows = [r for r in rows if (r["dataset"], r["model"], r["seed"]) != (dataset, name, seed)] + [row]
+                RESULTS.mkdir(parents=True, exist_ok=True)
+                atomic_write_text(OUT_JSON, json.dumps(rows, indent=2))
+                stamp = datetime.now(UTC).strftime("%Y-%m-%d")
+                notes = OUT_MD.read_text().partition("\nNotes:")[1:] if OUT_MD.exists() else ("", "")
+                text = f"# Cold items from their text ({stamp})\n\n{summarize(rows)}{''.join(notes)}"
+                atomic_write_text(OUT_MD, text)
+    print(summarize(rows))
+
+
+if __name__ == "__main__":
+    main()
