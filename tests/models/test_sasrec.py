@@ -121,3 +121,17 @@ def test_sequential_evaluation_ranks_the_next_item() -> None:
     report = evaluate(model, split, ks=(1,))
     assert report.summary["hit@1"] >= 0.95  # measured 1.00
     assert model.best_valid_ >= 0.95
+
+
+def test_leading_padding_columns_may_be_left_out() -> None:
+    """Positions count from the end: the states of a batch without its all-padding columns are the same."""
+    from advrec.models.sasrec import trim
+
+    torch.manual_seed(1)
+    net = SASRecNet(n_items=10, dim=8, blocks=2, heads=2, dropout=0.0, max_len=7).eval()
+    seq = torch.tensor([[0, 0, 0, 4, 1, 2, 3], [0, 0, 0, 0, 0, 5, 6]])
+    short = trim(seq)
+    assert short.shape == (2, 4)
+    with torch.no_grad():
+        torch.testing.assert_close(net(short), net(seq)[:, 3:], rtol=1e-5, atol=1e-6)
+    assert trim(torch.zeros(2, 5, dtype=torch.long)).shape == (2, 1)

@@ -67,10 +67,11 @@ class SASRecNet(nn.Module):
         return (later | pad_key).repeat_interleave(self.heads, dim=0)
 
     def forward(self, seq: torch.Tensor, table: torch.Tensor | None = None) -> torch.Tensor:
-        """(batch, L) item index + 1 (0: padding) → (batch, L, dim): position i's state sees items 0..i. `table`:
-        item embeddings to use in place of the learned ones (a perturbed table)."""
-        length = seq.shape[1]
-        pos = torch.arange(length, device=seq.device)
+        """(batch, L ≤ max_len) item index + 1, left-padded with 0 → (batch, L, dim): position i's state sees items
+        0..i. Positions count from the end, so leading padding columns may be left out without changing a state.
+        `table`: item embeddings to use in place of the learned ones (a perturbed table)."""
+        length, max_len = seq.shape[1], self.position.num_embeddings
+        pos = torch.arange(max_len - length, max_len, device=seq.device)  # right-aligned: the latest item is last
         items = self.item(seq) if table is None else F.embedding(seq, table, padding_idx=0)
         x = items * self.item.embedding_dim**0.5 + self.position(pos)[None]
         keep = (seq > 0).unsqueeze(-1).to(x.dtype)
@@ -79,6 +80,12 @@ class SASRecNet(nn.Module):
         for block in self.blocks:
             x = block(x, mask) * keep
         return self.norm(x)
+
+
+def trim(seq: torch.Tensor) -> torch.Tensor:
+    """`seq` without its leading columns of padding only (left-padded sequences; at least one column kept)."""
+    filled = (seq > 0).any(0).nonzero()
+    return seq[:, int(filled[0]) :] if len(filled) else seq[:, -1:]
 
 
 class SASRec(SequentialRecommender):
@@ -168,7 +175,7 @@ class SASRec(SequentialRecommender):
         {"item": table} in place of the learned item embeddings (APR's perturbed ones). Outside training (an attack)
         the loss is the full cross-entropy whatever `loss` is."""
         seq = batch if isinstance(batch, torch.Tensor) else torch.from_numpy(self.batch_sequences(batch))
-        seq = seq.to(self.device_)
+        seq = trim(seq.to(self.device_))
         table = self.item_table(tables)
         inputs, targets = seq[:, :-1], seq[:, 1:]
         states = self.backbone(inputs, table)
@@ -222,7 +229,7 @@ class SASRec(SequentialRecommender):
         with torch.no_grad():
             table = self.item_table()
             for start in range(0, len(users), SCORE_BATCH):
-                seq = torch.from_numpy(sequences(history, users[start : start + SCORE_BATCH], self.max_len))
+                seq = trim(torch.from_numpy(sequences(history, users[start : start + SCORE_BATCH], self.max_len)))
                 h, weights = self._output(self.backbone(seq.to(self.device_), table)[:, -1], table[1:])
                 out[start : start + len(seq)] = (h @ weights.T).cpu().numpy()
         return out
