@@ -31,6 +31,13 @@ import numpy as np
 
 RESULTS = Path(__file__).resolve().parent / "results"
 OUT_JSON, OUT_MD = RESULTS / "sequential.json", RESULTS / "sequential.md"
+PER_USER = RESULTS / "sequential_per_user"  # the chosen configurations' per-user test NDCG@10
+# paired tests on the same test users, per seed: (dataset, model, against)
+PAIRS = (
+    ("amazon-scientific-unisrec", "UniSRec", "SASRec"),
+    ("amazon-scientific-unisrec", "UniSRec-ID", "SASRec"),
+    ("ml-1m", "SASRec", "BERT4Rec"),
+)
 
 # published full-ranking numbers of the same protocol (leave-one-out, all items ranked): (Recall@10, NDCG@10, source)
 PUBLISHED: dict[str, dict[str, tuple[float, float, str]]] = {
@@ -119,6 +126,8 @@ def run_one(dataset: str, name: str, seed: int, quick: bool, log_epochs: bool) -
         if best is None or valid > best["valid_ndcg@10"]:
             t0 = time.perf_counter()
             test = evaluate(model, split, ks=(10, 20))
+            if not quick:
+                save_per_user(f"{dataset}-{name}-{seed}", test.per_user["ndcg@10"])
             best = {
                 "dataset": dataset,
                 "model": name,
@@ -137,6 +146,42 @@ def run_one(dataset: str, name: str, seed: int, quick: bool, log_epochs: bool) -
     best["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     best["data"] = {"users": split.n_users, "items": split.n_items, "train_nnz": split.train.nnz}
     return best
+
+
+def save_per_user(stem: str, values: Any) -> None:
+    """Per test user (index → NDCG@10) of a chosen configuration, for the paired tests."""
+    import io
+
+    from advrec.io import atomic_write
+
+    buf = io.BytesIO()
+    np.savez(buf, users=values.index.to_numpy(), ndcg=values.to_numpy(dtype=np.float64))
+    PER_USER.mkdir(parents=True, exist_ok=True)
+    atomic_write(PER_USER / f"{stem}.npz", lambda tmp: Path(tmp).write_bytes(buf.getvalue()))
+
+
+def paired_tests(rows: list[dict]) -> str:
+    """Per seed, paired t-test and Wilcoxon signed-rank test of per-user test NDCG@10 (`Report.compare`'s tests)."""
+    from advrec.evaluation.metrics import paired_test
+
+    lines = []
+    for dataset, a, b in PAIRS:
+        seeds = sorted({r["seed"] for r in rows if r["dataset"] == dataset and r["model"] in (a, b)})
+        files = {s: [PER_USER / f"{dataset}-{m}-{s}.npz" for m in (a, b)] for s in seeds}
+        seeds = [s for s in seeds if all(f.exists() for f in files[s])]
+        if not seeds:
+            continue
+        head = "| seed | users | mean difference | t | p (t-test) | p (Wilcoxon) |\n|---|---:|---:|---:|---:|---:|"
+        lines += [f"Paired tests on {dataset}, test NDCG@10 per user, {a} against {b}:", "", head]
+        for seed in seeds:
+            x, y = (np.load(f) for f in files[seed])
+            if not np.array_equal(x["users"], y["users"]):
+                raise SystemExit(f"{dataset} seed {seed}: {a} and {b} were evaluated on different users")
+            t, w = paired_test(x["ndcg"], y["ndcg"], "t"), paired_test(x["ndcg"], y["ndcg"], "wilcoxon")
+            lines.append(f"| {seed} | {t['n']:,} | {t['mean_diff']:+.4f} | {t['statistic']:.2f} | {t['p_value']:.2g} | "
+                         f"{w['p_value']:.2g} |")  # fmt: skip
+        lines.append("")
+    return "\n".join(lines)
 
 
 def summarize(rows: list[dict]) -> str:
@@ -163,7 +208,7 @@ def summarize(rows: list[dict]) -> str:
         for name, (_, _, source) in PUBLISHED.get(dataset, {}).items():
             lines.append(f"- published {name}: {source}")
         lines.append("")
-    return "\n".join(lines)
+    return "\n".join(lines) + "\n" + paired_tests(rows)
 
 
 def save(rows: list[dict]) -> None:
