@@ -51,8 +51,8 @@ def run_seed(seed: int, eps_train: float, adv_reg: float) -> list[dict]:
         curve_s = time.perf_counter() - t0
         for rec in df.to_dict("records"):
             values = {k: float(v) if isinstance(v, float | np.floating) else v for k, v in rec.items()}
-            rows.append({"model": name, "seed": seed, "fit_s": fit_s, "curve_s": curve_s,
-                         "epochs_run": model.epochs_run_, "eps_train": eps_train, "adv_reg": adv_reg, **values})  # fmt: skip
+            run = {"model": name, "seed": seed, "fit_s": fit_s, "curve_s": curve_s, "epochs_run": model.epochs_run_}
+            rows.append({**run, "eps_train": eps_train, "adv_reg": adv_reg, **values})
     return rows
 
 
