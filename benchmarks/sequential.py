@@ -96,7 +96,7 @@ def load(dataset: str, seed: int) -> Any:
     raise SystemExit(f"unknown dataset {dataset!r}; known: {', '.join(GRIDS)}")
 
 
-def run_one(dataset: str, name: str, seed: int, quick: bool, log_epochs: bool) -> dict:
+def run_one(dataset: str, name: str, seed: int, quick: bool, log_epochs: bool, checkpoints: Path | None = None) -> dict:
     """Selects (on validation NDCG@10), fits and evaluates one model on one seed, in its own process."""
     import logging
 
@@ -121,7 +121,10 @@ def run_one(dataset: str, name: str, seed: int, quick: bool, log_epochs: bool) -
         if quick and "epochs" in model.get_params():
             model.set_params(epochs=2)
         t0 = time.perf_counter()
-        model.fit(split.train, valid=split)
+        if checkpoints is not None and len(grid) == 1:  # a long fit resumes from its last epoch after an interrupt
+            model.fit(split.train, valid=split, checkpoint=checkpoints / f"{dataset}-{name}-{seed}")
+        else:
+            model.fit(split.train, valid=split)
         fit_s = time.perf_counter() - t0
         valid = evaluate(model, split, ks=(10,), on="valid").summary["ndcg@10"]
         if best is None or valid > best["valid_ndcg@10"]:
@@ -231,6 +234,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[2020, 2021, 2022])
     ap.add_argument("--quick", action="store_true", help="one configuration, 2 epochs, nothing saved: a smoke test")
     ap.add_argument("--log-epochs", action="store_true", help="log every epoch's training row (losses, validation)")
+    ap.add_argument("--checkpoints", type=Path, help="a folder for per-epoch checkpoints: a rerun resumes a fit there")
     args = ap.parse_args()
     rows = json.loads(OUT_JSON.read_text()) if OUT_JSON.exists() else []
     ctx = get_context("spawn")
@@ -240,7 +244,8 @@ def main() -> None:
                 raise SystemExit(f"{name} has no configuration for {dataset}; known: {', '.join(GRIDS[dataset])}")
             for seed in args.seeds:
                 with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
-                    row = pool.submit(run_one, dataset, name, seed, args.quick, args.log_epochs).result()
+                    job = pool.submit(run_one, dataset, name, seed, args.quick, args.log_epochs, args.checkpoints)
+                    row = job.result()
                 print(
                     f"{dataset} {name} seed {seed}: test ndcg@10 {row['test']['ndcg@10']:.4f} recall@10 "
                     f"{row['test']['recall@10']:.4f} (valid {row['valid_ndcg@10']:.4f}) fit {row['fit_s']:.0f}s",
