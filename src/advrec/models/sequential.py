@@ -55,7 +55,7 @@ def timed_history(es: EvalSet) -> Interactions:
     return Interactions(es.history, *ids, timestamps=es.times.data)
 
 
-class SequentialRecommender(TorchRecommender):
+class SequentialRecommender(TorchRecommender, register=False):
     """A torch model that ranks from each user's latest `max_len` items in time order.
 
     `fit(X)` and `score(history, users)` take `Interactions` with timestamps (a bare matrix has no order and is
