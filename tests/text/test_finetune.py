@@ -87,6 +87,7 @@ def test_tuned_model_is_a_loadable_folder_with_new_weights(tuned):
     folder, kw = tuned
     assert folder.parent == kw["cache_dir"] / "finetuned"
     assert (folder / "model.safetensors").exists() and not (folder / "pytorch_model.bin").exists()
+    assert folder.stat().st_mode & 0o777 == folder.parent.stat().st_mode & 0o777  # not mkdtemp's private mode
     manifest = json.loads((folder / ft.MANIFEST).read_text())
     assert manifest["pairs"] == 4 and manifest["settings"]["epochs"] == 4
     before, after = load_file(default_model_path() / "model.safetensors"), load_file(folder / "model.safetensors")

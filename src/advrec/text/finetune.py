@@ -282,6 +282,9 @@ def _save(st: Any, target: Path, manifest: dict[str, Any]) -> None:
     """Writes the model (safetensors) and its manifest into a temporary folder beside `target`, then renames it."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp's folder is private (0700); the model folder should be as any other
     try:
         st.save(str(tmp), create_model_card=False, safe_serialization=True)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
