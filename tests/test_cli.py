@@ -116,3 +116,18 @@ def test_train_evaluate_recommend_a_sequential_model(tmp_path, data_dir):
     assert res.exit_code == 0 and f"{manifest['metrics']['ndcg@10']:.4f}" in res.output, res.output
     res = runner.invoke(app, ["recommend", str(run), "--user", "1", "-k", "5"])
     assert res.exit_code == 0 and res.output.count("\n") > 5, res.output
+
+
+def test_finetune_encoder_writes_a_model_folder_and_reuses_it(tmp_path, data_dir, monkeypatch):
+    monkeypatch.setenv("ADVREC_CACHE_DIR", str(tmp_path / "cache"))
+    args = ["finetune-encoder", "--dataset", "ml-100k", "--protocol", "cold_items", "--data-dir", str(data_dir)]
+    args += ["--max-pairs", "12", "--batch-size", "6"]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "12 pairs of" in res.output and "cold_items training part (seed 2020)" in res.output
+    folder = res.output.split("model: ")[1].strip()
+    assert folder.startswith(str(tmp_path / "cache" / "finetuned"))
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0 and again.output.split("model: ")[1].strip() == folder
+    assert parse_assignments([f"encoder={folder}"], model="UniSRec") == {"encoder": folder}
+    assert parse_assignments([f"model={folder}"], model="TextKNN") == {"model": folder}

@@ -176,6 +176,58 @@ def encode_items(
     console.print(f"{len(texts):,} items → {vectors.shape[1]}-d vectors in {secs:.1f}s; e.g. {texts[0]!r}")
 
 
+@app.command("finetune-encoder")
+def finetune_encoder(
+    dataset: Annotated[str, typer.Option(help="dataset name (its items need text and its interactions times)")],
+    protocol: Annotated[
+        str | None,
+        typer.Option(
+            help="split whose training part gives the pairs: ratio | temporal | cold_items | … (default ratio)"
+        ),
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="seed of the split, the pair sample and training")] = None,
+    out: Annotated[Path | None, typer.Option(help="model folder (default: the cache, named by a digest)")] = None,
+    base: Annotated[
+        str | None, typer.Option(help="local sentence-transformers folder (default all-MiniLM-L6-v2)")
+    ] = None,
+    epochs: int = 1,
+    max_pairs: Annotated[int, typer.Option(help="at most this many item pairs (a seeded sample)")] = 20000,
+    batch_size: Annotated[int, typer.Option(help="pairs per batch (the others are each pair's negatives)")] = 32,
+    lr: float = 2e-5,
+    window: Annotated[int, typer.Option(help="pairs of items at most this many steps apart in a history")] = 1,
+    columns: Annotated[str | None, typer.Option(help="comma-separated item columns (default as encode-items)")] = None,
+    min_rating: float | None = None,
+    core: int | None = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Fine-tunes the sentence encoder on pairs of items that follow each other in the training part's histories;
+    prints the model folder, which `encode-items --model`, `--set model=` (TextKNN) and `--set encoder=` (UniSRec)
+    take. The same inputs a second time return the cached folder without training."""
+    import time
+
+    from advrec.experiment import load_data, make_split
+    from advrec.text.finetune import MANIFEST
+    from advrec.text.finetune import finetune_encoder as finetune
+
+    try:
+        cfg = _config("Pop", dataset, data_dir, protocol, seed, min_rating, core, None, None)
+        s = make_split(load_data(cfg), cfg)
+        t0 = time.perf_counter()
+        folder = finetune(
+            s.train, out=out, base=base, columns=columns.split(",") if columns else None, epochs=epochs,
+            batch_size=batch_size, lr=lr, max_pairs=max_pairs, window=window, random_state=cfg.seed,
+        )  # fmt: skip
+    except AdvrecError as err:
+        _fail(err)
+    info = json.loads((folder / MANIFEST).read_text())
+    console.print(
+        f"{info['pairs']:,} pairs of {info['items']:,} items from the {cfg.protocol} training part (seed {cfg.seed}); "
+        f"trained in {info['train_seconds']:.1f}s (mean loss {info['loss_first_epoch']:.3f} in the first epoch, "
+        f"{info['loss_last_epoch']:.3f} in the last); this call {time.perf_counter() - t0:.1f}s"
+    )
+    console.print(f"model: {folder}", soft_wrap=True)
+
+
 @app.command()
 def split(
     dataset: Annotated[str, typer.Option(help="dataset name")] = "ml-100k",
