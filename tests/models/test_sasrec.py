@@ -6,12 +6,12 @@ import scipy.sparse as sp
 import torch
 
 from advrec.data.interactions import Interactions
+from advrec.data.sequences import order_positions, sequences
 from advrec.data.splits import leave_last_out, leave_one_out
 from advrec.errors import ConfigError, DataError
 from advrec.evaluation import evaluate
 from advrec.models import SASRec
 from advrec.models.sasrec import SASRecNet
-from advrec.models.sequential import order_positions, sequences
 from advrec.testing import cyclic_sequences as cyclic
 from advrec.testing import ordered_interactions as interactions
 

@@ -71,7 +71,7 @@ def test_recommends_items_never_seen_in_training_from_their_text(monkeypatch: py
 
 
 def _rows(X):  # type: ignore[no-untyped-def]
-    from advrec.models.sequential import order_positions, sequences
+    from advrec.data.sequences import order_positions, sequences
 
     order = order_positions(X.matrix, X.timestamps)
     for row in sequences(order, np.arange(X.n_users), 100):

@@ -46,6 +46,14 @@ class EvalSet:
     candidates: np.ndarray | None = None
     times: sp.csr_matrix | None = None
 
+    def timed_history(self) -> Interactions:
+        """The history as `Interactions` with its timestamps (what a sequential model scores from)."""
+        if self.times is None:
+            raise DataError("this evaluation set has no timestamps: a sequential model needs the order of each history")
+        n_users, n_items = self.history.shape
+        ids = IdMap(np.arange(n_users), "user"), IdMap(np.arange(n_items), "item")
+        return Interactions(self.history, *ids, timestamps=self.times.data)
+
 
 @dataclass
 class Split:

@@ -109,9 +109,7 @@ def evaluate(
     popularity = np.bincount(split.train.matrix.indices, minlength=split.n_items)
     score = model.score
     if getattr(model, "sequential", False):  # it ranks from the order of each history: give it the timestamps
-        from advrec.models.sequential import timed_history
-
-        timed = timed_history(es)
+        timed = es.timed_history()
 
         def score(history: Any, users: np.ndarray) -> np.ndarray:
             return model.score(timed, users)

@@ -10,9 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from advrec.data.sequences import sequences
 from advrec.errors import ConfigError
 from advrec.models.params import Choice, Dimension, Float, Int, Interval, declare
-from advrec.models.sequential import SequentialRecommender, sequences
+from advrec.models.sequential import SequentialRecommender
 from advrec.models.torch_base import Phase
 
 SCORE_BATCH = 256  # users per forward pass when scoring

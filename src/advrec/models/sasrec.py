@@ -10,9 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from advrec.data.sequences import sequences
 from advrec.errors import ConfigError
 from advrec.models.params import Choice, Dimension, Float, Int, Interval, Options, declare
-from advrec.models.sequential import SequentialRecommender, sequences
+from advrec.models.sequential import SequentialRecommender
 from advrec.models.torch_base import Phase
 
 LOSSES = ("ce", "sampled", "bce")
@@ -99,7 +100,8 @@ class SASRec(SequentialRecommender):
     - `loss="ce"`: the cross-entropy over all items, −log softmax(h_j Eᵀ)_{s_{j+1}} (Klenitskiy & Vasilev, RecSys
       2023: the loss that lets SASRec beat BERT4Rec);
     - `loss="sampled"`: the same over the target and `negatives` items drawn uniformly per batch (shared by its
-      positions; a draw equal to the target is masked): for large catalogues;
+      positions; a draw equal to the target is masked): for large catalogues, since "ce" holds a (positions in the
+      batch) × n_items logit block (128 users × 200 positions × 100k items would be 10 GB);
     - `loss="bce"`: the paper's binary cross-entropy with one uniform negative per position.
 
     Defaults are Klenitskiy & Vasilev's for MovieLens-1M: 2 blocks, 64 dimensions, 1 head, dropout 0.1, max_len

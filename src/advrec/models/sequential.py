@@ -14,45 +14,11 @@ import numpy as np
 import scipy.sparse as sp
 
 from advrec.data.interactions import Interactions
+from advrec.data.sequences import order_positions, sequences
 from advrec.data.splits import EvalSet, Split
 from advrec.errors import DataError
 from advrec.models.params import Interval, declare
 from advrec.models.torch_base import TorchRecommender
-
-
-def order_positions(matrix: sp.csr_matrix, timestamps: np.ndarray) -> sp.csr_matrix:
-    """`matrix`'s pattern with, as values, each entry's 1-based position in its row ordered by (time, item)."""
-    m = sp.csr_matrix(matrix)
-    deg = np.diff(m.indptr)
-    rows = np.repeat(np.arange(m.shape[0]), deg)
-    order = np.lexsort((m.indices, np.asarray(timestamps), rows))
-    pos = np.empty(m.nnz, dtype=np.float32)
-    pos[order] = np.arange(m.nnz) - np.repeat(m.indptr[:-1], deg) + 1
-    return sp.csr_matrix((pos, m.indices.copy(), m.indptr.copy()), shape=m.shape)
-
-
-def sequences(ordered: sp.csr_matrix, users: np.ndarray, length: int) -> np.ndarray:
-    """(len(users), length) int64: each user's latest `length` items (index + 1) in time order, left-padded
-    with 0; `ordered` comes from `order_positions`."""
-    sub = ordered[np.asarray(users)]
-    deg = np.diff(sub.indptr)
-    rows = np.repeat(np.arange(len(deg)), deg)
-    from_end = deg[rows] - sub.data.astype(np.int64)  # 0: the latest
-    keep = from_end < length
-    out = np.zeros((len(deg), length), dtype=np.int64)
-    out[rows[keep], length - 1 - from_end[keep]] = sub.indices[keep] + 1
-    return out
-
-
-def timed_history(es: EvalSet) -> Interactions:
-    """An evaluation set's history as `Interactions` with its timestamps (what a sequential model scores from)."""
-    from advrec.data.interactions import IdMap
-
-    if es.times is None:
-        raise DataError("this evaluation set has no timestamps: a sequential model needs the order of each history")
-    n_users, n_items = es.history.shape
-    ids = IdMap(np.arange(n_users), "user"), IdMap(np.arange(n_items), "item")
-    return Interactions(es.history, *ids, timestamps=es.times.data)
 
 
 class SequentialRecommender(TorchRecommender, register=False):
@@ -112,5 +78,5 @@ class SequentialRecommender(TorchRecommender, register=False):
     def _scoring_history(self, es: EvalSet) -> sp.csr_matrix:
         cache = self.training.cache
         if cache.get("valid_set") is not es:
-            cache["valid_set"], cache["valid_history"] = es, self._history_matrix(timed_history(es))
+            cache["valid_set"], cache["valid_history"] = es, self._history_matrix(es.timed_history())
         return cache["valid_history"]

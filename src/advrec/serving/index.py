@@ -20,9 +20,9 @@ import numpy as np
 import scipy.sparse as sp
 
 from advrec.data.interactions import IdMap, Interactions
+from advrec.data.sequences import order_positions
 from advrec.errors import ConfigError, UnknownIdError
 from advrec.evaluation.ranking import entry_positions, top_k
-from advrec.models.sequential import order_positions
 from advrec.runs import Run, load_run
 from advrec.serving.ann import AnnOptions, Factors, HNSWIndex, factors_of, first_kept, rank, seen_mask
 

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from advrec.data.interactions import Interactions
+from advrec.data.sequences import time_order
 from advrec.errors import ConfigError, DataError
 from advrec.text.encoder import SentenceEncoder, _text_keys, cache_home, default_model_path, resolve_precision
 from advrec.text.item_text import item_texts
@@ -58,8 +59,7 @@ def cooccurrence_pairs(
         raise ConfigError(f"max_pairs must be at least 1 (or None for all pairs), got {max_pairs}")
     m = X.matrix
     rows = np.repeat(np.arange(m.shape[0]), np.diff(m.indptr))
-    # each user's entries by (time, item), users one after the other: the order of `sequential.order_positions`
-    order = np.lexsort((m.indices, X.timestamps, rows))
+    order = time_order(m, X.timestamps)  # each user's entries by (time, item), users one after the other
     users, items = rows[order], m.indices[order].astype(np.int64)
     found = []
     for step in range(1, int(window) + 1):
