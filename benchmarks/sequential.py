@@ -1,14 +1,15 @@
 """Sequential recommendation: leave-last-out, full ranking, beside the published numbers of the same protocol.
 
-Protocol: per user, interactions in time order (ties by item index); the last one is test, the one before it
+Protocol: per user, interactions in time order; the last one is test, the one before it
 validation; at test time the history holds everything before the test item (the validation item included); every
 item is ranked, the user's earlier items excluded; Recall@10 / NDCG@10 (and @20). Model selection and early stopping
 on validation NDCG@10. Each (dataset, model, seed) runs in a fresh process with one thread, so its peak memory and
 time are its own; a row is saved as soon as it is done (a long run keeps what it finished).
 
 Datasets: ml-1m as in BERT4Rec and Klenitskiy & Vasilev (2023): all ratings, items with ≥ 5 ratings (6,040 users,
-3,416 items, 999,611 interactions); Amazon "Scientific" as UniSRec published it (8,442 users, 4,385 items, its own
-leave-one-out split; a repeated item keeps its latest place), the models' seed varying, the split fixed.
+3,416 items, 999,611 interactions), a user's ratings of the same second in ratings.dat's order as in their ml-1m
+file (`file_order_ties`); Amazon "Scientific" as UniSRec published it (8,442 users, 4,385 items, its own
+leave-one-out split; a repeated item keeps its latest place); the models' seed varying, the splits fixed.
 
 Usage: python benchmarks/sequential.py [--datasets ml-1m amazon-scientific-unisrec] [--models Pop SASRec ...]
        [--seeds 2020 2021 2022]
@@ -83,14 +84,41 @@ MODEL_CLASS = {"SASRec-bce": "SASRec", "UniSRec-ID": "UniSRec"}
 METRICS = ("ndcg@10", "recall@10", "ndcg@20", "recall@20")
 
 
+def file_order_ties(X: Any) -> Any:
+    """ml-1m with a user's equal timestamps in the order of ratings.dat's rows, as in the ml-1m file of BERT4Rec
+    and SASRec (a stable sort by time) that the published numbers use: timestamps become t · 1000 + rank among
+    the user's ratings of that second (42 % of users share their latest second with another rating)."""
+    import pandas as pd
+
+    from advrec.data.registry import dataset_dir
+
+    path = dataset_dir("ml-1m", download=False) / "ratings.dat"
+    rows_in_file = pd.read_csv(path, sep="::", engine="python", names=["user", "item", "rating", "time"])
+    rows_in_file["row"] = np.arange(len(rows_in_file))
+    m = X.matrix
+    users = np.repeat(np.arange(m.shape[0]), np.diff(m.indptr))
+    entries = pd.DataFrame({"user": X.users.raw(users), "item": X.items.raw(m.indices)})
+    row = entries.merge(rows_in_file[["user", "item", "row"]], on=["user", "item"], how="left")["row"].to_numpy()
+    if np.isnan(row).any():
+        raise SystemExit(f"{path}: {int(np.isnan(row).sum())} interactions are not in the file")
+    ts = X.timestamps
+    order = np.lexsort((row, ts, users))
+    first = np.r_[True, (users[order][1:] != users[order][:-1]) | (ts[order][1:] != ts[order][:-1])]
+    starts = np.flatnonzero(first)
+    rank = np.empty(len(ts), dtype=np.int64)
+    rank[order] = np.arange(len(ts)) - starts[np.cumsum(first) - 1]
+    return X.with_matrix(X.matrix, ts * 1000 + rank)
+
+
 def load(dataset: str, seed: int) -> Any:
-    """The split: ml-1m's leave-last-out (ties in time broken by `seed`), or Scientific's published one."""
+    """The split: ml-1m's leave-last-out (ties in time in the ratings file's order), or Scientific's published
+    one."""
     from advrec.data import load_movielens
     from advrec.data.datasets import official_split
     from advrec.data.splits import leave_last_out
 
     if dataset == "ml-1m":
-        return leave_last_out(load_movielens("ml-1m", core=5), random_state=seed)
+        return leave_last_out(file_order_ties(load_movielens("ml-1m", core=5)), random_state=seed)
     if dataset == "amazon-scientific-unisrec":
         return official_split(dataset)
     raise SystemExit(f"unknown dataset {dataset!r}; known: {', '.join(GRIDS)}")
