@@ -14,7 +14,7 @@ from torch import nn
 
 from advrec.data.interactions import Interactions
 from advrec.data.splits import EvalSet, Split
-from advrec.errors import ConfigError, DataError
+from advrec.errors import DataError
 from advrec.models.base import Learned
 from advrec.models.params import Choice, Dimension, Float, Int, Interval, TupleOf, declare
 from advrec.models.sasrec import SASRec, SASRecNet
@@ -101,6 +101,9 @@ class UniSRec(SASRec):
         "encoder_identity_": Learned("value"),
     }
 
+    _batch_table: torch.Tensor | None = None  # the item table of the current training batch's loss
+    _perturbation: torch.Tensor | None = None  # an attack's Δ on the item table (an attacked copy)
+
     def __init__(
         self,
         encoder: str | None = None,
@@ -154,6 +157,7 @@ class UniSRec(SASRec):
             super().fit(X, valid, init=init, plugins=plugins, checkpoint=checkpoint)
         finally:
             del self._text_vectors
+            self._batch_table = None
         return self
 
     @property
@@ -175,16 +179,33 @@ class UniSRec(SASRec):
         return self.unisrec.backbone
 
     def item_table(self, tables: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """The adaptor's output (+ ID vectors) as the item table, plus an attack's perturbation if one was added;
+        from `tables` when given. In training the table of the current batch is kept for `embedding_tables`."""
         if tables is not None:
-            raise ConfigError("UniSRec: perturbing its item table (the adaptor's output) is not supported")
-        return self.unisrec.table()
+            return tables["item"]
+        table = self.unisrec.table()
+        if self._perturbation is not None:
+            table = table + self._perturbation
+        if getattr(self, "_training", None) is not None:
+            self._batch_table = table
+        return table
 
     def _output(self, states: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Cosine similarity over the temperature: unit states scaled by 1/τ, unit item vectors."""
         return F.normalize(states, dim=-1) / self.temperature, F.normalize(items, dim=-1)
 
     def embedding_tables(self) -> dict[str, torch.Tensor]:
-        raise ConfigError("UniSRec: adversarial perturbation of the adaptor's output is not supported yet")
+        """The item representations (the adaptor's output): in training the table of the current batch's loss
+        (what APR differentiates), otherwise computed afresh. Nothing here is a parameter: an attack's
+        perturbation is kept beside the model (`add_perturbation`) and added to every table it computes."""
+        if self._batch_table is not None and getattr(self, "_training", None) is not None:
+            return {"item": self._batch_table}
+        return {"item": self.item_table()}
+
+    def add_perturbation(self, delta: dict[str, torch.Tensor]) -> None:
+        """Adds `delta["item"]` to the item representations from now on (an attacked copy; not saved)."""
+        shift = delta["item"].detach().clone()
+        self._perturbation = shift if self._perturbation is None else self._perturbation + shift
 
     def text_vectors(self) -> np.ndarray:
         """The items' frozen text vectors (n_items, text_dim)."""

@@ -8,8 +8,10 @@ Works with any model that exposes its embedding tables and a batch loss computed
 - `attack_batches(X, rng, batch_size) -> [batch, ...]`: the examples of the training loss on `X`, in batches (what an
   attack raises the loss of).
 
-BPRMF and LightGCN (user and item tables, BPR triples) and SASRec (the item table shared by its input and output,
-next-item cross-entropy over each user's sequence) implement them. A perturbation Δ gives each table row an L2
+BPRMF and LightGCN (user and item tables, BPR triples), SASRec (the item table shared by its input and output,
+next-item cross-entropy over each user's sequence) and UniSRec (its item representations, the text adaptor's output)
+implement them. A model whose tables are computed rather than learned (UniSRec) also has `add_perturbation(delta)`,
+which keeps an attack's Δ and adds it to every table it computes. A perturbation Δ gives each table row an L2
 norm of at most `eps`; the fast-gradient (FGSM) direction is the row-normalised gradient of the loss, as in the
 APR paper.
 """
@@ -49,7 +51,7 @@ def _check_model(model: Any) -> None:
     if not isinstance(model, EmbeddingModel) or not isinstance(model, TorchRecommender):
         raise ConfigError(
             f"{type(model).__name__} has no embedding tables to perturb; adversarial perturbations need a torch "
-            "model with embedding_tables(), batch_loss() and attack_batches() (BPRMF, LightGCN, SASRec)"
+            "model with embedding_tables(), batch_loss() and attack_batches() (BPRMF, LightGCN, SASRec, UniSRec)"
         )
 
 
@@ -171,8 +173,11 @@ def attack_embeddings(
             step = fast_gradient(grads, size)
             delta = project({n: delta[n] + step[n] for n in base}, eps)
     with torch.no_grad():
-        for name, table in a.embedding_tables().items():
-            table.add_(delta[name])
+        if hasattr(a, "add_perturbation"):
+            a.add_perturbation(delta)
+        else:
+            for name, table in a.embedding_tables().items():
+                table.add_(delta[name])
     return attacked
 
 
