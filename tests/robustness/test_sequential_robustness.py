@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from advrec.data.splits import leave_last_out
+from advrec.evaluation import evaluate
 from advrec.models import SASRec, UniSRec
 from advrec.robustness.perturb import APR, adversarial_fit, attack_embeddings, robustness_curve
 from advrec.testing import cyclic_sequences
@@ -55,6 +56,8 @@ def test_adversarial_training_and_the_robustness_curve(data) -> None:  # type: i
     df = robustness_curve(adv, split, eps=(0.5,), methods=("fgsm",))
     assert list(df["method"]) == ["clean", "fgsm"] and df["share"].iloc[0] == 1.0
     assert 0 < df["ndcg@10"].iloc[0] <= 1
+    valid = robustness_curve(adv, split, eps=(0.5,), methods=("fgsm",), on="valid")  # to choose a defence
+    assert valid["ndcg@10"].iloc[0] == pytest.approx(evaluate(adv, split, ks=(10,), on="valid").summary["ndcg@10"])
 
 
 @pytest.fixture(scope="module")

@@ -189,19 +189,21 @@ def robustness_curve(
     ks: Sequence[int] = (10,),
     steps: int = 10,
     random_state: int | np.random.Generator | None = 0,
+    on: str = "test",
 ) -> pd.DataFrame:
-    """NDCG@K (and Recall@K) on `split`'s test part with the embeddings under attack, for each method and eps.
+    """NDCG@K (and Recall@K) on `split`'s test part (`on="valid"`: validation, to choose a defence's setting) with
+    the embeddings under attack, for each method and eps.
 
     One row per (method, eps), with eps = 0 the clean model; `share` is NDCG@K over the clean NDCG@K.
     """
     k = max(ks)
-    clean = evaluate(model, split, ks=ks, metrics=("ndcg", "recall")).summary
+    clean = evaluate(model, split, ks=ks, on=on, metrics=("ndcg", "recall")).summary
     rows = [{"method": "clean", "eps": 0.0, **clean}]
     for method in methods:
         for e in eps:
             attacked = attack_embeddings(model, split.train, e, method, steps=steps, random_state=random_state)
             rows.append({"method": method, "eps": float(e),
-                         **evaluate(attacked, split, ks=ks, metrics=("ndcg", "recall")).summary})  # fmt: skip
+                         **evaluate(attacked, split, ks=ks, on=on, metrics=("ndcg", "recall")).summary})  # fmt: skip
     df = pd.DataFrame(rows)
     df["share"] = df[f"ndcg@{k}"] / clean[f"ndcg@{k}"] if clean[f"ndcg@{k}"] > 0 else np.nan
     return df
