@@ -81,3 +81,6 @@ def test_recency_weighting_follows_the_latest_items(fitted):
     assert wins >= 15, wins
     with pytest.raises(DataError, match="timestamps"):
         recent.score(split.train.matrix, np.arange(2))
+    # it reads the order of histories, so evaluation hands them over with their timestamps
+    assert recent.sequential and not uniform.sequential
+    assert evaluate(recent, split, ks=(10,)).summary["n_users"] > 0

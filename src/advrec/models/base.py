@@ -72,7 +72,7 @@ class Recommender:
 
     uses_history: ClassVar[bool] = True
     # whether scores depend on the order of the history (then `score` takes Interactions with timestamps)
-    sequential: ClassVar[bool] = False
+    _sequential: ClassVar[bool] = False
     # how fitting scales past one process (`advrec.distributed.factors`): closed-form models are single-node
     scale_out: ClassVar[str] = SINGLE_NODE
     # the differential-privacy guarantee of the training, set by a DP fit (`advrec.privacy.dp`), saved with the model
@@ -81,6 +81,12 @@ class Recommender:
     _required_state: ClassVar[dict[str, Learned]] = {}
     # what each constructor parameter may be (see `advrec.models.params`); checked by `_validate_params`
     _parameter_constraints: ClassVar[dict[str, list[Any]]] = {}
+
+    @property
+    def sequential(self) -> bool:
+        """Whether scores depend on the order of each history (then `score` takes Interactions with timestamps,
+        and `evaluate` and serving hand them over)."""
+        return self._sequential
 
     def __init_subclass__(cls, register: bool = True, **kw: Any) -> None:
         """Subclasses are known by name to `load` and `model_class`, unless declared with `register=False`."""

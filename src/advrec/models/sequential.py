@@ -30,7 +30,7 @@ class SequentialRecommender(TorchRecommender, register=False):
     protocol (`leave_last_out`) the test history holds the validation item, as the interaction before the test one.
     """
 
-    sequential: ClassVar[bool] = True
+    _sequential: ClassVar[bool] = True
     _parameter_constraints = declare(
         TorchRecommender._parameter_constraints, max_len=[Interval(int, 1, None, closed="left")]
     )

@@ -87,6 +87,11 @@ class TextKNN(Recommender):
     def _contributions(self, items: np.ndarray, target: int) -> np.ndarray:
         return self.item_vectors_[items] @ self.item_vectors_[target]
 
+    @property
+    def sequential(self) -> bool:
+        """With recency weights the scores depend on the order of the history."""
+        return self.weighting == "recency"
+
     def _history_matrix(self, history: Any) -> sp.csr_matrix:
         if self.weighting != "recency":
             return as_csr(history, "history")
