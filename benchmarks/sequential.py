@@ -69,7 +69,7 @@ GRIDS: dict[str, dict[str, list[dict[str, Any]]]] = {
         "EASE": [{"l2": v} for v in (100.0, 300.0, 1000.0, 3000.0)],
         "SASRec": [{}],  # Klenitskiy & Vasilev's setting (the class defaults): early stopping on validation
         "SASRec-bce": [{"loss": "bce"}],
-        "BERT4Rec": [{}],
+        "BERT4Rec": [{"patience": 20}],  # Klenitskiy & Vasilev's BERT4Rec: at most 200 epochs, patience 20
     },
     "amazon-scientific-unisrec": {
         "Pop": [{}],
