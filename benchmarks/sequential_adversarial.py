@@ -90,7 +90,9 @@ def run_seed(seed: int, eps_grid: list[float], adv_reg: float) -> list[dict]:
             values = {k: float(v) if isinstance(v, float | np.floating) else v for k, v in rec.items()}
             run = {"model": name, "seed": seed, "fit_s": fit_s, "curve_s": curve_s, "epochs_run": model.epochs_run_,
                    "row_norm": row_norm(model), "eps_train": chosen if name == "SASRec+APR" else 0.0,
-                   "adv_reg": adv_reg, "candidates": candidates}  # fmt: skip
+                   "adv_reg": adv_reg}  # fmt: skip
+            if name == "SASRec+APR" and values["method"] == "clean":  # the choice, once per seed
+                run["candidates"] = candidates
             rows.append({**run, **values})
     return rows
 
@@ -115,7 +117,7 @@ def choices(rows: list[dict]) -> str:
         pick = {(r["model"], r["method"], r["eps"]): r for r in rows if r["seed"] == seed}
         clean, adv = pick["SASRec", "pgd", SELECT_EPS], pick["SASRec+APR", "pgd", SELECT_EPS]
         cands = ", ".join(f"{c['eps_train']:g}: {c['valid_ndcg@10']:.4f} / {c['valid_share_pgd']:.3f}"
-                          for c in clean["candidates"])  # fmt: skip
+                          for c in pick["SASRec+APR", "clean", 0.0]["candidates"])  # fmt: skip
         lines.append(f"| {seed} | {cands} | {adv['eps_train']:g} | {clean['row_norm']:.3f} → {adv['row_norm']:.3f} | "
                      f"{clean['share']:.3f} → {adv['share']:.3f} |")  # fmt: skip
     return "\n".join(lines)
