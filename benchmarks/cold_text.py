@@ -7,13 +7,16 @@ model, beside Random (uniform scores) and CategoryPop (a cold item's score is th
 category: the category path of Scientific's text, Office's category list). Seeds vary the cold items and the
 models. Each (dataset, model, seed) runs in a fresh process with one thread.
 
+TextKNN-max is TextKNN(center=True, aggregate="max+mean"): the catalogue's mean text vector subtracted, and an
+item scored by its most similar history item's cosine plus its cosine to the history's mean vector.
+
 TextKNN-ft and UniSRec-ft are the same models over a sentence encoder first fine-tuned (`finetune_encoder`,
 settings `FINETUNE`) on pairs of items that follow each other in the training part's histories: only warm items'
 interactions, so the cold items' texts and interactions never reach the encoder. The fine-tuned model is cached
 (a second model on the same split reuses it); its time and the process's peak memory after it are recorded.
 
 Usage: python benchmarks/cold_text.py [--datasets amazon-scientific-unisrec amazon-office-2014-5core]
-       [--models Random CategoryPop TextKNN UniSRec TextKNN-ft UniSRec-ft] [--seeds 2020 2021 2022]
+       [--models Random CategoryPop TextKNN TextKNN-max UniSRec TextKNN-ft UniSRec-ft] [--seeds 2020 2021 2022]
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ import numpy as np
 RESULTS = Path(__file__).resolve().parent / "results"
 OUT_JSON, OUT_MD = RESULTS / "cold_text.json", RESULTS / "cold_text.md"
 DATASETS = ("amazon-scientific-unisrec", "amazon-office-2014-5core")
-MODELS = ("Random", "CategoryPop", "TextKNN", "UniSRec", "TextKNN-ft", "UniSRec-ft")
+MODELS = ("Random", "CategoryPop", "TextKNN", "TextKNN-max", "UniSRec", "TextKNN-ft", "UniSRec-ft")
 METRICS = ("recall@10", "ndcg@10", "recall@20")
 # UniSRec: Scientific's setting of benchmarks/sequential.py; the validation part (cold items too) stops training
 UNISREC = {"dim": 64, "max_len": 50, "epochs": 60, "patience": 5}
@@ -103,6 +106,8 @@ def run_one(dataset: str, name: str, seed: int) -> dict:
         model = CategoryPop(split.train, categories(X, dataset))
     elif name == "TextKNN":
         model = TextKNN(model=tuned.get("encoder"), device="cpu").fit(split.train)
+    elif name == "TextKNN-max":
+        model = TextKNN(model=tuned.get("encoder"), center=True, aggregate="max+mean", device="cpu").fit(split.train)
     elif name == "UniSRec":
         model = UniSRec(encoder=tuned.get("encoder"), device="cpu", random_state=seed, **UNISREC)
         model.fit(split.train, valid=split.eval_set("valid", cold_only=True))
@@ -110,9 +115,11 @@ def run_one(dataset: str, name: str, seed: int) -> dict:
         raise SystemExit(f"unknown model {name!r}; known: {', '.join(MODELS)}")
     fit_s = time.perf_counter() - t0
     test = evaluate(model, split, ks=(10, 20), cold_only=True).summary
+    valid = evaluate(model, split, ks=(10,), on="valid", cold_only=True).summary["recall@10"]
     return {
         "dataset": dataset, "model": f"{name}-ft" if tuned else name, "seed": seed,
-        "test": {m: test[m] for m in METRICS}, "fit_s": fit_s,
+        "test": {m: test[m] for m in METRICS},
+        "valid_recall@10": valid, "fit_s": fit_s,
         "cold_test_items": len(split.protocol["cold_items"]["test"]),
         "epochs_run": getattr(model, "epochs_run_", None), "best_epoch": getattr(model, "best_epoch_", None),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "finetune": tuned or None,
@@ -124,7 +131,7 @@ def summarize(rows: list[dict]) -> str:
     for dataset in dict.fromkeys(r["dataset"] for r in rows):
         rs = [r for r in rows if r["dataset"] == dataset]
         rnd = np.mean([r["test"]["recall@10"] for r in rs if r["model"] == "Random"] or [np.nan])
-        head = ["model", *METRICS, "recall@10 / Random's", "fit s", "peak MB", "seeds"]
+        head = ["model", *METRICS, "recall@10 / Random's", "valid recall@10", "fit s", "peak MB", "seeds"]
         lines += [f"## {dataset}", "", "| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
         for name in dict.fromkeys(r["model"] for r in rs):
             mine = [r for r in rs if r["model"] == name]
@@ -133,6 +140,8 @@ def summarize(rows: list[dict]) -> str:
                 v = np.array([r["test"][m] for r in mine])
                 cells.append(f"{v.mean():.4f} ± {v.std():.4f}")
             cells.append(f"{np.mean([r['test']['recall@10'] for r in mine]) / rnd:.1f}×")
+            valid = [r["valid_recall@10"] for r in mine if "valid_recall@10" in r]
+            cells.append(f"{np.mean(valid):.4f}" if len(valid) == len(mine) else "—")
             tuning = [r["finetune"]["finetune_s"] for r in mine if r.get("finetune")]
             fit = f"{np.mean([r['fit_s'] for r in mine]):.0f}"
             cells.append(f"{fit} + {np.mean(tuning):.0f} fine-tuning" if tuning else fit)

@@ -5,7 +5,7 @@ import pytest
 
 from advrec.data import load_movielens
 from advrec.data.splits import ratio_split
-from advrec.errors import DataError
+from advrec.errors import ConfigError, DataError
 from advrec.evaluation import evaluate
 from advrec.models import Recommender, TextKNN
 from advrec.testing import RandomScores
@@ -84,3 +84,43 @@ def test_recency_weighting_follows_the_latest_items(fitted):
     # it reads the order of histories, so evaluation hands them over with their timestamps
     assert recent.sequential and not uniform.sequential
     assert evaluate(recent, split, ks=(10,)).summary["n_users"] > 0
+
+
+def test_centered_max_similarity_by_hand(fitted):
+    split, uniform = fitted
+    model = TextKNN(device="cpu", center=True, aggregate="max").fit(split.train)  # encoder output from the cache
+    raw = uniform.item_vectors_.astype(np.float64)
+    centered = raw - raw.mean(axis=0)
+    centered /= np.linalg.norm(centered, axis=1, keepdims=True)
+    np.testing.assert_allclose(model.item_vectors_, centered, atol=1e-5)
+    users = np.arange(6)
+    S = model.score(split.train, users)
+    m = split.train.matrix
+    for u in users:
+        seen = m.indices[m.indptr[u] : m.indptr[u + 1]]
+        expected = (centered[seen] @ centered.T).max(axis=0)
+        np.testing.assert_allclose(S[u][np.setdiff1d(np.arange(m.shape[1]), seen)],
+                                   np.delete(expected, seen), atol=1e-5)  # fmt: skip
+
+
+def test_max_similarity_over_blocks_and_empty_histories(monkeypatch):
+    import scipy.sparse as sp
+
+    from advrec.models import text_knn
+
+    rng = np.random.default_rng(0)
+    model = TextKNN(aggregate="max")
+    model.item_vectors_ = rng.normal(size=(7, 3)).astype(np.float32)
+    h = sp.csr_matrix(np.array([[1, 1, 0, 1, 0, 0, 1], [0] * 7, [0, 0, 1, 1, 1, 0, 0]], dtype=np.float32))
+    whole = model._max_similarity(h)
+    monkeypatch.setattr(text_knn, "MAX_BLOCK_FLOATS", 7 * 2)  # blocks of 2 entries split users' histories
+    np.testing.assert_allclose(model._max_similarity(h), whole)
+    V = model.item_vectors_
+    np.testing.assert_allclose(whole[0], (V[[0, 1, 3, 6]] @ V.T).max(axis=0), rtol=1e-6)
+    np.testing.assert_array_equal(whole[1], 0.0)
+    model.aggregate = "max+mean"
+    profile = V[[0, 1, 3, 6]].sum(axis=0)
+    expected = whole[0] + V @ profile / np.linalg.norm(profile)
+    np.testing.assert_allclose(model._score(h, np.arange(3))[0], expected, rtol=1e-5)
+    with pytest.raises(ConfigError, match="uniform"):
+        TextKNN(aggregate="max", weighting="rating").fit(None)
