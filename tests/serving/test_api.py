@@ -187,6 +187,17 @@ def test_bad_input_is_4xx(client: TestClient, method: str, path: str, kwargs: di
     assert r.status_code == status, r.text
 
 
+def test_body_limit_holds_for_announced_and_streamed_bodies(client: TestClient) -> None:
+    # the limit is 200,000 bytes; a streamed body has no Content-Length and is counted as it arrives
+    chunks = (b"[" * 50_000 for _ in range(5))
+    r = client.post("/v1/interactions", content=chunks, headers={**AUTH, "content-type": "application/json"})
+    assert r.status_code == 413 and "200000 bytes" in r.json()["detail"], r.text
+    r = client.post("/v1/interactions", content=b" " * 200_001, headers={**AUTH, "content-type": "application/json"})
+    assert r.status_code == 413, r.text
+    ok = {"events": [{"user_id": "a", "item_id": 1}]}
+    assert client.post("/v1/interactions", json=ok, headers=AUTH).status_code < 400
+
+
 def test_reload_swaps_the_model_atomically_and_keeps_it_on_failure(client: TestClient, itemknn_run: Path) -> None:
     v1 = client.get("/v1/model").json()["version"]
     same = client.post("/v1/admin/reload", headers=AUTH)

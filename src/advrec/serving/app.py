@@ -26,7 +26,7 @@ from advrec.errors import AdvrecError, UnknownIdError
 from advrec.serving.ann import DEFAULT_EF_SEARCH, DEFAULT_M, AnnOptions
 from advrec.serving.auth import KeyChecker, as_keys, load_api_keys
 from advrec.serving.index import ServedModel
-from advrec.serving.jsonbody import validation_error
+from advrec.serving.jsonbody import BodyLimitMiddleware, validation_error
 from advrec.serving.metrics import MetricsMiddleware, ServingMetrics
 from advrec.serving.routers import admin, ops, reads, writes
 from advrec.serving.schemas import MAX_BATCH
@@ -114,7 +114,6 @@ def app_for(settings: ServingSettings, api_keys: Mapping[str, Iterable[str]] | I
         version=advrec.__version__,
         description=__doc__,
         lifespan=lifespan,
-        max_body_size=settings.max_body_bytes,
         docs_url=None,  # the docs and the schema are served by the ops router, behind a key
         redoc_url=None,
         openapi_url=None,
@@ -123,6 +122,7 @@ def app_for(settings: ServingSettings, api_keys: Mapping[str, Iterable[str]] | I
     for router in (reads.router, writes.router, admin.router, ops.router):
         app.include_router(router)
     add_error_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)  # type: ignore[arg-type]
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)  # type: ignore[arg-type]
     return app
 

@@ -3,7 +3,8 @@
 Request bodies are parsed as RFC 8259 JSON in UTF-8: `NaN`, `Infinity`, `-Infinity`, numbers beyond a double
 (`1e400`), integers of more than 100 digits and lone surrogates (`"\\ud800"`) are refused with a 422 that names
 the problem and its position. `StrictJSONRoute` does it for every route of a router; `validation_error` answers
-422 with each offending input cut to 100 characters.
+422 with each offending input cut to 100 characters; `BodyLimitMiddleware` answers 413 to a body over the limit,
+announced (Content-Length) or streamed, before it is read whole.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ import re
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from fastapi import Request
+from fastapi import HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 MAX_INT_DIGITS = 100
 MAX_ECHO = 100  # characters of an offending input shown back in a validation error
@@ -145,3 +147,34 @@ async def validation_error(request: Request, exc: RequestValidationError) -> Res
     errors = [_error(e) for e in exc.errors()[:20]]
     content = json.dumps({"detail": errors}, ensure_ascii=True, separators=(",", ":"))
     return Response(content, status_code=422, media_type="application/json")
+
+
+class BodyLimitMiddleware:
+    """Pure ASGI middleware: a request whose body exceeds `max_bytes` gets 413 (a Content-Length over it before
+    anything is read; a streamed body as soon as the bytes received pass it, raised to the route reading it)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        detail = f"the request body is over {self.max_bytes} bytes"
+        declared = dict(scope.get("headers") or []).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            await JSONResponse({"detail": detail}, status_code=413)(scope, receive, send)
+            return
+        received = 0
+
+        async def counted() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise HTTPException(413, detail)
+            return message
+
+        await self.app(scope, counted, send)
