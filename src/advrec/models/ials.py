@@ -309,6 +309,20 @@ def exact_solve(rows: SparseRows, Y: torch.Tensor, gram: torch.Tensor, order: to
     return torch.cholesky_solve(b.transpose(1, 2), chol)[..., 0]
 
 
+def solve_users(
+    m: sp.csr_matrix, Y: torch.Tensor, alpha: float, reg: np.ndarray, chunk_size: int | None = None
+) -> torch.Tensor:
+    """The exact user step for rows `m` (weights r, c = 1 + alpha·r) against item factors `Y` held fixed, with
+    each row's λ in `reg`: (YᵀY + Yᵀ(C_u − I)Y + λ_u I) x_u = Yᵀ C_u p_u; a row without interactions gets 0."""
+    rows = SparseRows.build(m, alpha, reg, Y.dtype, Y.device, block_width(Y.shape[1], Y.dtype, Y.device))
+    out = torch.zeros((m.shape[0], Y.shape[1]), dtype=Y.dtype, device=Y.device)
+    gram = Y.T @ Y
+    for idx in exact_chunks(rows.lengths, Y.shape[1], Y.element_size(), chunk_size):
+        order = torch.from_numpy(idx).to(Y.device)
+        out[order] = exact_solve(rows, Y, gram, order)
+    return out
+
+
 def exact_chunks(lengths: np.ndarray, d: int, itemsize: int, chunk_size: int | None) -> list[np.ndarray]:
     """Rows in order of length, cut into batches whose padded blocks fit `_BUDGET` (or of `chunk_size` rows)."""
     order = np.argsort(lengths, kind="stable")
@@ -566,14 +580,8 @@ class IALS(Recommender):
             raise DataError(f"history rows have {m.shape[1]} items but the model was fitted on {self.n_items_} items")
         device, dtype = self._torch()
         reg, _ = frequency_reg(m, self.alpha, self.reg, self.reg_scaling, mean=self.mean_frequency_)
-        rows = SparseRows.build(m, self.alpha, reg, dtype, device, block_width(self.factors, dtype, device))
         Y = torch.from_numpy(self.item_factors_).to(device, dtype)
-        out = torch.zeros((m.shape[0], self.factors), dtype=dtype, device=device)
-        gram = Y.T @ Y
-        for idx in exact_chunks(rows.lengths, self.factors, Y.element_size(), self.chunk_size):
-            order = torch.from_numpy(idx).to(device)
-            out[order] = exact_solve(rows, Y, gram, order)
-        return out.cpu().numpy().astype(np.float32)
+        return solve_users(m, Y, self.alpha, reg, self.chunk_size).cpu().numpy().astype(np.float32)
 
     def loss(self, X: Interactions | sp.spmatrix) -> float:
         """The objective of the module docstring on the training matrix `X` (for diagnostics and tests)."""

@@ -1,0 +1,248 @@
+"""Flower apps of federated iALS (`advrec.federated.fcf`): a ServerApp and a ClientApp, the same objects for
+Flower's simulation engine and for a deployment of SuperLink and SuperNodes.
+
+Every setting is a flat key of `DEFAULTS` (Flower's run config: `flwr run --run-config "rounds=20"`, or the
+mapping given to `simulate`). A client is one partition of the users: node `partition-id` of `num-partitions`
+(Flower's node config; the simulation engine numbers its virtual nodes) holds the users that a seeded permutation
+deals to it, with their training rows and held-out rows of `ratio_split(min_rating-filtered dataset, split-seed)`.
+Nothing else about a user leaves the client: it answers the item factors plus the mean of its users' updates, and
+sums of ranking metrics computed on its own users.
+
+The server holds only the item factors, aggregates with `strategy` (FedAvg's weighted mean, or FedAdam / FedYogi
+on its difference, the pseudo-gradient, with `server-lr`) and evaluates through the clients after every round;
+`out` names a folder where it writes the final factors (safetensors) and the history of rounds (JSON).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.serverapp import Grid, ServerApp
+from flwr.serverapp.strategy import FedAdam, FedAvg, FedYogi
+
+from advrec.data.datasets import load_dataset
+from advrec.data.splits import Split, ratio_split
+from advrec.errors import ConfigError
+from advrec.federated.fcf import FCFSettings, client_metrics, client_step, restrict
+from advrec.io import atomic_write, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+DEFAULTS: dict[str, Any] = {
+    "dataset": "ml-100k",
+    "data-dir": "",  # "" reads $ADVREC_DATA_DIR (or the cache) as `load_dataset` does
+    "min-rating": 4.0,
+    "split-seed": 2020,
+    "factors": 64,
+    "alpha": 10.0,
+    "reg": 10.0,
+    "lr": 1.0,  # the clients' step on the mean user gradient
+    "clip": 0.0,  # per-user clipping bound of an update (0: none)
+    "rounds": 30,
+    "fraction-train": 1.0,
+    "strategy": "fedadam",
+    "server-lr": 0.01,
+    "seed": 2020,
+    "evaluate-every": 1,  # rounds between evaluations (the last round is always evaluated)
+    "out": "",
+}
+STRATEGIES = ("fedavg", "fedadam", "fedyogi")
+Metrics = dict[str, int | float | list[int] | list[float]]  # what a Flower MetricRecord holds
+_SPLITS: dict[tuple, tuple[Split, np.ndarray]] = {}  # per process (a simulation actor serves many rounds)
+
+
+def settings_of(config: Mapping[str, Any]) -> dict[str, Any]:
+    """`DEFAULTS` overridden by `config` (a run config), refusing unknown keys and values of the wrong type."""
+    unknown = sorted(set(config) - set(DEFAULTS))
+    if unknown:
+        raise ConfigError(f"unknown federated settings {unknown}; known: {', '.join(DEFAULTS)}")
+    out = dict(DEFAULTS)
+    for key, value in config.items():
+        want = type(DEFAULTS[key])
+        if want is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, want) or isinstance(value, bool) != (want is bool):
+            raise ConfigError(f"federated setting {key!r} must be {want.__name__}, got {value!r}")
+        out[key] = value
+    if out["strategy"] not in STRATEGIES:
+        raise ConfigError(f"strategy must be one of {', '.join(STRATEGIES)}, got {out['strategy']!r}")
+    for key in ("rounds", "factors", "evaluate-every"):
+        if out[key] < 1:
+            raise ConfigError(f"{key} must be at least 1, got {out[key]}")
+    return out
+
+
+def fcf_settings(s: Mapping[str, Any], n_users: int) -> FCFSettings:
+    clip = float(s["clip"])
+    return FCFSettings(alpha=s["alpha"], reg=s["reg"], lr=s["lr"], clip=clip if clip > 0 else None, n_users=n_users)
+
+
+def federation_data(s: Mapping[str, Any]) -> tuple[Split, np.ndarray]:
+    """The split and a seeded permutation of its users (dealt to partitions in turn), cached per process."""
+    key = (s["dataset"], s["data-dir"], s["min-rating"], s["split-seed"])
+    if key not in _SPLITS:
+        X = load_dataset(s["dataset"], s["data-dir"] or None, min_rating=s["min-rating"])
+        split = ratio_split(X, random_state=s["split-seed"])
+        order = np.random.default_rng(s["split-seed"]).permutation(split.n_users)
+        _SPLITS[key] = (split, order)
+    return _SPLITS[key]
+
+
+def partition_users(context: Context, order: np.ndarray) -> np.ndarray:
+    """The users of this node: every `num-partitions`-th user of the permutation from `partition-id` on."""
+    node = context.node_config
+    if "partition-id" not in node or "num-partitions" not in node:
+        raise ConfigError("a federated client needs node config 'partition-id' and 'num-partitions'")
+    pid, parts = int(node["partition-id"]), int(node["num-partitions"])
+    if not 0 <= pid < parts:
+        raise ConfigError(f"partition-id {pid} is not in [0, {parts})")
+    return np.sort(order[pid::parts])
+
+
+def make_client_app(bound: Mapping[str, Any] | None = None) -> ClientApp:
+    """The ClientApp; `bound` settings, when given, come under each run's own run config."""
+    app = ClientApp()
+
+    def setting(context: Context) -> dict[str, Any]:
+        return settings_of({**(bound or {}), **context.run_config})
+
+    @app.train()
+    def train(msg: Message, context: Context) -> Message:
+        """One round on this node's users: the item factors plus the mean of their updates, weighted by users."""
+        s = setting(context)
+        split, order = federation_data(s)
+        users = partition_users(context, order)
+        Q = msg.content.array_records["arrays"].to_numpy_ndarrays()[0]
+        t0 = time.perf_counter()
+        total, stats = client_step(split.train.matrix[users], Q, fcf_settings(s, split.n_users))
+        n = max(stats["users"], 1.0)
+        metrics: Metrics = {"num-examples": int(stats["users"])}
+        metrics.update({k: v for k, v in stats.items() if k != "users"}, **{"client-seconds": time.perf_counter() - t0})
+        arrays = ArrayRecord([(Q + total / n).astype(Q.dtype)])
+        return Message(content=RecordDict({"arrays": arrays, "metrics": MetricRecord(metrics)}), reply_to=msg)
+
+    @app.evaluate()
+    def evaluate(msg: Message, context: Context) -> Message:
+        """Sums of ranking metrics of this node's users on their validation and test items ("valid-ndcg@10", ...,
+        with "valid-users" and "test-users"), each user scored on the node from their own history."""
+        s = setting(context)
+        split, order = federation_data(s)
+        users = partition_users(context, order)
+        Q = msg.content.array_records["arrays"].to_numpy_ndarrays()[0]
+        metrics: Metrics = {}
+        for part in ("valid", "test"):
+            sums = client_metrics(restrict(split.eval_set(part), users), Q, fcf_settings(s, split.n_users))
+            n = sums.pop("users")
+            metrics.update({f"{part}-{k}": v for k, v in sums.items()}, **{f"{part}-users": n})
+        metrics["num-examples"] = 1  # sums: the server adds them up (`sum_metrics`) and divides by the users
+        return Message(content=RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)
+
+    return app
+
+
+def sum_metrics(records: list[RecordDict], weight_key: str) -> MetricRecord:
+    """Per-user means over all nodes from the nodes' sums: "<part>-<metric>" summed, divided by "<part>-users"."""
+    total: dict[str, float] = {}
+    for record in records:
+        for metrics in record.metric_records.values():
+            for key, value in metrics.items():
+                if key != weight_key and isinstance(value, int | float):
+                    total[key] = total.get(key, 0.0) + float(value)
+    out: Metrics = {}
+    for key, value in total.items():
+        part = key.split("-", 1)[0]
+        if not key.endswith("-users"):
+            out[key] = value / max(total.get(f"{part}-users", 0.0), 1.0)
+    return MetricRecord(out)
+
+
+def make_strategy(s: Mapping[str, Any]) -> FedAvg:
+    """The aggregation of `strategy`, evaluating through the clients every `evaluate-every` rounds and after the
+    last."""
+    base = {"fedavg": FedAvg, "fedadam": FedAdam, "fedyogi": FedYogi}[s["strategy"]]
+    every, last = s["evaluate-every"], s["rounds"]
+
+    class Strategy(base):  # type: ignore[valid-type,misc]
+        def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: Any, grid: Grid) -> Any:
+            if server_round % every and server_round != last:
+                return []
+            return super().configure_evaluate(server_round, arrays, config, grid)
+
+    common = {"fraction_train": s["fraction-train"], "fraction_evaluate": 1.0, "min_train_nodes": 1,
+              "min_evaluate_nodes": 1, "min_available_nodes": 1, "evaluate_metrics_aggr_fn": sum_metrics}  # fmt: skip
+    if base is FedAvg:
+        return Strategy(**common)
+    return Strategy(**common, eta=s["server-lr"], eta_l=s["lr"], beta_1=0.9, beta_2=0.99, tau=1e-8)
+
+
+def make_server_app(bound: Mapping[str, Any] | None = None) -> ServerApp:
+    """The ServerApp; `bound` settings, when given, come under each run's own run config."""
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        """Runs `rounds` rounds from seeded item factors; writes the factors of the round with the best validation
+        NDCG@10 and the rounds' history to `out`."""
+        s = settings_of({**(bound or {}), **context.run_config})
+        split, _ = federation_data(s)  # the server reads the data's shape only (the item count)
+        rng = np.random.default_rng(s["seed"])
+        Q0 = rng.normal(scale=0.1 / np.sqrt(s["factors"]), size=(split.n_items, s["factors"])).astype(np.float32)
+        snapshots: dict[int, np.ndarray] = {}
+
+        def keep(server_round: int, arrays: ArrayRecord) -> None:  # the factors the clients evaluate this round
+            if server_round and not (server_round % s["evaluate-every"] and server_round != s["rounds"]):
+                snapshots[server_round] = arrays.to_numpy_ndarrays()[0]
+
+        t0 = time.perf_counter()
+        result = make_strategy(s).start(grid=grid, initial_arrays=ArrayRecord([Q0]), num_rounds=s["rounds"],
+                                        evaluate_fn=keep)  # fmt: skip
+        seconds = time.perf_counter() - t0
+        evaluated = {r: dict(m) for r, m in result.evaluate_metrics_clientapp.items()}
+        best = max(evaluated, key=lambda r: (evaluated[r].get("valid-ndcg@10", -1.0), -r))
+        history = {
+            "settings": s,
+            "seconds": seconds,
+            "best_round": best,
+            "train": {str(r): dict(m) for r, m in result.train_metrics_clientapp.items()},
+            "evaluate": {str(r): m for r, m in evaluated.items()},
+        }
+        if s["out"]:
+            save_result(Path(s["out"]), snapshots[best], history)
+
+    return app
+
+
+# the apps a deployment loads (`advrec.federated.app:client_app`, `...:server_app`), configured by the run config
+client_app = make_client_app()
+server_app = make_server_app()
+
+
+def save_result(folder: Path, item_factors: np.ndarray, history: dict) -> None:
+    """`item_factors.safetensors` and `history.json` in `folder`, each written whole or not at all."""
+    from safetensors.numpy import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write(folder / "item_factors.safetensors", lambda tmp: save_file({"item_factors": item_factors}, tmp))
+    atomic_write_text(folder / "history.json", json.dumps(history, indent=2, default=float))
+
+
+def simulate(config: Mapping[str, Any], partitions: int, threads_per_client: int = 1) -> None:
+    """Runs the apps on Flower's simulation engine (Ray): `partitions` virtual nodes, each a client of `config`
+    (bound to the apps: a simulation started from Python has an empty run config)."""
+    from flwr.simulation import run_simulation
+
+    s = settings_of(config)
+    backend: dict[str, Any] = {
+        "client_resources": {"num_cpus": threads_per_client, "num_gpus": 0.0},
+        "init_args": {"num_cpus": max(1, threads_per_client), "include_dashboard": False},
+    }
+    run_simulation(server_app=make_server_app(s), client_app=make_client_app(s), num_supernodes=partitions,
+                   backend_config=backend)  # fmt: skip
