@@ -9,6 +9,7 @@ from safetensors.numpy import load_file
 from advrec.errors import ConfigError
 from advrec.federated.app import federation_data, partition_users, settings_of, simulate
 from advrec.federated.fcf import FCFSettings, client_step
+from advrec.federated.privacy import noise_multiplier
 
 
 class _Context:
@@ -24,6 +25,8 @@ def test_settings_refuse_unknown_keys_and_wrong_types():
         settings_of({"rounds": "3"})
     with pytest.raises(ConfigError, match="strategy"):
         settings_of({"strategy": "krumm"})
+    with pytest.raises(ConfigError, match="needs a positive clip"):
+        settings_of({"epsilon": 8.0})
 
 
 @pytest.mark.integration
@@ -37,11 +40,12 @@ def test_partitions_deal_every_user_once(data_dir):
 
 
 @pytest.mark.integration
-def test_simulation_gives_fedavg_by_hand(data_dir, tmp_path):
-    """Two FedAvg rounds on Flower's simulation engine, 3 virtual nodes: the final item factors are those of
-    Q ← Q + (1/N) Σ_u Δ_u over all users computed in one process."""
+def test_private_simulation_gives_dp_fedavg_by_hand(data_dir, tmp_path):
+    """Two FedAvg rounds at ε = 8 on Flower's simulation engine, 3 virtual nodes: the item factors are those of
+    Q ← Q + (1/N) Σ_u clip(Δ_u) + noise computed in one process (the server's generator replayed), and the run
+    records the accountant's ε."""
     config = {"data-dir": str(data_dir), "factors": 8, "rounds": 2, "strategy": "fedavg", "lr": 20.0,
-              "out": str(tmp_path / "run")}  # fmt: skip
+              "clip": 0.05, "epsilon": 8.0, "out": str(tmp_path / "run")}  # fmt: skip
     simulate(config, partitions=3)
     got = load_file(str(tmp_path / "run" / "item_factors.safetensors"))["item_factors"]
     history = json.loads((tmp_path / "run" / "history.json").read_text())
@@ -49,19 +53,23 @@ def test_simulation_gives_fedavg_by_hand(data_dir, tmp_path):
     best = history["best_round"]
     valid = {int(r): m["valid-ndcg@10"] for r, m in history["evaluate"].items()}
     assert valid[best] == max(valid.values())
-
     s = settings_of(config)
+    sigma = noise_multiplier(8.0, s["delta"], 1.0, 2)
+    assert history["noise_multiplier"] == pytest.approx(sigma) and 7.9 < history["epsilon"] <= 8.0
+    assert history["train"]["1"]["clipped_share"] > 0.5  # the bound binds: the noise is calibrated to it
+
     split, _ = federation_data(s)
-    m = split.train.matrix
-    active = int((np.diff(m.indptr) > 0).sum())
+    N = split.n_users
     Q = np.random.default_rng(s["seed"]).normal(scale=0.1 / np.sqrt(8), size=(split.n_items, 8)).astype(np.float32)
-    fcf = FCFSettings(alpha=s["alpha"], reg=s["reg"], lr=s["lr"], n_users=split.n_users)
+    fcf = FCFSettings(alpha=s["alpha"], reg=s["reg"], lr=s["lr"], clip=0.05, n_users=N)
+    noise = np.random.default_rng([s["seed"], 7])
     rounds = []
     for _ in range(2):
-        total, _ = client_step(m, Q, fcf)
-        Q = (Q + total / active).astype(np.float32)
+        total, _ = client_step(split.train.matrix, Q, fcf)
+        Q = (Q + total / N).astype(np.float32)
+        Q = Q + noise.normal(0.0, sigma * 0.05 / N, Q.shape).astype(np.float32)
         rounds.append(Q)
-    np.testing.assert_allclose(got, rounds[best - 1], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(got, rounds[best - 1], rtol=1e-4, atol=1e-5)
 
 
 def test_metric_sums_become_means_over_all_users():

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAdam, FedAvg, FedYogi
@@ -32,6 +32,7 @@ from advrec.data.datasets import load_dataset
 from advrec.data.splits import Split, ratio_split
 from advrec.errors import ConfigError
 from advrec.federated.fcf import FCFSettings, client_metrics, client_step, restrict
+from advrec.federated.privacy import epsilon_spent, noise_multiplier, sampled_users
 from advrec.io import atomic_write, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,9 @@ DEFAULTS: dict[str, Any] = {
     "reg": 10.0,
     "lr": 1.0,  # the clients' step on the mean user gradient
     "clip": 0.0,  # per-user clipping bound of an update (0: none)
+    "epsilon": 0.0,  # user-level (ε, delta)-DP of the whole run (0: no noise)
+    "delta": 1e-6,
+    "user-rate": 1.0,  # each user takes part in a round with this probability (Poisson sampling)
     "rounds": 30,
     "fraction-train": 1.0,
     "strategy": "fedadam",
@@ -77,6 +81,10 @@ def settings_of(config: Mapping[str, Any]) -> dict[str, Any]:
     for key in ("rounds", "factors", "evaluate-every"):
         if out[key] < 1:
             raise ConfigError(f"{key} must be at least 1, got {out[key]}")
+    if out["epsilon"] < 0 or (out["epsilon"] > 0 and not out["clip"] > 0):
+        raise ConfigError(f"epsilon {out['epsilon']} needs a positive clip (got {out['clip']}); epsilon 0 is no DP")
+    if not 0 < out["user-rate"] <= 1:
+        raise ConfigError(f"user-rate must lie in (0, 1], got {out['user-rate']}")
     return out
 
 
@@ -94,6 +102,10 @@ def federation_data(s: Mapping[str, Any]) -> tuple[Split, np.ndarray]:
         order = np.random.default_rng(s["split-seed"]).permutation(split.n_users)
         _SPLITS[key] = (split, order)
     return _SPLITS[key]
+
+
+def _pid(context: Context) -> int:
+    return int(context.node_config["partition-id"])
 
 
 def partition_users(context: Context, order: np.ndarray) -> np.ndarray:
@@ -120,13 +132,17 @@ def make_client_app(bound: Mapping[str, Any] | None = None) -> ClientApp:
         s = setting(context)
         split, order = federation_data(s)
         users = partition_users(context, order)
+        server_round = int(msg.content.config_records["config"]["server-round"])  # type: ignore[arg-type]
+        taking_part = users[sampled_users(len(users), s["user-rate"], s["seed"], server_round, _pid(context))]
         Q = msg.content.array_records["arrays"].to_numpy_ndarrays()[0]
         t0 = time.perf_counter()
-        total, stats = client_step(split.train.matrix[users], Q, fcf_settings(s, split.n_users))
-        n = max(stats["users"], 1.0)
-        metrics: Metrics = {"num-examples": int(stats["users"])}
+        total, stats = client_step(split.train.matrix[taking_part], Q, fcf_settings(s, split.n_users))
+        # weight: the partition's users (public); the sum over the expected count, so that FedAvg's weighted mean
+        # is Q + Σ_u Δ_u / (q·N) whoever took part
+        expected = max(s["user-rate"] * len(users), 1e-12)
+        metrics: Metrics = {"num-examples": len(users)}
         metrics.update({k: v for k, v in stats.items() if k != "users"}, **{"client-seconds": time.perf_counter() - t0})
-        arrays = ArrayRecord([(Q + total / n).astype(Q.dtype)])
+        arrays = ArrayRecord([(Q + total / expected).astype(Q.dtype)])
         return Message(content=RecordDict({"arrays": arrays, "metrics": MetricRecord(metrics)}), reply_to=msg)
 
     @app.evaluate()
@@ -164,13 +180,34 @@ def sum_metrics(records: list[RecordDict], weight_key: str) -> MetricRecord:
     return MetricRecord(out)
 
 
-def make_strategy(s: Mapping[str, Any]) -> FedAvg:
-    """The aggregation of `strategy`, evaluating through the clients every `evaluate-every` rounds and after the
-    last."""
-    base = {"fedavg": FedAvg, "fedadam": FedAdam, "fedyogi": FedYogi}[s["strategy"]]
-    every, last = s["evaluate-every"], s["rounds"]
+class NoisyMean(FedAvg):
+    """FedAvg's weighted mean plus Gaussian noise of standard deviation `noise_std` on every coordinate (before a
+    server optimiser that inherits from it reads the mean), from a seeded generator."""
 
-    class Strategy(base):  # type: ignore[valid-type,misc]
+    noise_std: float = 0.0
+    noise_rng: np.random.Generator | None = None
+
+    def aggregate_train(self, server_round: int, replies: Any) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        arrays, metrics = super().aggregate_train(server_round, replies)
+        if arrays is None or self.noise_std <= 0 or self.noise_rng is None:
+            return arrays, metrics
+        noisy = {}
+        for key in arrays:
+            a = arrays[key].numpy()
+            noisy[key] = Array(np.asarray(a + self.noise_rng.normal(0.0, self.noise_std, a.shape).astype(a.dtype)))
+        return ArrayRecord(noisy), metrics
+
+
+def make_strategy(s: Mapping[str, Any], noise_std: float = 0.0) -> FedAvg:
+    """The aggregation of `strategy`, evaluating through the clients every `evaluate-every` rounds and after the
+    last; with `noise_std`, Gaussian noise on the clients' mean before the server optimiser."""
+    base = {"fedavg": NoisyMean, "fedadam": FedAdam, "fedyogi": FedYogi}[s["strategy"]]
+    every, last = s["evaluate-every"], s["rounds"]
+    bases = (base,) if base is NoisyMean else (base, NoisyMean)  # the noise enters below FedOpt's step
+
+    class Strategy(*bases):  # type: ignore[misc]
+        noise_rng = np.random.default_rng([s["seed"], 7])
+
         def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: Any, grid: Grid) -> Any:
             if server_round % every and server_round != last:
                 return []
@@ -178,9 +215,13 @@ def make_strategy(s: Mapping[str, Any]) -> FedAvg:
 
     common = {"fraction_train": s["fraction-train"], "fraction_evaluate": 1.0, "min_train_nodes": 1,
               "min_evaluate_nodes": 1, "min_available_nodes": 1, "evaluate_metrics_aggr_fn": sum_metrics}  # fmt: skip
-    if base is FedAvg:
-        return Strategy(**common)
-    return Strategy(**common, eta=s["server-lr"], eta_l=s["lr"], beta_1=0.9, beta_2=0.99, tau=1e-8)
+    strategy = (
+        Strategy(**common)
+        if base is NoisyMean
+        else Strategy(**common, eta=s["server-lr"], eta_l=s["lr"], beta_1=0.9, beta_2=0.99, tau=1e-8)
+    )
+    strategy.noise_std = noise_std
+    return strategy
 
 
 def make_server_app(bound: Mapping[str, Any] | None = None) -> ServerApp:
@@ -201,9 +242,13 @@ def make_server_app(bound: Mapping[str, Any] | None = None) -> ServerApp:
             if server_round and not (server_round % s["evaluate-every"] and server_round != s["rounds"]):
                 snapshots[server_round] = arrays.to_numpy_ndarrays()[0]
 
+        sigma, std = 0.0, 0.0
+        if s["epsilon"] > 0:  # σ·C on the sum of clipped updates, divided by the expected count of users
+            sigma = noise_multiplier(s["epsilon"], s["delta"], s["user-rate"], s["rounds"])
+            std = sigma * s["clip"] / (s["user-rate"] * split.n_users)
         t0 = time.perf_counter()
-        result = make_strategy(s).start(grid=grid, initial_arrays=ArrayRecord([Q0]), num_rounds=s["rounds"],
-                                        evaluate_fn=keep)  # fmt: skip
+        result = make_strategy(s, std).start(grid=grid, initial_arrays=ArrayRecord([Q0]), num_rounds=s["rounds"],
+                                             evaluate_fn=keep)  # fmt: skip
         seconds = time.perf_counter() - t0
         evaluated = {r: dict(m) for r, m in result.evaluate_metrics_clientapp.items()}
         best = max(evaluated, key=lambda r: (evaluated[r].get("valid-ndcg@10", -1.0), -r))
@@ -211,6 +256,8 @@ def make_server_app(bound: Mapping[str, Any] | None = None) -> ServerApp:
             "settings": s,
             "seconds": seconds,
             "best_round": best,
+            "noise_multiplier": sigma,
+            "epsilon": epsilon_spent(sigma, s["delta"], s["user-rate"], s["rounds"]) if sigma else None,
             "train": {str(r): dict(m) for r, m in result.train_metrics_clientapp.items()},
             "evaluate": {str(r): m for r, m in evaluated.items()},
         }
