@@ -284,9 +284,13 @@ def save_result(folder: Path, item_factors: np.ndarray, history: dict) -> None:
 def simulate(config: Mapping[str, Any], partitions: int, threads_per_client: int = 1) -> None:
     """Runs the apps on Flower's simulation engine (Ray): `partitions` virtual nodes, each a client of `config`
     (bound to the apps: a simulation started from Python has an empty run config)."""
+    import os
+
     from flwr.simulation import run_simulation
 
     s = settings_of(config)
+    # Ray starts its workers at niceness 15: beside any other job the clients, which are the work, would starve
+    os.environ.setdefault("RAY_worker_niceness", "0")
     backend: dict[str, Any] = {
         "client_resources": {"num_cpus": threads_per_client, "num_gpus": 0.0},
         "init_args": {"num_cpus": max(1, threads_per_client), "include_dashboard": False},
