@@ -281,6 +281,24 @@ def save_result(folder: Path, item_factors: np.ndarray, history: dict) -> None:
     atomic_write_text(folder / "history.json", json.dumps(history, indent=2, default=float))
 
 
+def write_flower_app(folder: Path, config: Mapping[str, Any]) -> Path:
+    """A Flower App project in `folder` (its pyproject.toml) whose components are this module's apps and whose
+    run config is `config` over `DEFAULTS`: what `flwr run FOLDER SUPERLINK` submits to a deployment. The apps
+    come from the installed advrec; the project holds no code."""
+    s = settings_of(config)
+    lines = [
+        "[build-system]", 'requires = ["hatchling"]', 'build-backend = "hatchling.build"', "",
+        "[project]", 'name = "advrec-fcf"', 'version = "1.0.0"', 'description = "Federated implicit ALS (advrec)"',
+        'license = "Apache-2.0"', "dependencies = []", "", "[tool.hatch.build.targets.wheel]", 'packages = ["."]', "",
+        "[tool.flwr.app]", 'publisher = "advrec"', "", "[tool.flwr.app.components]",
+        'serverapp = "advrec.federated.app:server_app"', 'clientapp = "advrec.federated.app:client_app"', "",
+        "[tool.flwr.app.config]", *(f"{key} = {json.dumps(value)}" for key, value in s.items()),
+    ]  # fmt: skip
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(folder / "pyproject.toml", "\n".join(lines) + "\n")
+    return folder
+
+
 def simulate(config: Mapping[str, Any], partitions: int, threads_per_client: int = 1) -> None:
     """Runs the apps on Flower's simulation engine (Ray): `partitions` virtual nodes, each a client of `config`
     (bound to the apps: a simulation started from Python has an empty run config)."""
