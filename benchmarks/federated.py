@@ -9,7 +9,13 @@ excluded; test NDCG@10 and Recall@20 at the iteration / round with the best vali
   server (lr `--server-lr`), evaluated through the nodes every 10 rounds. Bytes per node per round: the item factors
   down and the node's update up (float32), as Flower's messages carry them.
 
-Usage: python benchmarks/federated.py [--rounds 150] [--partitions 10] [--server-lr 0.01]
+- Private: the same with user-level DP (`--epsilons`, δ 1e-6; each user clipped to `--clip`, Gaussian noise on the
+  sum, every user in every round; `advrec.federated.privacy`), `--rounds` rounds.
+
+Rows are kept per (training, ε): a run adds or replaces its own rows (`--skip-centralised` keeps the stored one).
+
+Usage: python benchmarks/federated.py [--rounds 150] [--partitions 10] [--server-lr 0.01] [--epsilons 0 8 1]
+       [--clip 50] [--skip-centralised]
 """
 
 from __future__ import annotations
@@ -50,14 +56,14 @@ def centralised() -> dict:
     }  # fmt: skip
 
 
-def federated(rounds: int, partitions: int, server_lr: float) -> dict:
+def federated(rounds: int, partitions: int, server_lr: float, epsilon: float = 0.0, clip: float = 0.0) -> dict:
     from safetensors.numpy import load_file
 
     from advrec.federated.app import simulate
 
     with TemporaryDirectory() as tmp:
         config = {**SPLIT, **MODEL, "rounds": rounds, "strategy": "fedadam", "server-lr": server_lr,
-                  "evaluate-every": 10, "out": tmp}  # fmt: skip
+                  "evaluate-every": 10, "out": tmp, "epsilon": epsilon, "clip": clip if epsilon else 0.0}  # fmt: skip
         t0 = time.perf_counter()
         simulate(config, partitions=partitions)
         wall = time.perf_counter() - t0
@@ -67,7 +73,8 @@ def federated(rounds: int, partitions: int, server_lr: float) -> dict:
     at_best = history["evaluate"][str(best)]
     client_s = [m["client-seconds"] for m in history["train"].values()]
     return {
-        "training": "federated", "model": "FCF", "epsilon": None, "fit_s": wall, "strategy_s": history["seconds"],
+        "training": "federated", "model": "FCF", "epsilon": history["epsilon"], "fit_s": wall,
+        "strategy_s": history["seconds"], "noise_multiplier": history["noise_multiplier"], "clip": config["clip"],
         "test": {"ndcg@10": at_best["test-ndcg@10"], "recall@20": at_best["test-recall@20"]},
         "best": best, "rounds": rounds, "partitions": partitions, "server_lr": server_lr,
         "bytes_per_node_round": 2 * Q.size * 4, "mean_client_s": sum(client_s) / len(client_s),
@@ -82,7 +89,7 @@ def summarize(rows: list[dict]) -> str:
             "wall s", "bytes per node per round", "driver peak MB"]  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|---|---|---|" + "---:|" * (len(head) - 3)]
     for r in rows:
-        eps = "∞" if r["epsilon"] is None else f"{r['epsilon']:g}"
+        eps = "∞" if r["epsilon"] is None else f"{r['epsilon']:.2f}"
         nbytes = f"{r['bytes_per_node_round'] / 1e6:.2f} MB" if "bytes_per_node_round" in r else ""
         lines.append(
             f"| {r['training']} | {r['model']} | {eps} | {r['test']['ndcg@10']:.4f} | {r['test']['recall@20']:.4f} | "
@@ -92,16 +99,30 @@ def summarize(rows: list[dict]) -> str:
 
 
 def main() -> None:
-    from advrec.io import atomic_write_text
-
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=150)
     ap.add_argument("--partitions", type=int, default=10)
     ap.add_argument("--server-lr", type=float, default=0.01)
+    ap.add_argument("--epsilons", type=float, nargs="+", default=[0.0], help="0: no differential privacy")
+    ap.add_argument("--clip", type=float, default=50.0, help="per-user clipping bound under DP")
+    ap.add_argument("--skip-centralised", action="store_true")
     args = ap.parse_args()
-    rows = [centralised()]
-    print(summarize(rows), flush=True)
-    rows.append(federated(args.rounds, args.partitions, args.server_lr))
+    rows = json.loads(OUT_JSON.read_text()) if OUT_JSON.exists() else []
+    if not args.skip_centralised:
+        rows = [r for r in rows if r["training"] != "centralised"] + [centralised()]
+        print(summarize(rows), flush=True)
+    for eps in args.epsilons:
+        row = federated(args.rounds, args.partitions, args.server_lr, eps, args.clip)
+        target = eps or None
+        rows = [r for r in rows if (r["training"], r.get("target_epsilon")) != ("federated", target)]
+        rows.append({**row, "target_epsilon": target})
+        save(rows)
+    print(summarize(rows))
+
+
+def save(rows: list[dict]) -> None:
+    from advrec.io import atomic_write_text
+
     RESULTS.mkdir(parents=True, exist_ok=True)
     atomic_write_text(OUT_JSON, json.dumps(rows, indent=2))
     stamp = datetime.now(UTC).strftime("%Y-%m-%d")
@@ -109,7 +130,6 @@ def main() -> None:
     atomic_write_text(
         OUT_MD, f"# Federated vs centralised training, ml-1m ({stamp})\n\n{summarize(rows)}{''.join(notes)}"
     )
-    print(summarize(rows))
 
 
 if __name__ == "__main__":
