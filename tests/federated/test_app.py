@@ -81,3 +81,15 @@ def test_metric_sums_become_means_over_all_users():
              {"valid-ndcg@10": 0.1, "valid-users": 1.0, "test-ndcg@10": 0.9, "test-users": 2.0}]  # fmt: skip
     out = sum_metrics([RecordDict({"m": MetricRecord({**n, "num-examples": 1})}) for n in nodes], "num-examples")
     assert dict(out) == pytest.approx({"valid-ndcg@10": 0.6 / 3, "test-ndcg@10": 0.9 / 3})
+
+
+def test_flower_and_ray_do_not_report_home_by_default():
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("FLWR_TELEMETRY_ENABLED", "RAY_USAGE_STATS_ENABLED")}
+    code = ("import os, advrec.federated.app, flwr.supercore.telemetry as t; "
+            "print(t.FLWR_TELEMETRY_ENABLED, os.environ['RAY_USAGE_STATS_ENABLED'])")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["0", "0"]
