@@ -29,6 +29,13 @@ def test_settings_refuse_unknown_keys_and_wrong_types():
         settings_of({"epsilon": 8.0})
 
 
+def test_the_server_takes_the_sizes_without_the_data(tmp_path):
+    from advrec.federated.app import sizes
+
+    # no data folder there: given sizes are used as they are, nothing is loaded
+    assert sizes(settings_of({"data-dir": str(tmp_path / "none"), "n-items": 5, "n-users": 7})) == (5, 7)
+
+
 @pytest.mark.integration
 def test_partitions_deal_every_user_once(data_dir):
     s = settings_of({"data-dir": str(data_dir)})

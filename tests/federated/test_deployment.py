@@ -57,6 +57,9 @@ def test_superlink_and_three_supernodes(data_dir, tmp_path):
     config = {"data-dir": str(data_dir), "factors": 8, "rounds": 2, "strategy": "fedavg", "lr": 20.0,
               "out": str(tmp_path / "out")}  # fmt: skip
     app = write_flower_app(tmp_path / "app", config)
+    text = (app / "pyproject.toml").read_text()
+    split, _ = federation_data(settings_of(config))
+    assert f"n-items = {split.n_items}" in text and f"n-users = {split.n_users}" in text  # the server loads no data
     procs = [start([str(BIN / "flower-superlink"), "--insecure", "--disable-runtime-dependency-installation",
                     "--host", "127.0.0.1", "--port", str(link)], tmp_path / "superlink.log", env)]  # fmt: skip
     try:

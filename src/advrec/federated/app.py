@@ -57,6 +57,10 @@ DEFAULTS: dict[str, Any] = {
     "seed": 2020,
     "evaluate-every": 1,  # rounds between evaluations (the last round is always evaluated)
     "out": "",
+    # the catalogue's and the federation's sizes, public facts the server needs (the initial factors, DP's
+    # denominator); 0: read from the data, which only a simulation should let the server do
+    "n-items": 0,
+    "n-users": 0,
 }
 STRATEGIES = ("fedavg", "fedadam", "fedyogi")
 Metrics = dict[str, int | float | list[int] | list[float]]  # what a Flower MetricRecord holds
@@ -78,6 +82,8 @@ def settings_of(config: Mapping[str, Any]) -> dict[str, Any]:
         out[key] = value
     if out["strategy"] not in STRATEGIES:
         raise ConfigError(f"strategy must be one of {', '.join(STRATEGIES)}, got {out['strategy']!r}")
+    if out["n-items"] < 0 or out["n-users"] < 0:
+        raise ConfigError(f"n-items and n-users must be ≥ 0, got {out['n-items']} and {out['n-users']}")
     for key in ("rounds", "factors", "evaluate-every"):
         if out[key] < 1:
             raise ConfigError(f"{key} must be at least 1, got {out[key]}")
@@ -104,12 +110,9 @@ def federation_data(s: Mapping[str, Any]) -> tuple[Split, np.ndarray]:
     return _SPLITS[key]
 
 
-def _pid(context: Context) -> int:
-    return int(context.node_config["partition-id"])
-
-
 def partition_users(context: Context, order: np.ndarray) -> np.ndarray:
-    """The users of this node: every `num-partitions`-th user of the permutation from `partition-id` on."""
+    """The users of this node: every `num-partitions`-th user of the permutation from `partition-id` on (node
+    config; `partition_id` reads the one)."""
     node = context.node_config
     if "partition-id" not in node or "num-partitions" not in node:
         raise ConfigError("a federated client needs node config 'partition-id' and 'num-partitions'")
@@ -117,6 +120,18 @@ def partition_users(context: Context, order: np.ndarray) -> np.ndarray:
     if not 0 <= pid < parts:
         raise ConfigError(f"partition-id {pid} is not in [0, {parts})")
     return np.sort(order[pid::parts])
+
+
+def partition_id(context: Context) -> int:
+    return int(context.node_config["partition-id"])
+
+
+def sizes(s: Mapping[str, Any]) -> tuple[int, int]:
+    """(items, users) of the federation: `n-items` / `n-users` when set, else read from the data."""
+    if s["n-items"] > 0 and s["n-users"] > 0:
+        return s["n-items"], s["n-users"]
+    split, _ = federation_data(s)
+    return split.n_items, split.n_users
 
 
 def make_client_app(bound: Mapping[str, Any] | None = None) -> ClientApp:
@@ -133,10 +148,10 @@ def make_client_app(bound: Mapping[str, Any] | None = None) -> ClientApp:
         split, order = federation_data(s)
         users = partition_users(context, order)
         server_round = int(msg.content.config_records["config"]["server-round"])  # type: ignore[arg-type]
-        taking_part = users[sampled_users(len(users), s["user-rate"], s["seed"], server_round, _pid(context))]
+        taking_part = users[sampled_users(len(users), s["user-rate"], s["seed"], server_round, partition_id(context))]
         Q = msg.content.array_records["arrays"].to_numpy_ndarrays()[0]
         t0 = time.perf_counter()
-        total, stats = client_step(split.train.matrix[taking_part], Q, fcf_settings(s, split.n_users))
+        total, stats = client_step(split.train.matrix[taking_part], Q, fcf_settings(s, sizes(s)[1]))
         # weight: the partition's users (public); the sum over the expected count, so that FedAvg's weighted mean
         # is Q + Σ_u Δ_u / (q·N) whoever took part
         expected = max(s["user-rate"] * len(users), 1e-12)
@@ -155,7 +170,7 @@ def make_client_app(bound: Mapping[str, Any] | None = None) -> ClientApp:
         Q = msg.content.array_records["arrays"].to_numpy_ndarrays()[0]
         metrics: Metrics = {}
         for part in ("valid", "test"):
-            sums = client_metrics(restrict(split.eval_set(part), users), Q, fcf_settings(s, split.n_users))
+            sums = client_metrics(restrict(split.eval_set(part), users), Q, fcf_settings(s, sizes(s)[1]))
             n = sums.pop("users")
             metrics.update({f"{part}-{k}": v for k, v in sums.items()}, **{f"{part}-users": n})
         metrics["num-examples"] = 1  # sums: the server adds them up (`sum_metrics`) and divides by the users
@@ -233,9 +248,9 @@ def make_server_app(bound: Mapping[str, Any] | None = None) -> ServerApp:
         """Runs `rounds` rounds from seeded item factors; writes the factors of the round with the best validation
         NDCG@10 and the rounds' history to `out`."""
         s = settings_of({**(bound or {}), **context.run_config})
-        split, _ = federation_data(s)  # the server reads the data's shape only (the item count)
+        n_items, n_users = sizes(s)
         rng = np.random.default_rng(s["seed"])
-        Q0 = rng.normal(scale=0.1 / np.sqrt(s["factors"]), size=(split.n_items, s["factors"])).astype(np.float32)
+        Q0 = rng.normal(scale=0.1 / np.sqrt(s["factors"]), size=(n_items, s["factors"])).astype(np.float32)
         snapshots: dict[int, np.ndarray] = {}
 
         def keep(server_round: int, arrays: ArrayRecord) -> None:  # the factors the clients evaluate this round
@@ -245,7 +260,7 @@ def make_server_app(bound: Mapping[str, Any] | None = None) -> ServerApp:
         sigma, std = 0.0, 0.0
         if s["epsilon"] > 0:  # σ·C on the sum of clipped updates, divided by the expected count of users
             sigma = noise_multiplier(s["epsilon"], s["delta"], s["user-rate"], s["rounds"])
-            std = sigma * s["clip"] / (s["user-rate"] * split.n_users)
+            std = sigma * s["clip"] / (s["user-rate"] * n_users)
         t0 = time.perf_counter()
         result = make_strategy(s, std).start(grid=grid, initial_arrays=ArrayRecord([Q0]), num_rounds=s["rounds"],
                                              evaluate_fn=keep)  # fmt: skip
@@ -284,8 +299,10 @@ def save_result(folder: Path, item_factors: np.ndarray, history: dict) -> None:
 def write_flower_app(folder: Path, config: Mapping[str, Any]) -> Path:
     """A Flower App project in `folder` (its pyproject.toml) whose components are this module's apps and whose
     run config is `config` over `DEFAULTS`: what `flwr run FOLDER SUPERLINK` submits to a deployment. The apps
-    come from the installed advrec; the project holds no code."""
+    come from the installed advrec; the project holds no code. The sizes of the catalogue and of the federation are
+    written in (read here, on the operator's side), so the server never loads the interactions."""
     s = settings_of(config)
+    s["n-items"], s["n-users"] = sizes(s)
     lines = [
         "[build-system]", 'requires = ["hatchling"]', 'build-backend = "hatchling.build"', "",
         "[project]", 'name = "advrec-fcf"', 'version = "1.0.0"', 'description = "Federated implicit ALS (advrec)"',

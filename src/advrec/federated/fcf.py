@@ -31,10 +31,10 @@ import torch
 from advrec.data.splits import EvalSet
 from advrec.errors import ConfigError, DataError
 from advrec.evaluation.evaluate import evaluate_scores
-from advrec.models.ials import solve_users
+from advrec.models.ials import SparseRows, block_width, objective, solve_users
 
-# users whose n_items scores are held at once while computing a client's update
-ROW_BLOCK = 256
+# scores held at once while computing a client's update: blocks of users of at most this many users × items floats
+BLOCK_FLOATS = 1 << 22
 
 
 @dataclass(frozen=True)
@@ -77,8 +77,9 @@ def client_step(rows: sp.csr_matrix, Q: np.ndarray, settings: FCFSettings) -> tu
     total = torch.zeros_like(Qt)
     shared = 2 * settings.reg / settings.n_users  # each user's share of the regulariser's gradient, times Q
     norms, clipped = [], 0
-    for lo in range(0, rows.shape[0], ROW_BLOCK):
-        block, x = rows[lo : lo + ROW_BLOCK], X[lo : lo + ROW_BLOCK]
+    step = max(1, BLOCK_FLOATS // max(Q.shape[0], 1))
+    for lo in range(0, rows.shape[0], step):
+        block, x = rows[lo : lo + step], X[lo : lo + step]
         S = x @ Qt.T  # (b, items) scores
         W = S.clone()
         r, c = (
@@ -109,19 +110,16 @@ def client_step(rows: sp.csr_matrix, Q: np.ndarray, settings: FCFSettings) -> tu
 
 def ials_loss(rows: sp.csr_matrix, Q: np.ndarray, settings: FCFSettings) -> float:
     """This client's share of the iALS objective at its users' exact factors: Σ_u (L_u(Q) + λ‖x_u‖²) plus
-    λ‖Q‖²·(users / n_users). Its gradient in Q is the sum of the users' unclipped updates over −lr (the factors
-    are optimal, so their own change does not count)."""
+    λ‖Q‖²·(users / n_users) (`advrec.models.ials.objective`, which never forms the users × items scores). Its
+    gradient in Q is the sum of the users' unclipped updates over −lr (the factors are optimal, so their own change
+    does not count)."""
     rows = sp.csr_matrix(rows, dtype=np.float64)
     rows = rows[np.flatnonzero(np.diff(rows.indptr) > 0)]  # as in `client_step`: rows without interactions are out
-    X = user_factors(rows, Q, settings).numpy()
-    S = X @ Q.T
-    loss = float((S * S).sum())  # every pair as unobserved, then the observed pairs corrected
-    r = np.repeat(np.arange(rows.shape[0]), np.diff(rows.indptr))
-    s_obs = S[r, rows.indices]
-    conf = 1 + settings.alpha * rows.data
-    loss += float((conf * (1 - s_obs) ** 2 - s_obs**2).sum())
-    loss += settings.reg * float((X * X).sum())
-    return loss + settings.reg * float((Q * Q).sum()) * rows.shape[0] / settings.n_users
+    Y = torch.from_numpy(np.ascontiguousarray(Q, dtype=np.float64))
+    reg = np.full(rows.shape[0], settings.reg, dtype=np.float64)
+    sparse = SparseRows.build(rows, settings.alpha, reg, Y.dtype, Y.device, block_width(Y.shape[1], Y.dtype, Y.device))
+    item_reg = torch.full((Q.shape[0],), settings.reg * rows.shape[0] / settings.n_users, dtype=Y.dtype)
+    return objective(sparse, user_factors(rows, Q, settings), Y, item_reg)
 
 
 def client_metrics(es: EvalSet, Q: np.ndarray, settings: FCFSettings, ks: tuple[int, ...] = (10, 20)) -> dict:
