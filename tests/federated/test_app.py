@@ -27,6 +27,8 @@ def test_settings_refuse_unknown_keys_and_wrong_types():
         settings_of({"strategy": "krumm"})
     with pytest.raises(ConfigError, match="needs a positive clip"):
         settings_of({"epsilon": 8.0})
+    with pytest.raises(ConfigError, match="min-nodes must be at least 1"):
+        settings_of({"min-nodes": 0})
 
 
 def test_the_server_takes_the_sizes_without_the_data(tmp_path):

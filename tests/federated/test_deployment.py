@@ -32,6 +32,20 @@ def start(args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
     return subprocess.Popen(args, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env, start_new_session=True)
 
 
+def wait_listening(port: int, proc: subprocess.Popen, log: Path, seconds: float = 180.0) -> None:
+    """Block until `proc` accepts connections on `port`: on a loaded machine it can take many seconds to start."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"{log.name} exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1.0):
+                return
+        except OSError:
+            time.sleep(0.2)
+    pytest.fail(f"{log.name} did not listen on {port} within {seconds:.0f} s:\n{log.read_text()[-3000:]}")
+
+
 def stop(procs: list[subprocess.Popen]) -> None:
     for p in procs:
         if p.poll() is None:
@@ -55,7 +69,7 @@ def test_superlink_and_three_supernodes(data_dir, tmp_path):
         f'[superlink]\ndefault = "local"\n\n[superlink.local]\naddress = "127.0.0.1:{link}"\ninsecure = true\n'
     )
     config = {"data-dir": str(data_dir), "factors": 8, "rounds": 2, "strategy": "fedavg", "lr": 20.0,
-              "out": str(tmp_path / "out")}  # fmt: skip
+              "min-nodes": 3, "out": str(tmp_path / "out")}  # fmt: skip
     app = write_flower_app(tmp_path / "app", config)
     text = (app / "pyproject.toml").read_text()
     split, _ = federation_data(settings_of(config))
@@ -63,6 +77,7 @@ def test_superlink_and_three_supernodes(data_dir, tmp_path):
     procs = [start([str(BIN / "flower-superlink"), "--insecure", "--disable-runtime-dependency-installation",
                     "--host", "127.0.0.1", "--port", str(link)], tmp_path / "superlink.log", env)]  # fmt: skip
     try:
+        wait_listening(link, procs[0], tmp_path / "superlink.log")
         for i in range(3):
             node = [str(BIN / "flower-supernode"), "--insecure", "--superlink", f"127.0.0.1:{link}",
                     "--host", "127.0.0.1", "--port", str(free_port()),

@@ -52,6 +52,7 @@ DEFAULTS: dict[str, Any] = {
     "user-rate": 1.0,  # each user takes part in a round with this probability (Poisson sampling)
     "rounds": 30,
     "fraction-train": 1.0,
+    "min-nodes": 1,  # a round starts once this many nodes are connected (a deployment: all of them)
     "strategy": "fedadam",
     "server-lr": 0.01,
     "seed": 2020,
@@ -84,7 +85,7 @@ def settings_of(config: Mapping[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"strategy must be one of {', '.join(STRATEGIES)}, got {out['strategy']!r}")
     if out["n-items"] < 0 or out["n-users"] < 0:
         raise ConfigError(f"n-items and n-users must be ≥ 0, got {out['n-items']} and {out['n-users']}")
-    for key in ("rounds", "factors", "evaluate-every"):
+    for key in ("rounds", "factors", "evaluate-every", "min-nodes"):
         if out[key] < 1:
             raise ConfigError(f"{key} must be at least 1, got {out[key]}")
     if out["epsilon"] < 0 or (out["epsilon"] > 0 and not out["clip"] > 0):
@@ -229,7 +230,8 @@ def make_strategy(s: Mapping[str, Any], noise_std: float = 0.0) -> FedAvg:
             return super().configure_evaluate(server_round, arrays, config, grid)
 
     common = {"fraction_train": s["fraction-train"], "fraction_evaluate": 1.0, "min_train_nodes": 1,
-              "min_evaluate_nodes": 1, "min_available_nodes": 1, "evaluate_metrics_aggr_fn": sum_metrics}  # fmt: skip
+              "min_evaluate_nodes": 1, "min_available_nodes": s["min-nodes"],
+              "evaluate_metrics_aggr_fn": sum_metrics}  # fmt: skip
     strategy = (
         Strategy(**common)
         if base is NoisyMean
