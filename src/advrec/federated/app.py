@@ -31,6 +31,8 @@ from flwr.serverapp.strategy import FedAdam, FedAvg, FedYogi
 from advrec.data.datasets import load_dataset
 from advrec.data.splits import Split, ratio_split
 from advrec.errors import ConfigError
+from advrec.federated.attack import malicious_partitions, poison, popular_items, target_exposure, target_items
+from advrec.federated.defence import DEFENCES, configure
 from advrec.federated.fcf import FCFSettings, client_metrics, client_step, restrict
 from advrec.federated.privacy import epsilon_spent, noise_multiplier, sampled_users
 from advrec.io import atomic_write, atomic_write_text
@@ -62,8 +64,21 @@ DEFAULTS: dict[str, Any] = {
     # denominator); 0: read from the data, which only a simulation should let the server do
     "n-items": 0,
     "n-users": 0,
+    # poisoning experiments (`advrec.federated.attack`): target items tracked by the evaluation (their exposure
+    # "target-er@10"), the share of nodes that attack them and the size of their push
+    "targets": 0,
+    "attack": "",  # "" or "popularity"
+    "attack-share": 0.0,
+    "attack-scale": 1.0,
+    # robust aggregation (`advrec.federated.defence`): "" or a name of DEFENCES, the malicious nodes Krum / Bulyan
+    # assume, the share the trimmed mean cuts from each side
+    "defence": "",
+    "assumed-malicious": 0,
+    "trim": 0.1,
+    "secagg": False,  # secure aggregation (Flower's SecAgg+): the server sees only the sum of the updates
 }
 STRATEGIES = ("fedavg", "fedadam", "fedyogi")
+ATTACKS = ("", "popularity")
 Metrics = dict[str, int | float | list[int] | list[float]]  # what a Flower MetricRecord holds
 _SPLITS: dict[tuple, tuple[Split, np.ndarray]] = {}  # per process (a simulation actor serves many rounds)
 
@@ -92,7 +107,24 @@ def settings_of(config: Mapping[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"epsilon {out['epsilon']} needs a positive clip (got {out['clip']}); epsilon 0 is no DP")
     if not 0 < out["user-rate"] <= 1:
         raise ConfigError(f"user-rate must lie in (0, 1], got {out['user-rate']}")
+    check_poisoning(out)
     return out
+
+
+def check_poisoning(s: Mapping[str, Any]) -> None:
+    """Refuses inconsistent attack / defence settings."""
+    if s["attack"] not in ATTACKS:
+        raise ConfigError(f"attack must be one of {ATTACKS}, got {s['attack']!r}")
+    if s["defence"] and s["defence"] not in DEFENCES:
+        raise ConfigError(f"defence must be one of {', '.join(DEFENCES)} (or empty), got {s['defence']!r}")
+    if s["targets"] < 0 or s["assumed-malicious"] < 0 or s["attack-scale"] < 0:
+        raise ConfigError("targets, assumed-malicious and attack-scale must be ≥ 0")
+    if s["attack"] and not (s["targets"] > 0 and 0 < s["attack-share"] < 1):
+        raise ConfigError(f"attack {s['attack']!r} needs targets > 0 and an attack-share in (0, 1)")
+    if not 0 <= s["trim"] < 0.5:
+        raise ConfigError(f"trim must lie in [0, 0.5), got {s['trim']}")
+    if s["defence"] and s["epsilon"] > 0:
+        raise ConfigError("a defence replaces the noisy sum that differential privacy accounts for: not both")
 
 
 def fcf_settings(s: Mapping[str, Any], n_users: int) -> FCFSettings:
@@ -127,6 +159,10 @@ def partition_id(context: Context) -> int:
     return int(context.node_config["partition-id"])
 
 
+def parts(context: Context) -> int:
+    return int(context.node_config["num-partitions"])
+
+
 def sizes(s: Mapping[str, Any]) -> tuple[int, int]:
     """(items, users) of the federation: `n-items` / `n-users` when set, else read from the data."""
     if s["n-items"] > 0 and s["n-users"] > 0:
@@ -158,13 +194,18 @@ def make_client_app(bound: Mapping[str, Any] | None = None) -> ClientApp:
         expected = max(s["user-rate"] * len(users), 1e-12)
         metrics: Metrics = {"num-examples": len(users)}
         metrics.update({k: v for k, v in stats.items() if k != "users"}, **{"client-seconds": time.perf_counter() - t0})
-        arrays = ArrayRecord([(Q + total / expected).astype(Q.dtype)])
+        update = total / expected
+        if s["attack"] and partition_id(context) in malicious_partitions(parts(context), s["attack-share"], s["seed"]):
+            targets = target_items(split.train.matrix, s["targets"], s["seed"])
+            update = poison(update, Q, targets, popular_items(split.train.matrix), s["attack-scale"])
+        arrays = ArrayRecord([(Q + update).astype(Q.dtype)])
         return Message(content=RecordDict({"arrays": arrays, "metrics": MetricRecord(metrics)}), reply_to=msg)
 
     @app.evaluate()
     def evaluate(msg: Message, context: Context) -> Message:
         """Sums of ranking metrics of this node's users on their validation and test items ("valid-ndcg@10", ...,
-        with "valid-users" and "test-users"), each user scored on the node from their own history."""
+        with "valid-users" and "test-users"), each user scored on the node from their own history; with `targets`,
+        the targets' exposure among them ("target-er@10" over "target-users")."""
         s = setting(context)
         split, order = federation_data(s)
         users = partition_users(context, order)
@@ -174,6 +215,10 @@ def make_client_app(bound: Mapping[str, Any] | None = None) -> ClientApp:
             sums = client_metrics(restrict(split.eval_set(part), users), Q, fcf_settings(s, sizes(s)[1]))
             n = sums.pop("users")
             metrics.update({f"{part}-{k}": v for k, v in sums.items()}, **{f"{part}-users": n})
+        if s["targets"]:
+            targets = target_items(split.train.matrix, s["targets"], s["seed"])
+            hits, n = target_exposure(split.train.matrix[users], Q, fcf_settings(s, sizes(s)[1]), targets)
+            metrics.update({"target-er@10": hits, "target-users": n})
         metrics["num-examples"] = 1  # sums: the server adds them up (`sum_metrics`) and divides by the users
         return Message(content=RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)
 
@@ -216,10 +261,12 @@ class NoisyMean(FedAvg):
 
 def make_strategy(s: Mapping[str, Any], noise_std: float = 0.0) -> FedAvg:
     """The aggregation of `strategy`, evaluating through the clients every `evaluate-every` rounds and after the
-    last; with `noise_std`, Gaussian noise on the clients' mean before the server optimiser."""
-    base = {"fedavg": NoisyMean, "fedadam": FedAdam, "fedyogi": FedYogi}[s["strategy"]]
-    every, last = s["evaluate-every"], s["rounds"]
-    bases = (base,) if base is NoisyMean else (base, NoisyMean)  # the noise enters below FedOpt's step
+    last; with `noise_std`, Gaussian noise on the clients' mean before the server optimiser; with `defence`, that
+    robust aggregate in place of the mean (under the server optimiser too)."""
+    base = {"fedavg": None, "fedadam": FedAdam, "fedyogi": FedYogi}[s["strategy"]]
+    below = DEFENCES[s["defence"]] if s["defence"] else NoisyMean  # what the server optimiser reads
+    every, last, defence = s["evaluate-every"], s["rounds"], s["defence"]
+    bases = (below,) if base is None else (base, below)
 
     class Strategy(*bases):  # type: ignore[misc]
         noise_rng = np.random.default_rng([s["seed"], 7])
@@ -229,15 +276,22 @@ def make_strategy(s: Mapping[str, Any], noise_std: float = 0.0) -> FedAvg:
                 return []
             return super().configure_evaluate(server_round, arrays, config, grid)
 
+        def aggregate_train(self, server_round: int, replies: Any) -> tuple[ArrayRecord | None, MetricRecord | None]:
+            replies = list(replies)
+            if defence == "multikrum":  # Multi-Krum keeps all but the assumed malicious
+                self.num_nodes_to_select = max(1, len(replies) - s["assumed-malicious"])
+            return super().aggregate_train(server_round, replies)
+
     common = {"fraction_train": s["fraction-train"], "fraction_evaluate": 1.0, "min_train_nodes": 1,
               "min_evaluate_nodes": 1, "min_available_nodes": s["min-nodes"],
               "evaluate_metrics_aggr_fn": sum_metrics}  # fmt: skip
     strategy = (
         Strategy(**common)
-        if base is NoisyMean
+        if base is None
         else Strategy(**common, eta=s["server-lr"], eta_l=s["lr"], beta_1=0.9, beta_2=0.99, tau=1e-8)
     )
     strategy.noise_std = noise_std
+    configure(strategy, defence, s["assumed-malicious"], s["trim"])
     return strategy
 
 

@@ -231,7 +231,14 @@ class ServedModel:
         if known.any():
             s[known] = self.model.score(self.history, rows.train_users[known])
         s[~known] = self.popularity
-        return s, ["user-vector" if k else "popularity" for k in known]
+        strategy = ["user-vector" if k else "popularity" for k in known]
+        fold = np.flatnonzero(~known & (np.diff(rows.liked.indptr) > 0))
+        fold_in, embeddings = getattr(self.model, "fold_in", None), getattr(self.model, "embeddings", None)
+        if fold.size and fold_in is not None and embeddings is not None:  # the history's vector against the items'
+            s[fold] = fold_in(rows.liked[fold]) @ embeddings()[1].T
+            for r in fold:
+                strategy[r] = "fold-in"
+        return s, strategy
 
     def _timed(self, order: sp.csr_matrix) -> Interactions:
         """Rows whose values are positions in time order, as the interactions a sequential model scores."""

@@ -1,0 +1,79 @@
+"""Poisoned clients that promote target items in federated iALS, and the exposure of the targets they reach.
+
+The attack follows PipAttack's popularity idea (Zhang et al., "PipAttack: Poisoning Federated Recommender Systems
+for Manipulating Item Promotion", WSDM 2022) under FedRecAttack's threat model (Rong et al., ICDE 2022): a
+malicious node takes part like any other (it holds users and answers their honest update, so its weight and most of
+its update look normal), but it replaces the target items' rows of its update with a step towards the mean factor
+of the catalogue's most popular items (item popularity is public), of norm `scale` times its honest update's norm.
+The users' factors score the popular items high, so a target that moves that way climbs in everyone's list.
+
+The targets are unpopular items (seeded, among the items whose training count is at most the median): the attack is
+worth most there and its effect shows clearly in the exposure ratio ER@K (`target_exposure`; FedRecAttack's metric,
+the "target HR@K" of the benchmarks): over the users who have not interacted with a target, the share whose top K
+holds it, averaged over targets.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+from advrec.errors import ConfigError
+from advrec.federated.fcf import FCFSettings, user_factors
+
+POPULAR = 50  # the popular items whose mean factor the targets are pushed to
+
+
+def target_items(train: sp.csr_matrix, count: int, seed: int) -> np.ndarray:
+    """`count` seeded target items among those with 1 to the median number of training interactions."""
+    counts = np.bincount(train.indices, minlength=train.shape[1])
+    seen = counts[counts > 0]
+    pool = np.flatnonzero((counts > 0) & (counts <= np.median(seen))) if seen.size else np.array([], dtype=int)
+    if count > pool.size:
+        raise ConfigError(f"{count} target items asked for but only {pool.size} items qualify")
+    return np.sort(np.random.default_rng([seed, 11]).choice(pool, size=count, replace=False))
+
+
+def malicious_partitions(partitions: int, share: float, seed: int) -> np.ndarray:
+    """The seeded partition ids that attack: round(share × partitions) of them, at least one when share > 0."""
+    if not 0 <= share < 1:
+        raise ConfigError(f"the share of malicious nodes must lie in [0, 1), got {share}")
+    n = 0 if share == 0 else max(1, round(share * partitions))
+    return np.sort(np.random.default_rng([seed, 13]).permutation(partitions)[:n])
+
+
+def popular_items(train: sp.csr_matrix, count: int = POPULAR) -> np.ndarray:
+    counts = np.bincount(train.indices, minlength=train.shape[1])
+    return np.argsort(-counts, kind="stable")[:count]
+
+
+def poison(update: np.ndarray, Q: np.ndarray, targets: np.ndarray, popular: np.ndarray, scale: float) -> np.ndarray:
+    """The honest `update` (items × factors) with its target rows replaced by a step towards the popular items'
+    mean factor, of Frobenius norm `scale` × ‖update‖ over all target rows together."""
+    direction = Q[popular].mean(0)
+    direction = direction / max(float(np.linalg.norm(direction)), 1e-12)
+    out = update.copy()
+    out[targets] = scale * float(np.linalg.norm(update)) / np.sqrt(len(targets)) * direction
+    return out
+
+
+def target_exposure(
+    history: sp.csr_matrix, Q: np.ndarray, settings: FCFSettings, targets: np.ndarray, k: int = 10
+) -> tuple[float, int]:
+    """(Σ_u ER_u, users): for each user with a history, the share of the targets outside the history that reach
+    the top `k` of its ranking (history excluded); users whose history holds every target do not count."""
+    history = sp.csr_matrix(history)
+    active = np.flatnonzero(np.diff(history.indptr) > 0)
+    total, users = 0.0, 0
+    for lo in range(0, active.size, 1024):
+        rows = history[active[lo : lo + 1024]]
+        scores = user_factors(rows, Q, settings).numpy() @ Q.T
+        scores[np.repeat(np.arange(rows.shape[0]), np.diff(rows.indptr)), rows.indices] = -np.inf
+        kth = -np.partition(-scores, k - 1, axis=1)[:, k - 1 : k]  # the k-th best score of each user
+        eligible = np.isfinite(scores[:, targets])
+        hits = (scores[:, targets] >= kth) & eligible
+        n = eligible.sum(1)
+        keep = n > 0
+        total += float((hits.sum(1)[keep] / n[keep]).sum())
+        users += int(keep.sum())
+    return total, users

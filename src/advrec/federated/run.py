@@ -1,0 +1,88 @@
+"""A federated training run as a normal advrec run directory (`advrec federate`), servable by `advrec serve`.
+
+The federation (Flower's simulation engine, `simulate`) leaves the item factors of the released round; the run
+directory holds them in an `IALS` whose user vectors are each user's exact iALS step against those factors (what
+every client computes on its device, `advrec.federated.fcf.user_factors`): so `advrec serve`, `evaluate` and
+`recommend` treat it as any iALS run, and a history sent to the service is folded in the same way. The manifest's
+"federated" entry records the federation: clients, rounds, strategy, ε and δ, defence, bytes communicated, the
+chosen round and the history of rounds. The run directory holds the split, like every run: it is the operator's
+copy of a simulation, where all the data is on one machine anyway.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from tempfile import TemporaryDirectory
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from advrec.data.datasets import load_dataset
+from advrec.errors import ConfigError
+from advrec.federated.app import federation_data, settings_of, simulate
+from advrec.models import IALS
+
+FEDERATED_MODELS = ("FCF", "IALS")  # names `advrec federate` takes for federated iALS
+
+
+def served_model(item_factors: np.ndarray, s: Mapping[str, Any], train: sp.csr_matrix) -> IALS:
+    """An `IALS` over the federation's item factors, each training user's vector solved against them."""
+    model = IALS(factors=item_factors.shape[1], reg=s["reg"], alpha=s["alpha"], solver="cholesky",
+                 random_state=s["seed"], device="cpu")  # fmt: skip
+    model._set_shape(train)
+    model.item_factors_ = np.ascontiguousarray(item_factors, dtype=np.float32)
+    model.mean_frequency_ = 1.0  # no frequency scaling: every user's λ is `reg`, as on the clients
+    model.user_factors_ = model.fold_in(train)
+    return model
+
+
+def communication(s: Mapping[str, Any], partitions: int, n_items: int, history: Mapping[str, Any]) -> dict:
+    """Bytes of the item factors (float32) each client receives and sends per training round, and all the run's
+    messages' payloads: every client down and up each round, down again for each evaluation."""
+    per = n_items * s["factors"] * 4
+    rounds = len(history["train"])
+    evaluations = len(history["evaluate"])
+    return {"bytes_per_client_round": 2 * per, "bytes_total": partitions * per * (2 * rounds + evaluations)}
+
+
+def federate(config: Mapping[str, Any], partitions: int, out: Path) -> tuple[Path, dict[str, float]]:
+    """Runs the federation of `config` (settings of `advrec.federated.app.DEFAULTS`) on `partitions` simulated
+    clients and writes the run directory `out`; returns it and the test metrics of the released factors."""
+    from safetensors.numpy import load_file
+
+    from advrec.evaluation import evaluate
+    from advrec.runs import save_run
+
+    s = settings_of(config)
+    if partitions < 1:
+        raise ConfigError(f"clients must be at least 1, got {partitions}")
+    if s["attack"]:
+        raise ConfigError("an attack is an experiment (benchmarks/federated_poisoning.py), not a run to serve")
+    split, _ = federation_data(s)
+    with TemporaryDirectory(prefix="advrec-federate-") as tmp:
+        t0 = time.perf_counter()
+        simulate({**s, "out": tmp}, partitions=partitions)
+        wall = time.perf_counter() - t0
+        Q = load_file(str(Path(tmp) / "item_factors.safetensors"))["item_factors"]
+        history = json.loads((Path(tmp) / "history.json").read_text())
+    model = served_model(Q, s, split.train.matrix)
+    t1 = time.perf_counter()
+    report = evaluate(model, split, ks=(10, 20))
+    X = load_dataset(s["dataset"], s["data-dir"] or None, min_rating=s["min-rating"])
+    federated = {
+        "clients": partitions, "rounds": s["rounds"], "strategy": s["strategy"], "defence": s["defence"] or None,
+        "secure_aggregation": bool(s.get("secagg", False)), "epsilon": history["epsilon"],
+        "delta": s["delta"] if history["epsilon"] else None, "noise_multiplier": history["noise_multiplier"],
+        "best_round": history["best_round"], "seconds": history["seconds"],
+        **communication(s, partitions, split.n_items, history),
+        "history": {"train": history["train"], "evaluate": history["evaluate"]},
+    }  # fmt: skip
+    dataset = {"name": s["dataset"], "min_rating": s["min-rating"], "shape": list(X.shape), "nnz": X.nnz}
+    path = save_run(out, model, X, split, dataset, metrics=report.summary,
+                    timings={"fit": wall, "evaluate": time.perf_counter() - t1},
+                    extra={"config": s, "federated": federated})  # fmt: skip
+    return path, report.summary
