@@ -8,8 +8,9 @@ through the nodes every `--evaluate-every` rounds; the released factors are thos
 validation NDCG@10, and every figure is read there.
 
 - Attack (`advrec.federated.attack`): a seeded `--shares` of the nodes replace the 5 target items' rows of their
-  honest update by a push towards the 50 most popular items' mean factor, of `--scale` times their update's norm.
-  Targets: 5 seeded items among those with at most the median training count.
+  honest update by a move to a goal (the 50 most popular items' mean direction, at `--scale` times their mean
+  norm), boosted by nodes / malicious nodes. Targets: 5 seeded items among those with at most the median training
+  count.
 - Defence (`advrec.federated.defence`): Flower's Krum / Multi-Krum / Bulyan (assuming the attack's number of
   malicious nodes, at least 1), median, trimmed mean (`trim` 0.1 from each side), and advrec's outlier filter,
   each in place of the mean (under the server optimiser when there is one).
@@ -20,7 +21,7 @@ validation NDCG@10, and every figure is read there.
 Rows are kept per (defence, share); a run adds or replaces its own.
 
 Usage: python benchmarks/federated_poisoning.py [--defences none trimmed-mean ...] [--shares 0 0.01 0.05]
-       [--rounds 15] [--strategy fedavg] [--lr 30] [--partitions 100] [--scale 1.0]
+       [--rounds 15] [--strategy fedavg] [--lr 30] [--partitions 100] [--scale 1.5]
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 OUT_JSON, OUT_MD = RESULTS / "federated_poisoning.json", RESULTS / "federated_poisoning.md"
 SETTING = {"dataset": "ml-1m", "min-rating": 4.0, "split-seed": 2020, "factors": 64, "reg": 10.0, "alpha": 10.0,
            "targets": 5}  # fmt: skip
-DEFENCES = ("none", "krum", "multikrum", "bulyan", "median", "trimmed-mean", "outlier-filter")
+DEFENCES = ("none", "trimmed-mean", "median", "outlier-filter", "multikrum", "krum", "bulyan")
 
 
 def run(defence: str, share: float, args: argparse.Namespace) -> dict:
@@ -108,7 +109,7 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=30.0, help="the clients' step")
     ap.add_argument("--partitions", type=int, default=100)
     ap.add_argument("--server-lr", type=float, default=0.01)
-    ap.add_argument("--scale", type=float, default=1.0, help="the push's norm over the honest update's")
+    ap.add_argument("--scale", type=float, default=1.5, help="the goal's norm over the popular items' mean norm")
     args = ap.parse_args()
     rows = json.loads(OUT_JSON.read_text()) if OUT_JSON.exists() else []
     for defence in args.defences:

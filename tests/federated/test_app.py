@@ -102,3 +102,28 @@ def test_flower_and_ray_do_not_report_home_by_default():
             "print(t.FLWR_TELEMETRY_ENABLED, os.environ['RAY_USAGE_STATS_ENABLED'])")  # fmt: skip
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["0", "0"]
+
+
+@pytest.mark.integration
+def test_secure_aggregation_gives_fedavg_by_hand(data_dir, tmp_path):
+    """Two FedAvg rounds under SecAgg+ (3 virtual nodes, masks and quantisation): the server's factors are the mean
+    over all users' updates up to the quantisation step, and the nodes clip nothing."""
+    config = {"data-dir": str(data_dir), "factors": 8, "rounds": 2, "strategy": "fedavg", "lr": 20.0,
+              "secagg": True, "secagg-shares": 3, "secagg-range": 32.0, "out": str(tmp_path / "run")}  # fmt: skip
+    simulate(config, partitions=3)
+    got = load_file(str(tmp_path / "run" / "item_factors.safetensors"))["item_factors"]
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert set(history["evaluate"]) == {"1", "2"} and history["evaluate"]["2"]["test-ndcg@10"] > 0
+    assert set(history["train"]) == {"1", "2"} and all(m["secagg-clipped"] == 0 for m in history["train"].values())
+    s = settings_of(config)
+    split, _ = federation_data(s)
+    Q = np.random.default_rng(s["seed"]).normal(scale=0.1 / np.sqrt(8), size=(split.n_items, 8)).astype(np.float32)
+    fcf = FCFSettings(alpha=s["alpha"], reg=s["reg"], lr=s["lr"], n_users=split.n_users)
+    rounds = []
+    for _ in range(2):
+        total, _ = client_step(split.train.matrix, Q, fcf)
+        Q = (Q + total / split.n_users).astype(np.float32)
+        rounds.append(Q)
+    # 2^22 levels over [-32, 32]: a node's value moves by at most 2^-17 in round 1, which round 2's step carries on
+    np.testing.assert_allclose(got, rounds[history["best_round"] - 1], rtol=0, atol=1e-3)
+    assert not np.allclose(got, rounds[history["best_round"] - 1], rtol=0, atol=1e-9)  # it was quantised

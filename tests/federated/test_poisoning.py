@@ -53,15 +53,18 @@ def test_malicious_partitions_are_a_seeded_share():
         malicious_partitions(10, 1.0, 1)
 
 
-def test_poison_replaces_only_the_target_rows_with_a_push_to_the_popular_items():
+def test_poison_replaces_only_the_target_rows_with_a_boosted_move_to_the_goal():
     rng = np.random.default_rng(0)
     Q, update = rng.normal(size=(6, 3)), rng.normal(size=(6, 3))
-    out = poison(update, Q, np.array([1, 4]), np.array([0, 2]), scale=2.0)
+    out = poison(update, Q, np.array([1, 4]), np.array([0, 2]), scale=2.0, boost=10.0)
     keep = [0, 2, 3, 5]
     np.testing.assert_array_equal(out[keep], update[keep])
     direction = (Q[0] + Q[2]) / np.linalg.norm(Q[0] + Q[2])
+    goal = 2.0 * (np.linalg.norm(Q[0]) + np.linalg.norm(Q[2])) / 2 * direction
     for t in (1, 4):
-        np.testing.assert_allclose(out[t], 2.0 * np.linalg.norm(update) / np.sqrt(2) * direction)
+        np.testing.assert_allclose(out[t], 10.0 * (goal - Q[t]))
+    # one of ten nodes boosting by ten: the mean of its row and nine zero updates lands the row on the goal
+    np.testing.assert_allclose(Q[1] + out[1] / 10, goal)
 
 
 def test_target_exposure_counts_top_k_among_users_without_the_target():

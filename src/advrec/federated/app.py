@@ -65,17 +65,21 @@ DEFAULTS: dict[str, Any] = {
     "n-items": 0,
     "n-users": 0,
     # poisoning experiments (`advrec.federated.attack`): target items tracked by the evaluation (their exposure
-    # "target-er@10"), the share of nodes that attack them and the size of their push
+    # "target-er@10"), the share of nodes that attack them, their goal's norm over the popular items' mean norm
     "targets": 0,
     "attack": "",  # "" or "popularity"
     "attack-share": 0.0,
-    "attack-scale": 1.0,
+    "attack-scale": 1.5,
     # robust aggregation (`advrec.federated.defence`): "" or a name of DEFENCES, the malicious nodes Krum / Bulyan
     # assume, the share the trimmed mean cuts from each side
     "defence": "",
     "assumed-malicious": 0,
     "trim": 0.1,
-    "secagg": False,  # secure aggregation (Flower's SecAgg+): the server sees only the sum of the updates
+    # secure aggregation (`advrec.federated.secagg`, Flower's SecAgg+): the server sees only the sum of the
+    # updates; the key shares per node (capped by min-nodes) and the range values are quantised in
+    "secagg": False,
+    "secagg-shares": 10,
+    "secagg-range": 8.0,
 }
 STRATEGIES = ("fedavg", "fedadam", "fedyogi")
 ATTACKS = ("", "popularity")
@@ -125,6 +129,10 @@ def check_poisoning(s: Mapping[str, Any]) -> None:
         raise ConfigError(f"trim must lie in [0, 0.5), got {s['trim']}")
     if s["defence"] and s["epsilon"] > 0:
         raise ConfigError("a defence replaces the noisy sum that differential privacy accounts for: not both")
+    if s["defence"] and s["secagg"]:
+        raise ConfigError("secure aggregation shows the server only the sum: a defence needs each node's update")
+    if s["secagg"] and (s["secagg-shares"] < 3 or not s["secagg-range"] > 0):
+        raise ConfigError("secagg-shares must be at least 3 and secagg-range positive")
 
 
 def fcf_settings(s: Mapping[str, Any], n_users: int) -> FCFSettings:
@@ -171,6 +179,44 @@ def sizes(s: Mapping[str, Any]) -> tuple[int, int]:
     return split.n_items, split.n_users
 
 
+def node_update(s: Mapping[str, Any], context: Context, Q: np.ndarray, server_round: int) -> tuple[np.ndarray, Metrics]:
+    """One round on this node's users: the item factors plus the mean of their updates (over the expected count
+    of users taking part, so that the mean weighted by the partition's users, public, is Q + Σ_u Δ_u / (q·N)), and
+    the node's metrics with "num-examples". A malicious node of a poisoning experiment poisons it."""
+    split, order = federation_data(s)
+    users = partition_users(context, order)
+    taking_part = users[sampled_users(len(users), s["user-rate"], s["seed"], server_round, partition_id(context))]
+    t0 = time.perf_counter()
+    total, stats = client_step(split.train.matrix[taking_part], Q, fcf_settings(s, sizes(s)[1]))
+    metrics: Metrics = {"num-examples": len(users)}
+    metrics.update({k: v for k, v in stats.items() if k != "users"}, **{"client-seconds": time.perf_counter() - t0})
+    update = total / max(s["user-rate"] * len(users), 1e-12)
+    malicious = malicious_partitions(parts(context), s["attack-share"], s["seed"]) if s["attack"] else []
+    if partition_id(context) in malicious:
+        targets = target_items(split.train.matrix, s["targets"], s["seed"])
+        boost = parts(context) / len(malicious)
+        update = poison(update, Q, targets, popular_items(split.train.matrix), s["attack-scale"], boost)
+    return (Q + update).astype(Q.dtype), metrics
+
+
+def node_metrics(s: Mapping[str, Any], context: Context, Q: np.ndarray) -> Metrics:
+    """Sums of ranking metrics of this node's users on their validation and test items ("valid-ndcg@10", ...,
+    with "valid-users" and "test-users"), each user scored on the node from their own history; with `targets`,
+    the targets' exposure among them ("target-er@10" over "target-users")."""
+    split, order = federation_data(s)
+    users = partition_users(context, order)
+    metrics: Metrics = {}
+    for part in ("valid", "test"):
+        sums = client_metrics(restrict(split.eval_set(part), users), Q, fcf_settings(s, sizes(s)[1]))
+        n = sums.pop("users")
+        metrics.update({f"{part}-{k}": v for k, v in sums.items()}, **{f"{part}-users": n})
+    if s["targets"]:
+        targets = target_items(split.train.matrix, s["targets"], s["seed"])
+        hits, n = target_exposure(split.train.matrix[users], Q, fcf_settings(s, sizes(s)[1]), targets)
+        metrics.update({"target-er@10": hits, "target-users": n})
+    return metrics
+
+
 def make_client_app(bound: Mapping[str, Any] | None = None) -> ClientApp:
     """The ClientApp; `bound` settings, when given, come under each run's own run config."""
     app = ClientApp()
@@ -180,46 +226,18 @@ def make_client_app(bound: Mapping[str, Any] | None = None) -> ClientApp:
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:
-        """One round on this node's users: the item factors plus the mean of their updates, weighted by users."""
-        s = setting(context)
-        split, order = federation_data(s)
-        users = partition_users(context, order)
+        """`node_update` on the item factors received."""
         server_round = int(msg.content.config_records["config"]["server-round"])  # type: ignore[arg-type]
-        taking_part = users[sampled_users(len(users), s["user-rate"], s["seed"], server_round, partition_id(context))]
         Q = msg.content.array_records["arrays"].to_numpy_ndarrays()[0]
-        t0 = time.perf_counter()
-        total, stats = client_step(split.train.matrix[taking_part], Q, fcf_settings(s, sizes(s)[1]))
-        # weight: the partition's users (public); the sum over the expected count, so that FedAvg's weighted mean
-        # is Q + Σ_u Δ_u / (q·N) whoever took part
-        expected = max(s["user-rate"] * len(users), 1e-12)
-        metrics: Metrics = {"num-examples": len(users)}
-        metrics.update({k: v for k, v in stats.items() if k != "users"}, **{"client-seconds": time.perf_counter() - t0})
-        update = total / expected
-        if s["attack"] and partition_id(context) in malicious_partitions(parts(context), s["attack-share"], s["seed"]):
-            targets = target_items(split.train.matrix, s["targets"], s["seed"])
-            update = poison(update, Q, targets, popular_items(split.train.matrix), s["attack-scale"])
-        arrays = ArrayRecord([(Q + update).astype(Q.dtype)])
-        return Message(content=RecordDict({"arrays": arrays, "metrics": MetricRecord(metrics)}), reply_to=msg)
+        sent, metrics = node_update(setting(context), context, Q, server_round)
+        return Message(content=RecordDict({"arrays": ArrayRecord([sent]), "metrics": MetricRecord(metrics)}),
+                       reply_to=msg)  # fmt: skip
 
     @app.evaluate()
     def evaluate(msg: Message, context: Context) -> Message:
-        """Sums of ranking metrics of this node's users on their validation and test items ("valid-ndcg@10", ...,
-        with "valid-users" and "test-users"), each user scored on the node from their own history; with `targets`,
-        the targets' exposure among them ("target-er@10" over "target-users")."""
-        s = setting(context)
-        split, order = federation_data(s)
-        users = partition_users(context, order)
-        Q = msg.content.array_records["arrays"].to_numpy_ndarrays()[0]
-        metrics: Metrics = {}
-        for part in ("valid", "test"):
-            sums = client_metrics(restrict(split.eval_set(part), users), Q, fcf_settings(s, sizes(s)[1]))
-            n = sums.pop("users")
-            metrics.update({f"{part}-{k}": v for k, v in sums.items()}, **{f"{part}-users": n})
-        if s["targets"]:
-            targets = target_items(split.train.matrix, s["targets"], s["seed"])
-            hits, n = target_exposure(split.train.matrix[users], Q, fcf_settings(s, sizes(s)[1]), targets)
-            metrics.update({"target-er@10": hits, "target-users": n})
-        metrics["num-examples"] = 1  # sums: the server adds them up (`sum_metrics`) and divides by the users
+        """`node_metrics` of the item factors received (sums: the server adds them up, `sum_metrics`)."""
+        metrics = node_metrics(setting(context), context, msg.content.array_records["arrays"].to_numpy_ndarrays()[0])
+        metrics["num-examples"] = 1
         return Message(content=RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)
 
     return app
@@ -318,10 +336,17 @@ def make_server_app(bound: Mapping[str, Any] | None = None) -> ServerApp:
             sigma = noise_multiplier(s["epsilon"], s["delta"], s["user-rate"], s["rounds"])
             std = sigma * s["clip"] / (s["user-rate"] * n_users)
         t0 = time.perf_counter()
-        result = make_strategy(s, std).start(grid=grid, initial_arrays=ArrayRecord([Q0]), num_rounds=s["rounds"],
-                                             evaluate_fn=keep)  # fmt: skip
+        if s["secagg"]:
+            from advrec.federated.secagg import run_server
+
+            out = run_server(grid, context, s, Q0, std)
+            snapshots, evaluated, train = out["snapshots"], out["evaluate"], out["train"]
+        else:
+            result = make_strategy(s, std).start(grid=grid, initial_arrays=ArrayRecord([Q0]), num_rounds=s["rounds"],
+                                                 evaluate_fn=keep)  # fmt: skip
+            evaluated = {r: dict(m) for r, m in result.evaluate_metrics_clientapp.items()}
+            train = {r: dict(m) for r, m in result.train_metrics_clientapp.items()}
         seconds = time.perf_counter() - t0
-        evaluated = {r: dict(m) for r, m in result.evaluate_metrics_clientapp.items()}
         best = max(evaluated, key=lambda r: (evaluated[r].get("valid-ndcg@10", -1.0), -r))
         history = {
             "settings": s,
@@ -329,7 +354,7 @@ def make_server_app(bound: Mapping[str, Any] | None = None) -> ServerApp:
             "best_round": best,
             "noise_multiplier": sigma,
             "epsilon": epsilon_spent(sigma, s["delta"], s["user-rate"], s["rounds"]) if sigma else None,
-            "train": {str(r): dict(m) for r, m in result.train_metrics_clientapp.items()},
+            "train": {str(r): m for r, m in train.items()},
             "evaluate": {str(r): m for r, m in evaluated.items()},
         }
         if s["out"]:
@@ -359,12 +384,13 @@ def write_flower_app(folder: Path, config: Mapping[str, Any]) -> Path:
     written in (read here, on the operator's side), so the server never loads the interactions."""
     s = settings_of(config)
     s["n-items"], s["n-users"] = sizes(s)
+    client = "secagg" if s["secagg"] else "app"  # SecAgg+ runs on Flower's legacy client API
     lines = [
         "[build-system]", 'requires = ["hatchling"]', 'build-backend = "hatchling.build"', "",
         "[project]", 'name = "advrec-fcf"', 'version = "1.0.0"', 'description = "Federated implicit ALS (advrec)"',
         'license = "Apache-2.0"', "dependencies = []", "", "[tool.hatch.build.targets.wheel]", 'packages = ["."]', "",
         "[tool.flwr.app]", 'publisher = "advrec"', "", "[tool.flwr.app.components]",
-        'serverapp = "advrec.federated.app:server_app"', 'clientapp = "advrec.federated.app:client_app"', "",
+        'serverapp = "advrec.federated.app:server_app"', f'clientapp = "advrec.federated.{client}:client_app"', "",
         "[tool.flwr.app.config]", *(f"{key} = {json.dumps(value)}" for key, value in s.items()),
     ]  # fmt: skip
     folder.mkdir(parents=True, exist_ok=True)
@@ -386,5 +412,12 @@ def simulate(config: Mapping[str, Any], partitions: int, threads_per_client: int
         "client_resources": {"num_cpus": threads_per_client, "num_gpus": 0.0},
         "init_args": {"num_cpus": max(1, threads_per_client), "include_dashboard": False},
     }
-    run_simulation(server_app=make_server_app(s), client_app=make_client_app(s), num_supernodes=partitions,
+    if s["secagg"]:
+        from advrec.federated import secagg
+
+        s["min-nodes"] = max(s["min-nodes"], partitions)  # SecAgg+ fixes its nodes at each round's set-up
+        client = secagg.make_client_app(s)
+    else:
+        client = make_client_app(s)
+    run_simulation(server_app=make_server_app(s), client_app=client, num_supernodes=partitions,
                    backend_config=backend)  # fmt: skip

@@ -41,12 +41,16 @@ def served_model(item_factors: np.ndarray, s: Mapping[str, Any], train: sp.csr_m
 
 
 def communication(s: Mapping[str, Any], partitions: int, n_items: int, history: Mapping[str, Any]) -> dict:
-    """Bytes of the item factors (float32) each client receives and sends per training round, and all the run's
-    messages' payloads: every client down and up each round, down again for each evaluation."""
-    per = n_items * s["factors"] * 4
-    rounds = len(history["train"])
+    """Bytes of the item factors each client receives (float32) and sends (float32; under SecAgg+ the masked
+    quantised array, int64) per training round, and all the run's messages' array payloads: every client down and
+    up each round, down again for each evaluation (SecAgg+'s key messages, a few hundred bytes a neighbour, and
+    Flower's framing not counted)."""
+    down = n_items * s["factors"] * 4
+    up = 2 * down if s["secagg"] else down
+    rounds = s["rounds"]
     evaluations = len(history["evaluate"])
-    return {"bytes_per_client_round": 2 * per, "bytes_total": partitions * per * (2 * rounds + evaluations)}
+    return {"bytes_per_client_round": down + up,
+            "bytes_total": partitions * ((down + up) * rounds + down * evaluations)}  # fmt: skip
 
 
 def federate(config: Mapping[str, Any], partitions: int, out: Path) -> tuple[Path, dict[str, float]]:
@@ -75,7 +79,7 @@ def federate(config: Mapping[str, Any], partitions: int, out: Path) -> tuple[Pat
     X = load_dataset(s["dataset"], s["data-dir"] or None, min_rating=s["min-rating"])
     federated = {
         "clients": partitions, "rounds": s["rounds"], "strategy": s["strategy"], "defence": s["defence"] or None,
-        "secure_aggregation": bool(s.get("secagg", False)), "epsilon": history["epsilon"],
+        "secure_aggregation": s["secagg"], "epsilon": history["epsilon"],
         "delta": s["delta"] if history["epsilon"] else None, "noise_multiplier": history["noise_multiplier"],
         "best_round": history["best_round"], "seconds": history["seconds"],
         **communication(s, partitions, split.n_items, history),
