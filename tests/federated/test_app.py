@@ -105,10 +105,13 @@ def test_flower_and_ray_do_not_report_home_by_default():
 
 
 @pytest.mark.integration
-def test_secure_aggregation_gives_fedavg_by_hand(data_dir, tmp_path):
-    """Two FedAvg rounds under SecAgg+ (3 virtual nodes, masks and quantisation): the server's factors are the mean
-    over all users' updates up to the quantisation step, and the nodes clip nothing."""
-    config = {"data-dir": str(data_dir), "factors": 8, "rounds": 2, "strategy": "fedavg", "lr": 20.0,
+@pytest.mark.parametrize("epsilon", [0.0, 8.0])
+def test_secure_aggregation_gives_fedavg_by_hand(data_dir, tmp_path, epsilon):
+    """Two FedAvg rounds under SecAgg+ (3 virtual nodes, masks and quantisation), without and with user-level DP:
+    the server's factors are the mean over all users' (clipped) updates, plus the server's noise, up to the
+    quantisation step, and the nodes clip no value into the range."""
+    dp = {"epsilon": epsilon, "clip": 0.05} if epsilon else {}
+    config = {"data-dir": str(data_dir), "factors": 8, "rounds": 2, "strategy": "fedavg", "lr": 20.0, **dp,
               "secagg": True, "secagg-shares": 3, "secagg-range": 32.0, "out": str(tmp_path / "run")}  # fmt: skip
     simulate(config, partitions=3)
     got = load_file(str(tmp_path / "run" / "item_factors.safetensors"))["item_factors"]
@@ -117,12 +120,18 @@ def test_secure_aggregation_gives_fedavg_by_hand(data_dir, tmp_path):
     assert set(history["train"]) == {"1", "2"} and all(m["secagg-clipped"] == 0 for m in history["train"].values())
     s = settings_of(config)
     split, _ = federation_data(s)
+    N = split.n_users
     Q = np.random.default_rng(s["seed"]).normal(scale=0.1 / np.sqrt(8), size=(split.n_items, 8)).astype(np.float32)
-    fcf = FCFSettings(alpha=s["alpha"], reg=s["reg"], lr=s["lr"], n_users=split.n_users)
+    fcf = FCFSettings(alpha=s["alpha"], reg=s["reg"], lr=s["lr"], clip=0.05 if epsilon else None, n_users=N)
+    std = noise_multiplier(epsilon, s["delta"], 1.0, 2) * 0.05 / N if epsilon else 0.0
+    assert (history["epsilon"] is not None) == bool(epsilon)
+    noise = np.random.default_rng([s["seed"], 7])
     rounds = []
     for _ in range(2):
         total, _ = client_step(split.train.matrix, Q, fcf)
-        Q = (Q + total / split.n_users).astype(np.float32)
+        Q = (Q + total / N).astype(np.float32)
+        if std:
+            Q = Q + noise.normal(0.0, std, Q.shape).astype(np.float32)
         rounds.append(Q)
     # 2^22 levels over [-32, 32]: a node's value moves by at most 2^-17 in round 1, which round 2's step carries on
     np.testing.assert_allclose(got, rounds[history["best_round"] - 1], rtol=0, atol=1e-3)

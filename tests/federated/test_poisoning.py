@@ -112,3 +112,7 @@ def test_defence_settings_are_checked():
         settings_of({"attack": "popularity", "attack-share": 0.05})
     with pytest.raises(ConfigError, match="not both"):
         settings_of({"defence": "median", "epsilon": 8.0, "clip": 1.0})
+    with pytest.raises(ConfigError, match="only the sum"):
+        settings_of({"defence": "median", "secagg": True})
+    with pytest.raises(ConfigError, match="secagg-shares"):
+        settings_of({"secagg": True, "secagg-shares": 2})

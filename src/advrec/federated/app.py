@@ -55,6 +55,7 @@ DEFAULTS: dict[str, Any] = {
     "rounds": 30,
     "fraction-train": 1.0,
     "min-nodes": 1,  # a round starts once this many nodes are connected (a deployment: all of them)
+    "round-timeout": 3600.0,  # seconds a round waits for replies; a node that has not answered by then is left out
     "strategy": "fedadam",
     "server-lr": 0.01,
     "seed": 2020,
@@ -131,6 +132,8 @@ def check_poisoning(s: Mapping[str, Any]) -> None:
         raise ConfigError("a defence replaces the noisy sum that differential privacy accounts for: not both")
     if s["defence"] and s["secagg"]:
         raise ConfigError("secure aggregation shows the server only the sum: a defence needs each node's update")
+    if not s["round-timeout"] > 0:
+        raise ConfigError(f"round-timeout must be positive, got {s['round-timeout']}")
     if s["secagg"] and (s["secagg-shares"] < 3 or not s["secagg-range"] > 0):
         raise ConfigError("secagg-shares must be at least 3 and secagg-range positive")
 
@@ -191,7 +194,7 @@ def node_update(s: Mapping[str, Any], context: Context, Q: np.ndarray, server_ro
     metrics: Metrics = {"num-examples": len(users)}
     metrics.update({k: v for k, v in stats.items() if k != "users"}, **{"client-seconds": time.perf_counter() - t0})
     update = total / max(s["user-rate"] * len(users), 1e-12)
-    malicious = malicious_partitions(parts(context), s["attack-share"], s["seed"]) if s["attack"] else []
+    malicious = malicious_partitions(parts(context), s["attack-share"] if s["attack"] else 0.0, s["seed"])
     if partition_id(context) in malicious:
         targets = target_items(split.train.matrix, s["targets"], s["seed"])
         boost = parts(context) / len(malicious)
@@ -343,7 +346,7 @@ def make_server_app(bound: Mapping[str, Any] | None = None) -> ServerApp:
             snapshots, evaluated, train = out["snapshots"], out["evaluate"], out["train"]
         else:
             result = make_strategy(s, std).start(grid=grid, initial_arrays=ArrayRecord([Q0]), num_rounds=s["rounds"],
-                                                 evaluate_fn=keep)  # fmt: skip
+                                                 timeout=s["round-timeout"], evaluate_fn=keep)  # fmt: skip
             evaluated = {r: dict(m) for r, m in result.evaluate_metrics_clientapp.items()}
             train = {r: dict(m) for r, m in result.train_metrics_clientapp.items()}
         seconds = time.perf_counter() - t0

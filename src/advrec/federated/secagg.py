@@ -131,8 +131,8 @@ def run_server(grid: Grid, context: Context, s: dict[str, Any], Q0: np.ndarray, 
     legacy = LegacyContext(context=context, config=ServerConfig(num_rounds=s["rounds"]), strategy=strategy)
     shares = max(3, min(s["secagg-shares"], s["min-nodes"]))  # the neighbours of a node, itself included
     fit = SecAggPlusWorkflow(num_shares=shares, reconstruction_threshold=max(2, math.ceil(shares * 2 / 3)),
-                             max_weight=1.0, clipping_range=s["secagg-range"],
-                             quantization_range=QUANTIZATION)  # fmt: skip
+                             max_weight=1.0, clipping_range=s["secagg-range"], quantization_range=QUANTIZATION,
+                             timeout=s["round-timeout"])  # fmt: skip
     DefaultWorkflow(fit_workflow=fit)(grid, legacy)
     history = legacy.history
     evaluate: dict[int, dict[str, float]] = {}
