@@ -16,6 +16,7 @@ Rows are kept per (training, ε): a run adds or replaces its own rows (`--skip-c
 
 Usage: python benchmarks/federated.py [--rounds 150] [--partitions 10] [--server-lr 0.01] [--epsilons 0 8 1]
        [--clip 50] [--skip-centralised]
+       python benchmarks/federated.py --secagg-cost 5 [--partitions 10]
 """
 
 from __future__ import annotations
@@ -83,19 +84,57 @@ def federated(rounds: int, partitions: int, server_lr: float, epsilon: float = 0
     }  # fmt: skip
 
 
+def secagg_cost(rounds: int, partitions: int, secagg: bool) -> dict:
+    """A short FedAvg run (clients' step 30, evaluated once at the end) with or without SecAgg+: its wall time
+    per round and the bytes per node per round."""
+    from advrec.federated.app import simulate
+
+    with TemporaryDirectory() as tmp:
+        config = {**SPLIT, **MODEL, "rounds": rounds, "strategy": "fedavg", "lr": 30.0, "evaluate-every": rounds,
+                  "out": tmp, "secagg": secagg}  # fmt: skip
+        t0 = time.perf_counter()
+        simulate(config, partitions=partitions)
+        wall = time.perf_counter() - t0
+        history = json.loads((Path(tmp) / "history.json").read_text())
+    floats = 3706 * MODEL["factors"]  # ml-1m ≥ 4 items × factors
+    return {
+        "training": "cost", "secagg": secagg, "rounds": rounds, "partitions": partitions, "fit_s": wall,
+        "strategy_s": history["seconds"], "round_s": history["seconds"] / rounds,
+        "bytes_per_node_round": floats * 4 + floats * (8 if secagg else 4),
+        "test": {"ndcg@10": history["evaluate"][str(rounds)]["test-ndcg@10"],
+                 "recall@20": history["evaluate"][str(rounds)]["test-recall@20"]},
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }  # fmt: skip
+
+
+def summarize_cost(rows: list[dict]) -> str:
+    rows = [r for r in rows if r["training"] == "cost"]
+    if not rows:
+        return ""
+    lines = ["", "Secure aggregation's cost (FedAvg, clients' step 30, the same rounds with and without SecAgg+):", "",
+             "| aggregation | nodes | rounds | s per round | bytes per node per round | test NDCG@10 at the end |",
+             "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for r in sorted(rows, key=lambda r: r["secagg"]):
+        lines.append(
+            f"| {'SecAgg+' if r['secagg'] else 'plain'} | {r['partitions']} | {r['rounds']} | {r['round_s']:.1f} | "
+            f"{r['bytes_per_node_round'] / 1e6:.2f} MB | {r['test']['ndcg@10']:.4f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def summarize(rows: list[dict]) -> str:
     ref = next((r["test"]["ndcg@10"] for r in rows if r["training"] == "centralised"), float("nan"))
     head = ["training", "model", "ε", "NDCG@10", "Recall@20", "of centralised NDCG@10", "best iteration / round",
             "wall s", "bytes per node per round", "driver peak MB"]  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|---|---|---|" + "---:|" * (len(head) - 3)]
-    for r in rows:
+    for r in (r for r in rows if r["training"] != "cost"):
         eps = "∞" if r["epsilon"] is None else f"{r['epsilon']:.2f}"
         nbytes = f"{r['bytes_per_node_round'] / 1e6:.2f} MB" if "bytes_per_node_round" in r else ""
         lines.append(
             f"| {r['training']} | {r['model']} | {eps} | {r['test']['ndcg@10']:.4f} | {r['test']['recall@20']:.4f} | "
             f"{r['test']['ndcg@10'] / ref:.1%} | {r['best']} | {r['fit_s']:.0f} | {nbytes} | {r['peak_rss_mb']:.0f} |"
         )
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + summarize_cost(rows)
 
 
 def main() -> None:
@@ -106,7 +145,17 @@ def main() -> None:
     ap.add_argument("--epsilons", type=float, nargs="+", default=[0.0], help="0: no differential privacy")
     ap.add_argument("--clip", type=float, default=50.0, help="per-user clipping bound under DP")
     ap.add_argument("--skip-centralised", action="store_true")
+    ap.add_argument("--secagg-cost", type=int, default=0, metavar="ROUNDS",
+                    help="only time ROUNDS FedAvg rounds with and without SecAgg+")  # fmt: skip
     args = ap.parse_args()
+    if args.secagg_cost:
+        rows = json.loads(OUT_JSON.read_text()) if OUT_JSON.exists() else []
+        rows = [r for r in rows if r["training"] != "cost"]
+        for secagg in (False, True):
+            rows.append(secagg_cost(args.secagg_cost, args.partitions, secagg))
+            save(rows)
+        print(summarize(rows))
+        return
     rows = json.loads(OUT_JSON.read_text()) if OUT_JSON.exists() else []
     if not args.skip_centralised:
         rows = [r for r in rows if r["training"] != "centralised"] + [centralised()]

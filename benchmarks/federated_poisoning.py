@@ -79,7 +79,7 @@ def summarize(rows: list[dict]) -> str:
         undefended = by.get(("none", r["share"]))
         gain = r["target_er@10"] - clean["target_er@10"] if clean else float("nan")
         base_gain = undefended["target_er@10"] - clean_ref["target_er@10"] if undefended and clean_ref else None
-        removed = f"{1 - gain / base_gain:.0%}" if r["share"] and base_gain else ""
+        removed = f"{1 - gain / base_gain:.0%}" if r["share"] and base_gain and r["defence"] != "none" else ""
         cost = f"{1 - r['test']['ndcg@10'] / clean_ref['test']['ndcg@10']:+.1%}" if clean_ref and not r["share"] else ""
         lines.append(
             f"| {r['defence']} | {r['malicious']} of {r['partitions']} ({r['share']:.0%}) | {r['target_er@10']:.4f} | "

@@ -617,7 +617,7 @@ def _demo_cold_items(X: Interactions, seed: int) -> pd.DataFrame:
 
 @app.command()
 def serve(
-    run_dir: Annotated[Path, typer.Argument(help="a run directory (advrec train)")],
+    run_dir: Annotated[Path, typer.Argument(help="a run directory (advrec train, advrec federate)")],
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port")] = 8000,
     workers: Annotated[int, typer.Option(help="server processes (each loads the model)")] = 1,
