@@ -18,10 +18,10 @@ validation NDCG@10, and every figure is read there.
   training rows, the share of targets in their top 10 (training items excluded), averaged. Gain: attacked minus
   clean under the same aggregation; the share of the undefended gain a defence removes is 1 − its gain / FedAvg's.
 
-Rows are kept per (defence, share); a run adds or replaces its own.
+Rows are kept per (defence, its trimmed share for the trimmed mean, share); a run adds or replaces its own.
 
 Usage: python benchmarks/federated_poisoning.py [--defences none trimmed-mean ...] [--shares 0 0.01 0.05]
-       [--rounds 15] [--strategy fedavg] [--lr 30] [--partitions 100] [--scale 1.5]
+       [--rounds 15] [--strategy fedavg] [--lr 30] [--partitions 100] [--scale 1.5] [--trim 0.1]
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def run(defence: str, share: float, args: argparse.Namespace) -> dict:
 
     malicious = 0 if share == 0 else max(1, round(share * args.partitions))
     config = {**SETTING, "rounds": args.rounds, "strategy": args.strategy, "lr": args.lr, "server-lr": args.server_lr,
-              "evaluate-every": args.evaluate_every,
+              "evaluate-every": args.evaluate_every, "trim": args.trim,
               "defence": "" if defence == "none" else defence, "assumed-malicious": max(1, malicious),
               "attack": "popularity" if share else "", "attack-share": share, "attack-scale": args.scale}  # fmt: skip
     with TemporaryDirectory() as tmp:
@@ -59,7 +59,7 @@ def run(defence: str, share: float, args: argparse.Namespace) -> dict:
     return {
         "defence": defence, "share": share, "malicious": malicious, "partitions": args.partitions,
         "rounds": args.rounds, "strategy": args.strategy, "lr": args.lr, "server_lr": args.server_lr,
-        "scale": args.scale, "best": best, "wall_s": wall,
+        "scale": args.scale, "trim": args.trim, "best": best, "wall_s": wall,
         "test": {"ndcg@10": at["test-ndcg@10"], "recall@20": at["test-recall@20"]},
         "target_er@10": at["target-er@10"],
         "curve": {r: {"valid-ndcg@10": m["valid-ndcg@10"], "target-er@10": m["target-er@10"]}
@@ -68,21 +68,26 @@ def run(defence: str, share: float, args: argparse.Namespace) -> dict:
     }  # fmt: skip
 
 
+def label(r: dict) -> str:
+    """The defence of a row, with its trimmed share when it is the trimmed mean."""
+    return f"trimmed-mean (β {r.get('trim', 0.1):g})" if r["defence"] == "trimmed-mean" else r["defence"]
+
+
 def summarize(rows: list[dict]) -> str:
-    by = {(r["defence"], r["share"]): r for r in rows}
+    by = {(label(r), r["share"]): r for r in rows}
     clean_ref = by.get(("none", 0.0))
     head = ["defence", "malicious nodes", "target ER@10", "gain over its clean run", "undefended gain removed",
             "test NDCG@10", "clean NDCG@10 cost", "best round", "wall s"]  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|---|---:|" + "---:|" * (len(head) - 2)]
-    for r in sorted(rows, key=lambda r: (DEFENCES.index(r["defence"]), r["share"])):
-        clean = by.get((r["defence"], 0.0))
+    for r in sorted(rows, key=lambda r: (DEFENCES.index(r["defence"]), -r.get("trim", 0.1), r["share"])):
+        clean = by.get((label(r), 0.0))
         undefended = by.get(("none", r["share"]))
         gain = r["target_er@10"] - clean["target_er@10"] if clean else float("nan")
         base_gain = undefended["target_er@10"] - clean_ref["target_er@10"] if undefended and clean_ref else None
         removed = f"{1 - gain / base_gain:.0%}" if r["share"] and base_gain and r["defence"] != "none" else ""
         cost = f"{1 - r['test']['ndcg@10'] / clean_ref['test']['ndcg@10']:+.1%}" if clean_ref and not r["share"] else ""
         lines.append(
-            f"| {r['defence']} | {r['malicious']} of {r['partitions']} ({r['share']:.0%}) | {r['target_er@10']:.4f} | "
+            f"| {label(r)} | {r['malicious']} of {r['partitions']} ({r['share']:.0%}) | {r['target_er@10']:.4f} | "
             f"{gain:+.4f} | {removed} | {r['test']['ndcg@10']:.4f} | {cost} | {r['best']} | {r['wall_s']:.0f} |"
         )
     return "\n".join(lines) + "\n"
@@ -109,13 +114,14 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=30.0, help="the clients' step")
     ap.add_argument("--partitions", type=int, default=100)
     ap.add_argument("--server-lr", type=float, default=0.01)
+    ap.add_argument("--trim", type=float, default=0.1, help="the trimmed mean's share cut from each side")
     ap.add_argument("--scale", type=float, default=1.5, help="the goal's norm over the popular items' mean norm")
     args = ap.parse_args()
     rows = json.loads(OUT_JSON.read_text()) if OUT_JSON.exists() else []
     for defence in args.defences:
         for share in args.shares:
             row = run(defence, share, args)
-            rows = [r for r in rows if (r["defence"], r["share"]) != (defence, share)] + [row]
+            rows = [r for r in rows if (label(r), r["share"]) != (label(row), share)] + [row]
             save(rows)
             print(summarize(rows), flush=True)
 
