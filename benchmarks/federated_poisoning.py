@@ -64,6 +64,7 @@ def run(defence: str, share: float, args: argparse.Namespace) -> dict:
         "target_er@10": at["target-er@10"],
         "curve": {r: {"valid-ndcg@10": m["valid-ndcg@10"], "target-er@10": m["target-er@10"]}
                   for r, m in history["evaluate"].items()},
+        "dropped": {r: m["dropped"] for r, m in history["train"].items() if "dropped" in m},  # outlier filter
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }  # fmt: skip
 
