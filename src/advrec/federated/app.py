@@ -112,12 +112,12 @@ def settings_of(config: Mapping[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"epsilon {out['epsilon']} needs a positive clip (got {out['clip']}); epsilon 0 is no DP")
     if not 0 < out["user-rate"] <= 1:
         raise ConfigError(f"user-rate must lie in (0, 1], got {out['user-rate']}")
-    check_poisoning(out)
+    check_options(out)
     return out
 
 
-def check_poisoning(s: Mapping[str, Any]) -> None:
-    """Refuses inconsistent attack / defence settings."""
+def check_options(s: Mapping[str, Any]) -> None:
+    """Refuses inconsistent attack, defence, secure-aggregation and timeout settings."""
     if s["attack"] not in ATTACKS:
         raise ConfigError(f"attack must be one of {ATTACKS}, got {s['attack']!r}")
     if s["defence"] and s["defence"] not in DEFENCES:
