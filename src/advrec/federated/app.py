@@ -415,10 +415,11 @@ def simulate(config: Mapping[str, Any], partitions: int, threads_per_client: int
         "client_resources": {"num_cpus": threads_per_client, "num_gpus": 0.0},
         "init_args": {"num_cpus": max(1, threads_per_client), "include_dashboard": False},
     }
+    # every virtual node takes part from the first round: a round may otherwise start before all have registered
+    s["min-nodes"] = max(s["min-nodes"], partitions)
     if s["secagg"]:
         from advrec.federated import secagg
 
-        s["min-nodes"] = max(s["min-nodes"], partitions)  # SecAgg+ fixes its nodes at each round's set-up
         client = secagg.make_client_app(s)
     else:
         client = make_client_app(s)
