@@ -29,6 +29,7 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAdam, FedAvg, FedYogi
 
 from advrec.data.datasets import load_dataset
+from advrec.data.interactions import Interactions
 from advrec.data.splits import Split, ratio_split
 from advrec.errors import ConfigError
 from advrec.federated.attack import malicious_partitions, poison, popular_items, target_exposure, target_items
@@ -85,7 +86,8 @@ DEFAULTS: dict[str, Any] = {
 STRATEGIES = ("fedavg", "fedadam", "fedyogi")
 ATTACKS = ("", "popularity")
 Metrics = dict[str, int | float | list[int] | list[float]]  # what a Flower MetricRecord holds
-_SPLITS: dict[tuple, tuple[Split, np.ndarray]] = {}  # per process (a simulation actor serves many rounds)
+# per process (a simulation actor serves many rounds): the interactions, their split, the users' permutation
+_SPLITS: dict[tuple, tuple[Interactions, Split, np.ndarray]] = {}
 
 
 def settings_of(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -143,15 +145,26 @@ def fcf_settings(s: Mapping[str, Any], n_users: int) -> FCFSettings:
     return FCFSettings(alpha=s["alpha"], reg=s["reg"], lr=s["lr"], clip=clip if clip > 0 else None, n_users=n_users)
 
 
-def federation_data(s: Mapping[str, Any]) -> tuple[Split, np.ndarray]:
-    """The split and a seeded permutation of its users (dealt to partitions in turn), cached per process."""
+def _federation(s: Mapping[str, Any]) -> tuple[Interactions, Split, np.ndarray]:
+    """The interactions, their split and a seeded permutation of the users, loaded once per process."""
     key = (s["dataset"], s["data-dir"], s["min-rating"], s["split-seed"])
     if key not in _SPLITS:
         X = load_dataset(s["dataset"], s["data-dir"] or None, min_rating=s["min-rating"])
         split = ratio_split(X, random_state=s["split-seed"])
         order = np.random.default_rng(s["split-seed"]).permutation(split.n_users)
-        _SPLITS[key] = (split, order)
+        _SPLITS[key] = (X, split, order)
     return _SPLITS[key]
+
+
+def federation_data(s: Mapping[str, Any]) -> tuple[Split, np.ndarray]:
+    """The split and a seeded permutation of its users (dealt to partitions in turn), cached per process."""
+    _, split, order = _federation(s)
+    return split, order
+
+
+def federation_interactions(s: Mapping[str, Any]) -> Interactions:
+    """The interactions `federation_data` split (the run directory's id maps come from them)."""
+    return _federation(s)[0]
 
 
 def partition_users(context: Context, order: np.ndarray) -> np.ndarray:

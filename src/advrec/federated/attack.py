@@ -24,7 +24,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from advrec.errors import ConfigError
-from advrec.federated.fcf import FCFSettings, user_factors
+from advrec.federated.fcf import BLOCK_FLOATS, FCFSettings, user_factors
 
 POPULAR = 50  # the popular items whose mean factor the targets are pushed to
 
@@ -73,8 +73,9 @@ def target_exposure(
     history = sp.csr_matrix(history)
     active = np.flatnonzero(np.diff(history.indptr) > 0)
     total, users = 0.0, 0
-    for lo in range(0, active.size, 1024):
-        rows = history[active[lo : lo + 1024]]
+    step = max(1, BLOCK_FLOATS // max(Q.shape[0], 1))  # users scored at once: a bounded block of users × items
+    for lo in range(0, active.size, step):
+        rows = history[active[lo : lo + step]]
         scores = user_factors(rows, Q, settings).numpy() @ Q.T
         scores[np.repeat(np.arange(rows.shape[0]), np.diff(rows.indptr)), rows.indices] = -np.inf
         kth = -np.partition(-scores, k - 1, axis=1)[:, k - 1 : k]  # the k-th best score of each user

@@ -24,9 +24,9 @@ def update_features(arrays: list[list[np.ndarray]]) -> np.ndarray:
     largest share of that deviation's squared norm held by one row of one array (a push on a few items)."""
     feats = np.zeros((len(arrays), 2))
     for layer in zip(*arrays, strict=True):
-        stacked = np.stack(layer).reshape(len(layer), layer[0].shape[0], -1).astype(np.float64)
+        stacked = np.stack(layer).reshape(len(layer), layer[0].shape[0], -1)  # the replies' dtype (float32)
         dev = stacked - np.median(stacked, axis=0)
-        rows = (dev * dev).sum(2)  # (replies, rows)
+        rows = np.einsum("rij,rij->ri", dev, dev, dtype=np.float64)  # (replies, rows), summed in float64
         feats[:, 0] += rows.sum(1)
         feats[:, 1] = np.maximum(feats[:, 1], rows.max(1))
     feats[:, 1] /= np.maximum(feats[:, 0], 1e-300)

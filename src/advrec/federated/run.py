@@ -21,9 +21,8 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from advrec.data.datasets import load_dataset
 from advrec.errors import ConfigError
-from advrec.federated.app import federation_data, settings_of, simulate
+from advrec.federated.app import federation_data, federation_interactions, settings_of, simulate
 from advrec.models import IALS
 
 FEDERATED_MODELS = ("FCF", "IALS")  # names `advrec federate` takes for federated iALS
@@ -76,7 +75,7 @@ def federate(config: Mapping[str, Any], partitions: int, out: Path) -> tuple[Pat
     model = served_model(Q, s, split.train.matrix)
     t1 = time.perf_counter()
     report = evaluate(model, split, ks=(10, 20))
-    X = load_dataset(s["dataset"], s["data-dir"] or None, min_rating=s["min-rating"])
+    X = federation_interactions(s)
     federated = {
         "clients": partitions, "rounds": s["rounds"], "strategy": s["strategy"], "defence": s["defence"] or None,
         "secure_aggregation": s["secagg"], "epsilon": history["epsilon"],

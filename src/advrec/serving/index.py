@@ -96,6 +96,9 @@ class ServedModel:
             if run.titles is not None
             else [None] * self.n_items
         )
+        # item vectors of a model that folds a new history in (IALS), taken once rather than copied per request
+        embeddings = getattr(self.model, "embeddings", None)
+        self.item_vectors = embeddings()[1] if embeddings is not None and hasattr(self.model, "fold_in") else None
         counts = np.asarray(history.sum(axis=0)).ravel().astype(np.float32)
         self.popularity = counts / max(1.0, float(counts.max(initial=0.0)))
         norms = np.sqrt(counts)
@@ -233,9 +236,9 @@ class ServedModel:
         s[~known] = self.popularity
         strategy = ["user-vector" if k else "popularity" for k in known]
         fold = np.flatnonzero(~known & (np.diff(rows.liked.indptr) > 0))
-        fold_in, embeddings = getattr(self.model, "fold_in", None), getattr(self.model, "embeddings", None)
-        if fold.size and fold_in is not None and embeddings is not None:  # the history's vector against the items'
-            s[fold] = fold_in(rows.liked[fold]) @ embeddings()[1].T
+        fold_in = getattr(self.model, "fold_in", None)
+        if fold.size and fold_in is not None and self.item_vectors is not None:  # the history's vector, the items'
+            s[fold] = fold_in(rows.liked[fold]) @ self.item_vectors.T
             for r in fold:
                 strategy[r] = "fold-in"
         return s, strategy
