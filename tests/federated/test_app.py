@@ -29,6 +29,10 @@ def test_settings_refuse_unknown_keys_and_wrong_types():
         settings_of({"epsilon": 8.0})
     with pytest.raises(ConfigError, match="min-nodes must be at least 1"):
         settings_of({"min-nodes": 0})
+    with pytest.raises(ConfigError, match="fraction-train must lie"):
+        settings_of({"fraction-train": 0.0})
+    with pytest.raises(ConfigError, match="set fraction-train 1"):
+        settings_of({"fraction-train": 0.5, "epsilon": 8.0, "clip": 0.05})
 
 
 def test_the_server_takes_the_sizes_without_the_data(tmp_path):
@@ -46,6 +50,29 @@ def test_partitions_deal_every_user_once(data_dir):
     assert sorted(np.concatenate(parts).tolist()) == list(range(split.n_users))
     with pytest.raises(ConfigError, match="partition-id"):
         partition_users(_Context(3, 3), order)
+
+
+@pytest.mark.integration
+def test_sampled_rounds_take_the_seeded_partitions(data_dir, tmp_path):
+    """`fraction-train` 0.5 of 4 virtual nodes: each round FedAvg over the 2 partitions drawn from the run's
+    seed and the round (whatever ids the simulation gives its nodes), weighted by their users."""
+    config = {"data-dir": str(data_dir), "factors": 8, "rounds": 2, "strategy": "fedavg", "lr": 20.0,
+              "fraction-train": 0.5, "out": str(tmp_path / "run")}  # fmt: skip
+    simulate(config, partitions=4)
+    got = load_file(str(tmp_path / "run" / "item_factors.safetensors"))["item_factors"]
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    s = settings_of(config)
+    split, order = federation_data(s)
+    Q = np.random.default_rng(s["seed"]).normal(scale=0.1 / np.sqrt(8), size=(split.n_items, 8)).astype(np.float32)
+    fcf = FCFSettings(alpha=s["alpha"], reg=s["reg"], lr=s["lr"], clip=None, n_users=split.n_users)
+    rounds = []
+    for r in (1, 2):
+        chosen = np.random.default_rng([s["seed"], 11, r]).choice(4, size=2, replace=False)
+        users = np.concatenate([partition_users(_Context(int(p), 4), order) for p in chosen])
+        total, _ = client_step(split.train.matrix[users], Q, fcf)
+        Q = (Q + total / len(users)).astype(np.float32)
+        rounds.append(Q)
+    np.testing.assert_allclose(got, rounds[history["best_round"] - 1], rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.integration

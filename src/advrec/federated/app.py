@@ -36,6 +36,7 @@ from advrec.federated.attack import malicious_partitions, poison, popular_items,
 from advrec.federated.defence import DEFENCES, configure
 from advrec.federated.fcf import FCFSettings, client_metrics, client_step, restrict
 from advrec.federated.privacy import epsilon_spent, noise_multiplier, sampled_users
+from advrec.federated.sampling import Among, NodeSampler, partition_reply
 from advrec.io import atomic_write, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -134,6 +135,13 @@ def check_options(s: Mapping[str, Any]) -> None:
         raise ConfigError("a defence replaces the noisy sum that differential privacy accounts for: not both")
     if s["defence"] and s["secagg"]:
         raise ConfigError("secure aggregation shows the server only the sum: a defence needs each node's update")
+    if not 0 < s["fraction-train"] <= 1:
+        raise ConfigError(f"fraction-train must lie in (0, 1], got {s['fraction-train']}")
+    if s["fraction-train"] < 1 and (s["epsilon"] > 0 or s["secagg"]):
+        raise ConfigError(
+            "fraction-train < 1 samples nodes; with DP (sampling users, user-rate) or SecAgg+ (an "
+            "unweighted mean over all nodes) every node takes part: set fraction-train 1"
+        )
     if not s["round-timeout"] > 0:
         raise ConfigError(f"round-timeout must be positive, got {s['round-timeout']}")
     if s["secagg"] and (s["secagg-shares"] < 3 or not s["secagg-range"] > 0):
@@ -256,6 +264,11 @@ def make_client_app(bound: Mapping[str, Any] | None = None) -> ClientApp:
         metrics["num-examples"] = 1
         return Message(content=RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)
 
+    @app.query()
+    def query(msg: Message, context: Context) -> Message:
+        """This node's partition id, by which the server samples the nodes of a round."""
+        return partition_reply(msg, partition_id(context))
+
     return app
 
 
@@ -302,13 +315,19 @@ def make_strategy(s: Mapping[str, Any], noise_std: float = 0.0) -> FedAvg:
     every, last, defence = s["evaluate-every"], s["rounds"], s["defence"]
     bases = (below,) if base is None else (base, below)
 
+    sampler = NodeSampler(s["seed"], s["fraction-train"], s["min-nodes"], s["round-timeout"])
+
     class Strategy(*bases):  # type: ignore[misc]
         noise_rng = np.random.default_rng([s["seed"], 7])
+
+        def configure_train(self, server_round: int, arrays: ArrayRecord, config: Any, grid: Grid) -> Any:
+            nodes = sampler.sample(grid, server_round)
+            return super().configure_train(server_round, arrays, config, Among(grid, nodes))
 
         def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: Any, grid: Grid) -> Any:
             if server_round % every and server_round != last:
                 return []
-            return super().configure_evaluate(server_round, arrays, config, grid)
+            return super().configure_evaluate(server_round, arrays, config, Among(grid, sampler.all(grid)))
 
         def aggregate_train(self, server_round: int, replies: Any) -> tuple[ArrayRecord | None, MetricRecord | None]:
             replies = list(replies)
@@ -316,9 +335,9 @@ def make_strategy(s: Mapping[str, Any], noise_std: float = 0.0) -> FedAvg:
                 self.num_nodes_to_select = max(1, len(replies) - s["assumed-malicious"])
             return super().aggregate_train(server_round, replies)
 
-    common = {"fraction_train": s["fraction-train"], "fraction_evaluate": 1.0, "min_train_nodes": 1,
-              "min_evaluate_nodes": 1, "min_available_nodes": s["min-nodes"],
-              "evaluate_metrics_aggr_fn": sum_metrics}  # fmt: skip
+    # the sampler picks the nodes (after waiting for min-nodes); the strategy takes all it is shown
+    common = {"fraction_train": 1.0, "fraction_evaluate": 1.0, "min_train_nodes": 1, "min_evaluate_nodes": 1,
+              "min_available_nodes": 1, "evaluate_metrics_aggr_fn": sum_metrics}  # fmt: skip
     strategy = (
         Strategy(**common)
         if base is None
