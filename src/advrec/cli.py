@@ -405,7 +405,7 @@ def _train_here(cfg: Any, out: Path | None, plot: bool) -> None:
 
 @app.command()
 def federate(
-    model: Annotated[str, typer.Argument(help="FCF (federated iALS; IALS is taken as the same)")],
+    model: Annotated[str, typer.Argument(help="FCF (federated iALS; IALS is taken as the same) or MultVAE")],
     dataset: Annotated[str, typer.Option(help="dataset name")] = "ml-100k",
     clients: Annotated[int, typer.Option(help="simulated clients; each holds a seeded share of the users")] = 10,
     rounds: Annotated[int, typer.Option(help="federated rounds")] = 30,
@@ -419,33 +419,38 @@ def federate(
         str | None,
         typer.Option(help="robust aggregation: krum, multikrum, bulyan, median, trimmed-mean, outlier-filter"),
     ] = None,
-    strategy: Annotated[str, typer.Option(help="fedavg, fedadam or fedyogi")] = "fedadam",
+    strategy: Annotated[
+        str | None, typer.Option(help="fedavg, fedadam or fedyogi (default: fedadam for FCF, fedavg for MultVAE)")
+    ] = None,
     sets: Annotated[
         list[str] | None, typer.Option("--set", help="federated setting key=value (advrec.federated.app.DEFAULTS)")
     ] = None,
     seed: Annotated[int, typer.Option(help="seed of the split, the factors and the noise")] = 2020,
     min_rating: Annotated[float, typer.Option(help="ratings below it are dropped")] = 4.0,
-    out: Annotated[Path | None, typer.Option(help="run directory (default runs/fcf-<time>)")] = None,
+    out: Annotated[Path | None, typer.Option(help="run directory (default runs/<model>-<time>)")] = None,
     data_dir: DataDir = None,
 ) -> None:
-    """Trains federated iALS on Flower's simulation engine and writes a run directory that `advrec serve`,
-    `evaluate` and `recommend` take; its manifest records clients, rounds, ε and the bytes communicated."""
+    """Trains federated iALS (or MultVAE) on Flower's simulation engine and writes a run directory that `advrec
+    serve`, `evaluate` and `recommend` take; its manifest records clients, rounds, ε and the bytes communicated."""
     from advrec.federated.run import FEDERATED_MODELS
 
     try:
         if model.upper() not in FEDERATED_MODELS:
-            raise ConfigError(f"federated training exists for {', '.join(FEDERATED_MODELS)} (iALS), not {model!r}")
-        config: dict[str, Any] = {"dataset": dataset, "rounds": rounds, "strategy": strategy, "min-rating": min_rating,
+            raise ConfigError(f"federated training exists for FCF / IALS (iALS) and MultVAE, not {model!r}")
+        kind = FEDERATED_MODELS[model.upper()]
+        strategy = strategy or ("fedavg" if kind == "multvae" else "fedadam")
+        config: dict[str, Any] = {"model": kind, "dataset": dataset, "rounds": rounds, "strategy": strategy,
+                                  "min-rating": min_rating,
                                   "seed": seed, "split-seed": seed, "data-dir": data_dir or "",
                                   "epsilon": epsilon or 0.0, "defence": defence or "", "secagg": secagg}  # fmt: skip
         config.update(_federated_sets(sets or []))
         from advrec.federated.run import federate as run_federation
         from advrec.runs import new_run_dir
 
-        path, metrics = run_federation(config, clients, out or new_run_dir("runs", "fcf"))
+        path, metrics = run_federation(config, clients, out or new_run_dir("runs", kind))
     except AdvrecError as err:
         _fail(err)
-    _print_summary({"FCF": metrics}, [10, 20])
+    _print_summary({model: metrics}, [10, 20])
     console.print(f"→ {path}")
 
 

@@ -163,3 +163,31 @@ def test_secure_aggregation_gives_fedavg_by_hand(data_dir, tmp_path, epsilon):
     # 2^22 levels over [-32, 32]: a node's value moves by at most 2^-17 in round 1, which round 2's step carries on
     np.testing.assert_allclose(got, rounds[history["best_round"] - 1], rtol=0, atol=1e-3)
     assert not np.allclose(got, rounds[history["best_round"] - 1], rtol=0, atol=1e-9)  # it was quantised
+
+
+@pytest.mark.integration
+def test_multvae_round_is_fedavg_of_the_nodes_local_fits(data_dir, tmp_path):
+    """One FedAvg round of MultVAE on 3 virtual nodes: the released weights are the user-weighted mean of each
+    node's `local-epochs` fit from the seeded initial weights on its own users (replayed in one process)."""
+    from advrec.federated import neural
+
+    config = {"data-dir": str(data_dir), "model": "multvae", "rounds": 1, "strategy": "fedavg", "hidden": 32,
+              "latent": 8, "local-epochs": 2, "batch-size": 100, "out": str(tmp_path / "run")}  # fmt: skip
+    simulate(config, partitions=3)
+    got = load_file(str(tmp_path / "run" / "network.safetensors"))
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert history["evaluate"]["1"]["test-ndcg@10"] > 0
+    s = settings_of(config)
+    split, order = federation_data(s)
+    start = neural.initial_weights(s, split.n_items)
+    total, n = {k: np.zeros_like(v, dtype=np.float64) for k, v in start.items()}, 0
+    for p in range(3):
+        users = partition_users(_Context(p, 3), order)
+        new, _ = neural.local_update(s, split.train.matrix[users], start, neural.node_seed(s, 1, p))
+        for k in total:
+            total[k] += len(users) * new[k]
+        n += len(users)
+    assert set(got) == set(start)
+    for k in got:
+        assert not np.allclose(got[k], start[k])  # the round moved every array
+        np.testing.assert_allclose(got[k], total[k] / n, rtol=1e-4, atol=1e-5, err_msg=k)

@@ -50,3 +50,27 @@ def test_federate_refuses_other_models_and_bad_settings(tmp_path):
     res = runner.invoke(app, ["federate", "FCF", "--set", "nope=1", "--out", str(tmp_path / "x")])
     assert res.exit_code == 2 and "key among" in res.output
     assert not (tmp_path / "x").exists()
+
+
+def test_federated_multvae_is_a_servable_multvae_run(tmp_path, data_dir):
+    run = tmp_path / "vae"
+    args = ["federate", "MultVAE", "--dataset", "ml-100k", "--clients", "2", "--rounds", "2", "--set", "hidden=32",
+            "--set", "latent=8", "--out", str(run), "--data-dir", str(data_dir)]  # fmt: skip
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    loaded = load_run(run)
+    fed = loaded.manifest["federated"]
+    assert type(loaded.model).__name__ == "MultVAE" and fed["model"] == "multvae" and fed["strategy"] == "fedavg"
+    n_weights = sum(p.numel() for p in loaded.model.network_.parameters())
+    assert fed["bytes_per_client_round"] == 2 * 4 * n_weights
+    clients = fed["history"]["evaluate"][str(fed["best_round"])]["test-ndcg@10"]
+    assert loaded.manifest["metrics"]["ndcg@10"] == pytest.approx(clients, rel=1e-3)
+
+    from advrec.serving.app import create_app
+
+    key = "k" * 24
+    with TestClient(create_app(run, api_keys={key: ("read",)}), headers={"Authorization": f"Bearer {key}"}) as c:
+        history = [int(i) for i in loaded.items.ids[:3]]
+        anon = c.post("/v1/recommendations", json={"history": [{"item_id": i} for i in history], "k": 5})
+        assert anon.status_code == 200 and len(anon.json()["items"]) == 5
+        assert not set(history) & {x["item_id"] for x in anon.json()["items"]}

@@ -32,9 +32,10 @@ from advrec.data.datasets import load_dataset
 from advrec.data.interactions import Interactions
 from advrec.data.splits import Split, ratio_split
 from advrec.errors import ConfigError
+from advrec.federated import neural
 from advrec.federated.attack import malicious_partitions, poison, popular_items, target_exposure, target_items
 from advrec.federated.defence import DEFENCES, configure
-from advrec.federated.fcf import FCFSettings, client_metrics, client_step, restrict
+from advrec.federated.fcf import FCFSettings, client_metrics, client_step, metric_sums, restrict
 from advrec.federated.privacy import epsilon_spent, noise_multiplier, sampled_users
 from advrec.federated.sampling import Among, NodeSampler, partition_reply
 from advrec.io import atomic_write, atomic_write_text
@@ -42,6 +43,7 @@ from advrec.io import atomic_write, atomic_write_text
 log = logging.getLogger(__name__)
 
 DEFAULTS: dict[str, Any] = {
+    "model": "fcf",  # "fcf" (federated iALS) or "multvae" (FedAvg of a MultVAE's weights, `neural`)
     "dataset": "ml-100k",
     "data-dir": "",  # "" reads $ADVREC_DATA_DIR (or the cache) as `load_dataset` does
     "min-rating": 4.0,
@@ -83,7 +85,17 @@ DEFAULTS: dict[str, Any] = {
     "secagg": False,
     "secagg-shares": 10,
     "secagg-range": 8.0,
+    # MultVAE (`advrec.federated.neural`): epochs each node trains per round, its Adam step size and batch, the
+    # network (hidden and latent sizes, input dropout) and the KL weight β
+    "local-epochs": 1,
+    "local-lr": 1e-3,
+    "batch-size": 500,
+    "hidden": 600,
+    "latent": 32,
+    "dropout": 0.8,
+    "beta": 0.2,
 }
+MODELS = ("fcf", "multvae")
 STRATEGIES = ("fedavg", "fedadam", "fedyogi")
 ATTACKS = ("", "popularity")
 Metrics = dict[str, int | float | list[int] | list[float]]  # what a Flower MetricRecord holds
@@ -108,7 +120,7 @@ def settings_of(config: Mapping[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"strategy must be one of {', '.join(STRATEGIES)}, got {out['strategy']!r}")
     if out["n-items"] < 0 or out["n-users"] < 0:
         raise ConfigError(f"n-items and n-users must be ≥ 0, got {out['n-items']} and {out['n-users']}")
-    for key in ("rounds", "factors", "evaluate-every", "min-nodes"):
+    for key in ("rounds", "factors", "evaluate-every", "min-nodes", "local-epochs", "batch-size", "hidden", "latent"):
         if out[key] < 1:
             raise ConfigError(f"{key} must be at least 1, got {out[key]}")
     if out["epsilon"] < 0 or (out["epsilon"] > 0 and not out["clip"] > 0):
@@ -120,7 +132,13 @@ def settings_of(config: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def check_options(s: Mapping[str, Any]) -> None:
-    """Refuses inconsistent attack, defence, secure-aggregation and timeout settings."""
+    """Refuses inconsistent model, attack, defence, secure-aggregation and timeout settings."""
+    if s["model"] not in MODELS:
+        raise ConfigError(f"model must be one of {', '.join(MODELS)}, got {s['model']!r}")
+    if s["model"] == "multvae" and (s["epsilon"] > 0 or s["secagg"] or s["attack"]):
+        raise ConfigError("user-level DP, SecAgg+ and the poisoning experiments are built for fcf, not multvae")
+    if not (0 <= s["dropout"] < 1 and s["beta"] >= 0 and s["local-lr"] > 0):
+        raise ConfigError("dropout must lie in [0, 1), beta be ≥ 0 and local-lr positive")
     if s["attack"] not in ATTACKS:
         raise ConfigError(f"attack must be one of {ATTACKS}, got {s['attack']!r}")
     if s["defence"] and s["defence"] not in DEFENCES:
@@ -241,6 +259,30 @@ def node_metrics(s: Mapping[str, Any], context: Context, Q: np.ndarray) -> Metri
     return metrics
 
 
+def multvae_update(
+    s: Mapping[str, Any], context: Context, weights: Mapping[str, np.ndarray], server_round: int
+) -> tuple[dict[str, np.ndarray], Metrics]:
+    """A MultVAE node's round: `local-epochs` epochs on its users from the server's weights."""
+    split, order = federation_data(s)
+    users = partition_users(context, order)
+    seed = neural.node_seed(s, server_round, partition_id(context))
+    new, stats = neural.local_update(s, split.train.matrix[users], weights, seed)
+    return new, {"num-examples": len(users), **stats}
+
+
+def multvae_metrics(s: Mapping[str, Any], context: Context, weights: Mapping[str, np.ndarray]) -> Metrics:
+    """Sums of ranking metrics of this node's users (as `node_metrics`), each scored from their own history."""
+    split, order = federation_data(s)
+    users = partition_users(context, order)
+    model = neural.served_model(s, weights, split.train.matrix)
+    metrics: Metrics = {}
+    for part in ("valid", "test"):
+        sums = metric_sums(restrict(split.eval_set(part), users), model._score, (10, 20))
+        n = sums.pop("users")
+        metrics.update({f"{part}-{k}": v for k, v in sums.items()}, **{f"{part}-users": n})
+    return metrics
+
+
 def make_client_app(bound: Mapping[str, Any] | None = None) -> ClientApp:
     """The ClientApp; `bound` settings, when given, come under each run's own run config."""
     app = ClientApp()
@@ -251,16 +293,25 @@ def make_client_app(bound: Mapping[str, Any] | None = None) -> ClientApp:
     @app.train()
     def train(msg: Message, context: Context) -> Message:
         """`node_update` on the item factors received."""
-        server_round = int(msg.content.config_records["config"]["server-round"])  # type: ignore[arg-type]
-        Q = msg.content.array_records["arrays"].to_numpy_ndarrays()[0]
-        sent, metrics = node_update(setting(context), context, Q, server_round)
-        return Message(content=RecordDict({"arrays": ArrayRecord([sent]), "metrics": MetricRecord(metrics)}),
-                       reply_to=msg)  # fmt: skip
+        s, server_round = setting(context), int(msg.content.config_records["config"]["server-round"])  # type: ignore[arg-type]
+        if s["model"] == "multvae":
+            got = {k: a.numpy() for k, a in msg.content.array_records["arrays"].items()}
+            new, metrics = multvae_update(s, context, got, server_round)
+            arrays = ArrayRecord({k: Array(v) for k, v in new.items()})
+        else:
+            Q = msg.content.array_records["arrays"].to_numpy_ndarrays()[0]
+            sent, metrics = node_update(s, context, Q, server_round)
+            arrays = ArrayRecord([sent])
+        return Message(content=RecordDict({"arrays": arrays, "metrics": MetricRecord(metrics)}), reply_to=msg)
 
     @app.evaluate()
     def evaluate(msg: Message, context: Context) -> Message:
         """`node_metrics` of the item factors received (sums: the server adds them up, `sum_metrics`)."""
-        metrics = node_metrics(setting(context), context, msg.content.array_records["arrays"].to_numpy_ndarrays()[0])
+        s, record = setting(context), msg.content.array_records["arrays"]
+        if s["model"] == "multvae":
+            metrics = multvae_metrics(s, context, {k: a.numpy() for k, a in record.items()})
+        else:
+            metrics = node_metrics(s, context, record.to_numpy_ndarrays()[0])
         metrics["num-examples"] = 1
         return Message(content=RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)
 
@@ -354,17 +405,23 @@ def make_server_app(bound: Mapping[str, Any] | None = None) -> ServerApp:
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
-        """Runs `rounds` rounds from seeded item factors; writes the factors of the round with the best validation
-        NDCG@10 and the rounds' history to `out`."""
+        """Runs `rounds` rounds from seeded item factors (a MultVAE: seeded weights); writes the arrays of the
+        round with the best validation NDCG@10 and the rounds' history to `out`."""
         s = settings_of({**(bound or {}), **context.run_config})
         n_items, n_users = sizes(s)
         rng = np.random.default_rng(s["seed"])
         Q0 = rng.normal(scale=0.1 / np.sqrt(s["factors"]), size=(n_items, s["factors"])).astype(np.float32)
-        snapshots: dict[int, np.ndarray] = {}
+        initial = ArrayRecord([Q0])
+        if s["model"] == "multvae":
+            initial = ArrayRecord({k: Array(v) for k, v in neural.initial_weights(s, n_items).items()})
+        snapshots: dict[int, dict[str, np.ndarray]] = {}
 
-        def keep(server_round: int, arrays: ArrayRecord) -> None:  # the factors the clients evaluate this round
+        def keep(server_round: int, arrays: ArrayRecord) -> None:  # the arrays the clients evaluate this round
             if server_round and not (server_round % s["evaluate-every"] and server_round != s["rounds"]):
-                snapshots[server_round] = arrays.to_numpy_ndarrays()[0]
+                named = {k: a.numpy() for k, a in arrays.items()}
+                snapshots[server_round] = (
+                    named if s["model"] == "multvae" else {"item_factors": next(iter(named.values()))}
+                )
 
         sigma, std = 0.0, 0.0
         if s["epsilon"] > 0:  # σ·C on the sum of clipped updates, divided by the expected count of users
@@ -375,9 +432,10 @@ def make_server_app(bound: Mapping[str, Any] | None = None) -> ServerApp:
             from advrec.federated.secagg import run_server
 
             out = run_server(grid, context, s, Q0, std)
-            snapshots, evaluated, train = out["snapshots"], out["evaluate"], out["train"]
+            snapshots = {r: {"item_factors": Q} for r, Q in out["snapshots"].items()}
+            evaluated, train = out["evaluate"], out["train"]
         else:
-            result = make_strategy(s, std).start(grid=grid, initial_arrays=ArrayRecord([Q0]), num_rounds=s["rounds"],
+            result = make_strategy(s, std).start(grid=grid, initial_arrays=initial, num_rounds=s["rounds"],
                                                  timeout=s["round-timeout"], evaluate_fn=keep)  # fmt: skip
             evaluated = {r: dict(m) for r, m in result.evaluate_metrics_clientapp.items()}
             train = {r: dict(m) for r, m in result.train_metrics_clientapp.items()}
@@ -393,7 +451,8 @@ def make_server_app(bound: Mapping[str, Any] | None = None) -> ServerApp:
             "evaluate": {str(r): m for r, m in evaluated.items()},
         }
         if s["out"]:
-            save_result(Path(s["out"]), snapshots[best], history)
+            name = "network" if s["model"] == "multvae" else "item_factors"
+            save_result(Path(s["out"]), name, snapshots[best], history)
 
     return app
 
@@ -403,12 +462,13 @@ client_app = make_client_app()
 server_app = make_server_app()
 
 
-def save_result(folder: Path, item_factors: np.ndarray, history: dict) -> None:
-    """`item_factors.safetensors` and `history.json` in `folder`, each written whole or not at all."""
+def save_result(folder: Path, name: str, arrays: Mapping[str, np.ndarray], history: dict) -> None:
+    """`<name>.safetensors` (the released arrays: "item_factors", or a MultVAE's "network") and `history.json` in
+    `folder`, each written whole or not at all."""
     from safetensors.numpy import save_file
 
     folder.mkdir(parents=True, exist_ok=True)
-    atomic_write(folder / "item_factors.safetensors", lambda tmp: save_file({"item_factors": item_factors}, tmp))
+    atomic_write(folder / f"{name}.safetensors", lambda tmp: save_file(dict(arrays), tmp))
     atomic_write_text(folder / "history.json", json.dumps(history, indent=2, default=float))
 
 

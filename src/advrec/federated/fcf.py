@@ -22,6 +22,7 @@ weight, so the weighted mean over clients (FedAvg) is Q + mean over all sampled 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -125,13 +126,19 @@ def ials_loss(rows: sp.csr_matrix, Q: np.ndarray, settings: FCFSettings) -> floa
 def client_metrics(es: EvalSet, Q: np.ndarray, settings: FCFSettings, ks: tuple[int, ...] = (10, 20)) -> dict:
     """Full-ranking metrics of the evaluation set's users, each scored on the client from its own history
     (x_u solved against Q, the history's items excluded): per-metric sums and the user count."""
-    if len(es.users) == 0:
-        return {"users": 0.0}
 
     def score(history: sp.csr_matrix, users: np.ndarray) -> np.ndarray:
         X = user_factors(history[users], Q, settings).numpy()
         return X @ Q.T
 
+    return metric_sums(es, score, ks)
+
+
+def metric_sums(es: EvalSet, score: Callable[[sp.csr_matrix, np.ndarray], np.ndarray], ks: tuple[int, ...]) -> dict:
+    """Per-metric sums of NDCG and Recall at `ks` over the evaluation set's users scored by `score(history,
+    users)`, and the user count."""
+    if len(es.users) == 0:
+        return {"users": 0.0}
     report = evaluate_scores(score, es, ks=ks, metrics=("ndcg", "recall"), progress=False)
     n = float(report.summary["n_users"])
     out = {"users": n}

@@ -1,7 +1,8 @@
 """A federated training run as a normal advrec run directory (`advrec federate`), servable by `advrec serve`.
 
-The federation (Flower's simulation engine, `simulate`) leaves the item factors of the released round; the run
-directory holds them in an `IALS` whose user vectors are each user's exact iALS step against those factors (what
+The federation (Flower's simulation engine, `simulate`) leaves the item factors of the released round (a MultVAE:
+its network's weights, held in a `MultVAE` that scores a user from their history); the run directory holds them
+in an `IALS` whose user vectors are each user's exact iALS step against those factors (what
 every client computes on its device, `advrec.federated.fcf.user_factors`): so `advrec serve`, `evaluate` and
 `recommend` treat it as any iALS run, and a history sent to the service is folded in the same way. The manifest's
 "federated" entry records the federation: clients, rounds, strategy, ε and δ, defence, bytes communicated, the
@@ -22,10 +23,12 @@ import numpy as np
 import scipy.sparse as sp
 
 from advrec.errors import ConfigError
+from advrec.federated import neural
 from advrec.federated.app import federation_data, federation_interactions, settings_of, simulate
-from advrec.models import IALS
+from advrec.models import IALS, MultVAE
 
-FEDERATED_MODELS = ("FCF", "IALS")  # names `advrec federate` takes for federated iALS
+# the names `advrec federate` takes (any case) and the federated model each trains
+FEDERATED_MODELS = {"FCF": "fcf", "IALS": "fcf", "MULTVAE": "multvae"}
 
 
 def served_model(item_factors: np.ndarray, s: Mapping[str, Any], train: sp.csr_matrix) -> IALS:
@@ -39,12 +42,11 @@ def served_model(item_factors: np.ndarray, s: Mapping[str, Any], train: sp.csr_m
     return model
 
 
-def communication(s: Mapping[str, Any], partitions: int, n_items: int, history: Mapping[str, Any]) -> dict:
-    """Bytes of the item factors each client receives (float32) and sends (float32; under SecAgg+ the masked
-    quantised array, int64) per training round, and all the run's messages' array payloads: every client down and
-    up each round, down again for each evaluation (SecAgg+'s key messages, a few hundred bytes a neighbour, and
-    Flower's framing not counted)."""
-    down = n_items * s["factors"] * 4
+def communication(s: Mapping[str, Any], partitions: int, down: int, history: Mapping[str, Any]) -> dict:
+    """Bytes of the arrays each client receives (`down`: the item factors or a MultVAE's weights, float32) and
+    sends (the same; under SecAgg+ the masked quantised array, int64) per training round, and all the run's
+    messages' array payloads: every client down and up each round, down again for each evaluation (SecAgg+'s key
+    messages, a few hundred bytes a neighbour, and Flower's framing not counted)."""
     up = 2 * down if s["secagg"] else down
     rounds = s["rounds"]
     evaluations = len(history["evaluate"])
@@ -70,9 +72,14 @@ def federate(config: Mapping[str, Any], partitions: int, out: Path) -> tuple[Pat
         t0 = time.perf_counter()
         simulate({**s, "out": tmp}, partitions=partitions)
         wall = time.perf_counter() - t0
-        Q = load_file(str(Path(tmp) / "item_factors.safetensors"))["item_factors"]
+        name = "network" if s["model"] == "multvae" else "item_factors"
+        arrays = load_file(str(Path(tmp) / f"{name}.safetensors"))
         history = json.loads((Path(tmp) / "history.json").read_text())
-    model = served_model(Q, s, split.train.matrix)
+    if s["model"] == "multvae":
+        model: IALS | MultVAE = neural.served_model(s, arrays, split.train.matrix)
+    else:
+        model = served_model(arrays["item_factors"], s, split.train.matrix)
+    down = sum(a.nbytes for a in arrays.values())
     t1 = time.perf_counter()
     report = evaluate(model, split, ks=(10, 20))
     X = federation_interactions(s)
@@ -81,7 +88,7 @@ def federate(config: Mapping[str, Any], partitions: int, out: Path) -> tuple[Pat
         "secure_aggregation": s["secagg"], "epsilon": history["epsilon"],
         "delta": s["delta"] if history["epsilon"] else None, "noise_multiplier": history["noise_multiplier"],
         "best_round": history["best_round"], "seconds": history["seconds"],
-        **communication(s, partitions, split.n_items, history),
+        "model": s["model"], **communication(s, partitions, down, history),
         "history": {"train": history["train"], "evaluate": history["evaluate"]},
     }  # fmt: skip
     dataset = {"name": s["dataset"], "min_rating": s["min-rating"], "shape": list(X.shape), "nnz": X.nnz}

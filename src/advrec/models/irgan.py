@@ -15,7 +15,7 @@ generator lr of 3e-3, or mix 0.2, drifts away from the BPR-MF start and validati
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import cast
 
@@ -130,7 +130,7 @@ class IRGAN(AdversarialRecommender):
         self,
         X: Interactions | sp.spmatrix,
         valid: EvalSet | Split | None = None,
-        init: TorchRecommender | None = None,
+        init: TorchRecommender | Mapping[str, torch.Tensor] | None = None,
         plugins: Sequence[TrainingPlugin] = (),
         checkpoint: str | Path | None = None,
     ) -> IRGAN:

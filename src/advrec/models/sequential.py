@@ -8,10 +8,12 @@ matrix whose values are the 1-based position of each entry in its user's time or
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import numpy as np
 import scipy.sparse as sp
+import torch
 
 from advrec.data.interactions import Interactions
 from advrec.data.sequences import order_positions, sequences
@@ -52,7 +54,7 @@ class SequentialRecommender(TorchRecommender, register=False):
         self,
         X: Interactions | sp.spmatrix,
         valid: EvalSet | Split | None = None,
-        init: TorchRecommender | None = None,
+        init: TorchRecommender | Mapping[str, torch.Tensor] | None = None,
         plugins: Any = (),
         checkpoint: Any = None,
     ) -> SequentialRecommender:

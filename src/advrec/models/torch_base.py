@@ -7,7 +7,7 @@ import logging
 import time
 import warnings
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -331,14 +331,15 @@ class TorchRecommender(Recommender):
         self,
         X: Interactions | sp.spmatrix,
         valid: EvalSet | Split | None = None,
-        init: TorchRecommender | None = None,
+        init: TorchRecommender | Mapping[str, torch.Tensor] | None = None,
         plugins: Sequence[TrainingPlugin] = (),
         checkpoint: str | Path | None = None,
     ) -> TorchRecommender:
         """Trains on `X`; with `valid`, early stopping on the validation metric and the best epoch kept.
 
         `init`: a fitted model of the same class and shape whose weights training starts from (fine-tuning,
-        e.g. adversarial training after pretraining); the optimizer starts afresh. `plugins`: training options of
+        e.g. adversarial training after pretraining), or its network's state dict (a federated round starts each
+        node from the server's weights); the optimizer starts afresh. `plugins`: training options of
         other layers (`TrainingPlugin`). `checkpoint`: a folder where the state is saved after every epoch; a fit
         that finds a checkpoint of the same setting there resumes from it (e.g. after a worker was restarted).
         """
@@ -401,7 +402,13 @@ class TorchRecommender(Recommender):
                 ddp.register_comm_hook(t.sent, _counted_allreduce)
                 t.objectives[phase.name] = ddp
 
-    def _warm_start(self, init: TorchRecommender) -> None:
+    def _warm_start(self, init: TorchRecommender | Mapping[str, torch.Tensor]) -> None:
+        if isinstance(init, Mapping):
+            try:
+                self.network_.load_state_dict(init)
+            except RuntimeError as err:  # missing, unexpected or mis-shaped weights
+                raise DataError(f"init does not fit {type(self).__name__}'s network: {err}") from None
+            return
         if type(init) is not type(self) or not init.is_fitted:
             raise ConfigError(f"init must be a fitted {type(self).__name__}, got {type(init).__name__}")
         if (init.n_users_, init.n_items_) != (self.n_users_, self.n_items_):

@@ -3,7 +3,7 @@ seen in training are recommended from their text alone."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, cast
 
 import numpy as np
@@ -142,7 +142,7 @@ class UniSRec(SASRec):
         self,
         X: Interactions | sp.spmatrix,
         valid: EvalSet | Split | None = None,
-        init: TorchRecommender | None = None,
+        init: TorchRecommender | Mapping[str, torch.Tensor] | None = None,
         plugins: Any = (),
         checkpoint: Any = None,
     ) -> UniSRec:
