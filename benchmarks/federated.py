@@ -1,4 +1,4 @@
-"""Federated against centralised training of the same model (implicit ALS) on ml-1m.
+"""Federated against centralised training of the same model (implicit ALS; MultVAE) on ml-1m.
 
 Protocol: ml-1m ratings ≥ 4, `ratio_split` 80/10/10 per user (seed 2020); full ranking, the user's training items
 excluded; test NDCG@10 and Recall@20 at the iteration / round with the best validation NDCG@10.
@@ -12,10 +12,16 @@ excluded; test NDCG@10 and Recall@20 at the iteration / round with the best vali
 - Private: the same with user-level DP (`--epsilons`, δ 1e-6; each user clipped to `--clip`, Gaussian noise on the
   sum, every user in every round; `advrec.federated.privacy`), `--rounds` rounds.
 
-Rows are kept per (training, ε): a run adds or replaces its own rows (`--skip-centralised` keeps the stored one).
+- MultVAE (`--model multvae`): centralised `MultVAE` (600-32, dropout 0.8, β annealed to 0.2; early stopping) against
+  FedAvg of its weights (`advrec.federated.neural`): each node trains `--local-epochs` epochs (batches of
+  `--batch-size`, Adam lr 1e-3, β held at 0.2) on its users from the server's weights each round.
+
+Rows are kept per (model, training, ε): a run adds or replaces its own rows (`--skip-centralised` keeps the stored
+one).
 
 Usage: python benchmarks/federated.py [--rounds 150] [--partitions 10] [--server-lr 0.01] [--epsilons 0 8 1]
        [--clip 50] [--skip-centralised]
+       python benchmarks/federated.py --model multvae [--rounds 100] [--local-epochs 2] [--batch-size 100]
        python benchmarks/federated.py --secagg-cost 5 [--partitions 10]
 """
 
@@ -35,22 +41,25 @@ MODEL = {"factors": 64, "reg": 10.0, "alpha": 10.0}
 SPLIT = {"dataset": "ml-1m", "min-rating": 4.0, "split-seed": 2020}
 
 
-def centralised() -> dict:
+def centralised(kind: str = "fcf") -> dict:
     import torch
 
     torch.set_num_threads(1)
     from advrec.data import load_movielens
     from advrec.data.splits import ratio_split
     from advrec.evaluation import evaluate
-    from advrec.models import IALS
+    from advrec.models import IALS, MultVAE
 
     split = ratio_split(load_movielens("ml-1m", min_rating=SPLIT["min-rating"]), random_state=SPLIT["split-seed"])
     t0 = time.perf_counter()
-    model = IALS(**MODEL, iterations=30, device="cpu", random_state=2020).fit(split.train, valid=split)
+    if kind == "multvae":
+        model: IALS | MultVAE = MultVAE(device="cpu", random_state=2020).fit(split.train, valid=split)
+    else:
+        model = IALS(**MODEL, iterations=30, device="cpu", random_state=2020).fit(split.train, valid=split)
     fit_s = time.perf_counter() - t0
     test = evaluate(model, split, ks=(10, 20)).summary
     return {
-        "training": "centralised", "model": "IALS", "epsilon": None, "fit_s": fit_s,
+        "training": "centralised", "model": type(model).__name__, "epsilon": None, "fit_s": fit_s,
         "test": {"ndcg@10": test["ndcg@10"], "recall@20": test["recall@20"]},
         "best": getattr(model, "best_epoch_", None),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -79,6 +88,34 @@ def federated(rounds: int, partitions: int, server_lr: float, epsilon: float = 0
         "test": {"ndcg@10": at_best["test-ndcg@10"], "recall@20": at_best["test-recall@20"]},
         "best": best, "rounds": rounds, "partitions": partitions, "server_lr": server_lr,
         "bytes_per_node_round": 2 * Q.size * 4, "mean_client_s": sum(client_s) / len(client_s),
+        "curve": {r: m["valid-ndcg@10"] for r, m in history["evaluate"].items()},
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }  # fmt: skip
+
+
+def federated_multvae(rounds: int, partitions: int, local_epochs: int, batch_size: int) -> dict:
+    """FedAvg of MultVAE's weights, evaluated through the nodes every 10 rounds."""
+    from safetensors.numpy import load_file
+
+    from advrec.federated.app import simulate
+
+    with TemporaryDirectory() as tmp:
+        config = {**SPLIT, "model": "multvae", "rounds": rounds, "strategy": "fedavg", "local-epochs": local_epochs,
+                  "batch-size": batch_size, "evaluate-every": 10, "out": tmp}  # fmt: skip
+        t0 = time.perf_counter()
+        simulate(config, partitions=partitions)
+        wall = time.perf_counter() - t0
+        history = json.loads((Path(tmp) / "history.json").read_text())
+        weights = load_file(str(Path(tmp) / "network.safetensors"))
+    best = history["best_round"]
+    at_best = history["evaluate"][str(best)]
+    client_s = [m["client-seconds"] for m in history["train"].values()]
+    return {
+        "training": "federated", "model": "MultVAE", "epsilon": None, "fit_s": wall, "strategy_s": history["seconds"],
+        "test": {"ndcg@10": at_best["test-ndcg@10"], "recall@20": at_best["test-recall@20"]},
+        "best": best, "rounds": rounds, "partitions": partitions, "local_epochs": local_epochs,
+        "batch_size": batch_size, "bytes_per_node_round": 2 * sum(w.nbytes for w in weights.values()),
+        "mean_client_s": sum(client_s) / len(client_s),
         "curve": {r: m["valid-ndcg@10"] for r, m in history["evaluate"].items()},
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }  # fmt: skip
@@ -123,13 +160,15 @@ def summarize_cost(rows: list[dict]) -> str:
 
 
 def summarize(rows: list[dict]) -> str:
-    ref = next((r["test"]["ndcg@10"] for r in rows if r["training"] == "centralised"), float("nan"))
+    refs = {r["model"]: r["test"]["ndcg@10"] for r in rows if r["training"] == "centralised"}
+    same = {"FCF": "IALS", "MultVAE": "MultVAE"}  # each federated model against the centralised fit of its model
     head = ["training", "model", "ε", "NDCG@10", "Recall@20", "of centralised NDCG@10", "best iteration / round",
             "wall s", "bytes per node per round", "driver peak MB"]  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|---|---|---|" + "---:|" * (len(head) - 3)]
     for r in (r for r in rows if r["training"] != "cost"):
         eps = "∞" if r["epsilon"] is None else f"{r['epsilon']:.2f}"
         nbytes = f"{r['bytes_per_node_round'] / 1e6:.2f} MB" if "bytes_per_node_round" in r else ""
+        ref = refs.get(same.get(r["model"], r["model"]), float("nan"))
         lines.append(
             f"| {r['training']} | {r['model']} | {eps} | {r['test']['ndcg@10']:.4f} | {r['test']['recall@20']:.4f} | "
             f"{r['test']['ndcg@10'] / ref:.1%} | {r['best']} | {r['fit_s']:.0f} | {nbytes} | {r['peak_rss_mb']:.0f} |"
@@ -145,6 +184,9 @@ def main() -> None:
     ap.add_argument("--epsilons", type=float, nargs="+", default=[0.0], help="0: no differential privacy")
     ap.add_argument("--clip", type=float, default=50.0, help="per-user clipping bound under DP")
     ap.add_argument("--skip-centralised", action="store_true")
+    ap.add_argument("--model", choices=["fcf", "multvae"], default="fcf")
+    ap.add_argument("--local-epochs", type=int, default=2, help="MultVAE: a node's epochs per round")
+    ap.add_argument("--batch-size", type=int, default=100, help="MultVAE: a node's batch of users")
     ap.add_argument("--secagg-cost", type=int, default=0, metavar="ROUNDS",
                     help="only time ROUNDS FedAvg rounds with and without SecAgg+")  # fmt: skip
     args = ap.parse_args()
@@ -158,12 +200,20 @@ def main() -> None:
         return
     rows = json.loads(OUT_JSON.read_text()) if OUT_JSON.exists() else []
     if not args.skip_centralised:
-        rows = [r for r in rows if r["training"] != "centralised"] + [centralised()]
+        row = centralised(args.model)
+        rows = [r for r in rows if (r["training"], r["model"]) != ("centralised", row["model"])] + [row]
+        save(rows)
         print(summarize(rows), flush=True)
+    if args.model == "multvae":
+        rows = [r for r in rows if (r["training"], r["model"]) != ("federated", "MultVAE")]
+        rows.append(federated_multvae(args.rounds, args.partitions, args.local_epochs, args.batch_size))
+        save(rows)
+        print(summarize(rows))
+        return
     for eps in args.epsilons:
         row = federated(args.rounds, args.partitions, args.server_lr, eps, args.clip)
         target = eps or None
-        rows = [r for r in rows if (r["training"], r.get("target_epsilon")) != ("federated", target)]
+        rows = [r for r in rows if (r["training"], r["model"], r.get("target_epsilon")) != ("federated", "FCF", target)]
         rows.append({**row, "target_epsilon": target})
         save(rows)
     print(summarize(rows))

@@ -1,5 +1,6 @@
-"""A real deployment on loopback: a SuperLink and 3 SuperNodes as separate processes, a run submitted with
-`flwr run`; its item factors equal FedAvg by hand, as in the simulation."""
+"""A real deployment on loopback: a SuperLink and 3 SuperNodes as separate processes, each node given only its
+own partition file, a run submitted with `flwr run` whose settings point at no dataset; its item factors equal
+FedAvg by hand, as in the simulation."""
 
 import json
 import os
@@ -15,7 +16,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from advrec.federated.app import federation_data, settings_of, write_flower_app
+from advrec.federated.app import federation_data, settings_of, write_flower_app, write_partitions
 from advrec.federated.fcf import FCFSettings, client_step
 
 pytestmark = pytest.mark.integration
@@ -70,10 +71,13 @@ def test_superlink_and_three_supernodes(data_dir, tmp_path):
     )
     config = {"data-dir": str(data_dir), "factors": 8, "rounds": 2, "strategy": "fedavg", "lr": 20.0,
               "min-nodes": 3, "out": str(tmp_path / "out")}  # fmt: skip
-    app = write_flower_app(tmp_path / "app", config)
-    text = (app / "pyproject.toml").read_text()
+    files = write_partitions(config, 3, tmp_path / "nodes")
     split, _ = federation_data(settings_of(config))
-    assert f"n-items = {split.n_items}" in text and f"n-users = {split.n_users}" in text  # the server loads no data
+    # the run's settings name no loadable dataset: neither the server nor a node may open one
+    app = write_flower_app(tmp_path / "app", {**config, "dataset": "none", "data-dir": str(tmp_path / "no-data"),
+                                              "n-items": split.n_items, "n-users": split.n_users})  # fmt: skip
+    text = (app / "pyproject.toml").read_text()
+    assert f"n-items = {split.n_items}" in text and f"n-users = {split.n_users}" in text
     procs = [start([str(BIN / "flower-superlink"), "--insecure", "--disable-runtime-dependency-installation",
                     "--host", "127.0.0.1", "--port", str(link)], tmp_path / "superlink.log", env)]  # fmt: skip
     try:
@@ -81,7 +85,7 @@ def test_superlink_and_three_supernodes(data_dir, tmp_path):
         for i in range(3):
             node = [str(BIN / "flower-supernode"), "--insecure", "--superlink", f"127.0.0.1:{link}",
                     "--host", "127.0.0.1", "--port", str(free_port()),
-                    "--node-config", f"partition-id={i} num-partitions=3"]  # fmt: skip
+                    "--node-config", f'partition-id={i} num-partitions=3 data-file="{files[i]}"']  # fmt: skip
             procs.append(start(node, tmp_path / f"supernode{i}.log", env))
         run = subprocess.run([str(BIN / "flwr"), "run", str(app), "local", "--stream"], env=env, timeout=600,
                              capture_output=True, text=True)  # fmt: skip

@@ -109,3 +109,20 @@ def test_a_resumed_fit_ends_where_the_whole_fit_ends(tmp_path, split) -> None:  
         other.fit(split.train, valid=split, checkpoint=tmp_path / "ck")
     with pytest.raises(ConfigError, match="cannot be checkpointed"):
         make().fit(split.train, checkpoint=tmp_path / "ck3", plugins=[TrainingPlugin()])
+
+
+def test_a_fit_starts_from_given_weights(split) -> None:  # type: ignore[no-untyped-def]
+    """`init` as a state dict (a federated round's start): a fit of zero learning rate keeps those weights; weights
+    of another shape are refused, naming the model."""
+    import torch
+
+    from advrec.errors import DataError
+
+    first = MultVAE(hidden=16, latent=4, epochs=2, batch_size=16, device="cpu").fit(split.train)
+    state = {k: v.clone() for k, v in first.network_.state_dict().items()}
+    again = MultVAE(hidden=16, latent=4, epochs=1, batch_size=16, lr=1e-12, device="cpu", random_state=7)
+    again.fit(split.train, init=state)
+    for k, v in again.network_.state_dict().items():
+        torch.testing.assert_close(v, state[k], rtol=0, atol=1e-6)
+    with pytest.raises(DataError, match="does not fit MultVAE's network"):
+        MultVAE(hidden=8, latent=4, epochs=1, device="cpu").fit(split.train, init=state)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +30,13 @@ from flwr.serverapp.strategy import FedAdam, FedAvg, FedYogi
 
 from advrec.data.datasets import load_dataset
 from advrec.data.interactions import Interactions
-from advrec.data.splits import Split, ratio_split
+from advrec.data.splits import EvalSet, Split, ratio_split
 from advrec.errors import ConfigError
 from advrec.federated import neural
 from advrec.federated.attack import malicious_partitions, poison, popular_items, target_exposure, target_items
 from advrec.federated.defence import DEFENCES, configure
-from advrec.federated.fcf import FCFSettings, client_metrics, client_step, metric_sums, restrict
+from advrec.federated.fcf import FCFSettings, client_metrics, client_step, metric_sums
+from advrec.federated.partitions import NodeData, read_partition, write_partition
 from advrec.federated.privacy import epsilon_spent, noise_multiplier, sampled_users
 from advrec.federated.sampling import Among, NodeSampler, partition_reply
 from advrec.io import atomic_write, atomic_write_text
@@ -101,6 +102,9 @@ ATTACKS = ("", "popularity")
 Metrics = dict[str, int | float | list[int] | list[float]]  # what a Flower MetricRecord holds
 # per process (a simulation actor serves many rounds): the interactions, their split, the users' permutation
 _SPLITS: dict[tuple, tuple[Interactions, Split, np.ndarray]] = {}
+_NODES: dict[
+    tuple, tuple[NodeData, dict[str, int]]
+] = {}  # per process: each node's rows (a simulation's actor serves several nodes)
 
 
 def settings_of(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -199,10 +203,31 @@ def partition_users(context: Context, order: np.ndarray) -> np.ndarray:
     node = context.node_config
     if "partition-id" not in node or "num-partitions" not in node:
         raise ConfigError("a federated client needs node config 'partition-id' and 'num-partitions'")
-    pid, parts = int(node["partition-id"]), int(node["num-partitions"])
+    return dealt(order, int(node["partition-id"]), int(node["num-partitions"]))
+
+
+def dealt(order: np.ndarray, pid: int, parts: int) -> np.ndarray:
+    """Partition `pid` of `parts`: every `parts`-th user of the permutation `order` from `pid` on, sorted."""
     if not 0 <= pid < parts:
         raise ConfigError(f"partition-id {pid} is not in [0, {parts})")
     return np.sort(order[pid::parts])
+
+
+def write_partitions(config: Mapping[str, Any], partitions: int, folder: Path) -> list[Path]:
+    """Each node's file for a deployment, `folder/partition-<p>.safetensors` (`advrec.federated.partitions`): the
+    split of `config` dealt to `partitions` nodes as a simulation deals it. Start SuperNode p with node config
+    `data-file=<its file> partition-id=p num-partitions=<partitions>`."""
+    s = settings_of(config)
+    split, order = federation_data(s)
+    header = {"num-partitions": partitions, "n-items": split.n_items, "n-users": split.n_users}
+    return [
+        write_partition(
+            folder / f"partition-{p}.safetensors",
+            NodeData.of_split(split, dealt(order, p, partitions)),
+            {**header, "partition-id": p},
+        )
+        for p in range(partitions)
+    ]
 
 
 def partition_id(context: Context) -> int:
@@ -221,20 +246,44 @@ def sizes(s: Mapping[str, Any]) -> tuple[int, int]:
     return split.n_items, split.n_users
 
 
+def node_data(s: Mapping[str, Any], context: Context) -> NodeData:
+    """This node's users' rows: from its partition file (node config `data-file`, a deployment) or from the whole
+    split (a simulation); cached per process."""
+    node = context.node_config
+    path = str(node.get("data-file", ""))
+    if not path:
+        key = (s["dataset"], s["data-dir"], s["min-rating"], s["split-seed"], partition_id(context), parts(context))
+        if key not in _NODES:
+            split, order = federation_data(s)
+            _NODES[key] = NodeData.of_split(split, partition_users(context, order)), {}
+        return _NODES[key][0]
+    if (path,) not in _NODES:
+        _NODES[(path,)] = read_partition(path)
+    data, header = _NODES[(path,)]
+    for name in ("partition-id", "num-partitions"):
+        if name in node and int(node[name]) != header[name]:
+            raise ConfigError(f"{path} holds {name} {header[name]}, but this node was started with {node[name]}")
+    if s["n-items"] and header["n-items"] != s["n-items"]:
+        raise ConfigError(f"{path} has {header['n-items']} items; the run's catalogue has {s['n-items']}")
+    return data
+
+
 def node_update(s: Mapping[str, Any], context: Context, Q: np.ndarray, server_round: int) -> tuple[np.ndarray, Metrics]:
     """One round on this node's users: the item factors plus the mean of their updates (over the expected count
     of users taking part, so that the mean weighted by the partition's users, public, is Q + Σ_u Δ_u / (q·N)), and
-    the node's metrics with "num-examples". A malicious node of a poisoning experiment poisons it."""
-    split, order = federation_data(s)
-    users = partition_users(context, order)
-    taking_part = users[sampled_users(len(users), s["user-rate"], s["seed"], server_round, partition_id(context))]
+    the node's metrics with "num-examples". A malicious node of a poisoning experiment (a simulation, whose
+    attacker knows the items' popularity) poisons it."""
+    data = node_data(s, context)
+    n = data.train.shape[0]
+    taking_part = sampled_users(n, s["user-rate"], s["seed"], server_round, partition_id(context))
     t0 = time.perf_counter()
-    total, stats = client_step(split.train.matrix[taking_part], Q, fcf_settings(s, sizes(s)[1]))
-    metrics: Metrics = {"num-examples": len(users)}
+    total, stats = client_step(data.train[taking_part], Q, fcf_settings(s, sizes(s)[1]))
+    metrics: Metrics = {"num-examples": n}
     metrics.update({k: v for k, v in stats.items() if k != "users"}, **{"client-seconds": time.perf_counter() - t0})
-    update = total / max(s["user-rate"] * len(users), 1e-12)
+    update = total / max(s["user-rate"] * n, 1e-12)
     malicious = malicious_partitions(parts(context), s["attack-share"] if s["attack"] else 0.0, s["seed"])
     if partition_id(context) in malicious:
+        split, _ = federation_data(s)
         targets = target_items(split.train.matrix, s["targets"], s["seed"])
         boost = parts(context) / len(malicious)
         update = poison(update, Q, targets, popular_items(split.train.matrix), s["attack-scale"], boost)
@@ -243,19 +292,25 @@ def node_update(s: Mapping[str, Any], context: Context, Q: np.ndarray, server_ro
 
 def node_metrics(s: Mapping[str, Any], context: Context, Q: np.ndarray) -> Metrics:
     """Sums of ranking metrics of this node's users on their validation and test items ("valid-ndcg@10", ...,
-    with "valid-users" and "test-users"), each user scored on the node from their own history; with `targets`,
-    the targets' exposure among them ("target-er@10" over "target-users")."""
-    split, order = federation_data(s)
-    users = partition_users(context, order)
+    with "valid-users" and "test-users"), each user scored on the node from their own history; with `targets`
+    (a poisoning experiment), the targets' exposure among them ("target-er@10" over "target-users")."""
+    data = node_data(s, context)
+    settings = fcf_settings(s, sizes(s)[1])
+    metrics = _metric_sums(data, lambda es: client_metrics(es, Q, settings))
+    if s["targets"]:
+        split, _ = federation_data(s)
+        targets = target_items(split.train.matrix, s["targets"], s["seed"])
+        hits, n = target_exposure(data.train, Q, settings, targets)
+        metrics.update({"target-er@10": hits, "target-users": n})
+    return metrics
+
+
+def _metric_sums(data: NodeData, sums_of: Callable[[EvalSet], dict]) -> Metrics:
     metrics: Metrics = {}
     for part in ("valid", "test"):
-        sums = client_metrics(restrict(split.eval_set(part), users), Q, fcf_settings(s, sizes(s)[1]))
+        sums = sums_of(data.eval_set(part))
         n = sums.pop("users")
         metrics.update({f"{part}-{k}": v for k, v in sums.items()}, **{f"{part}-users": n})
-    if s["targets"]:
-        targets = target_items(split.train.matrix, s["targets"], s["seed"])
-        hits, n = target_exposure(split.train.matrix[users], Q, fcf_settings(s, sizes(s)[1]), targets)
-        metrics.update({"target-er@10": hits, "target-users": n})
     return metrics
 
 
@@ -263,24 +318,17 @@ def multvae_update(
     s: Mapping[str, Any], context: Context, weights: Mapping[str, np.ndarray], server_round: int
 ) -> tuple[dict[str, np.ndarray], Metrics]:
     """A MultVAE node's round: `local-epochs` epochs on its users from the server's weights."""
-    split, order = federation_data(s)
-    users = partition_users(context, order)
+    data = node_data(s, context)
     seed = neural.node_seed(s, server_round, partition_id(context))
-    new, stats = neural.local_update(s, split.train.matrix[users], weights, seed)
-    return new, {"num-examples": len(users), **stats}
+    new, stats = neural.local_update(s, data.train, weights, seed)
+    return new, {"num-examples": data.train.shape[0], **stats}
 
 
 def multvae_metrics(s: Mapping[str, Any], context: Context, weights: Mapping[str, np.ndarray]) -> Metrics:
     """Sums of ranking metrics of this node's users (as `node_metrics`), each scored from their own history."""
-    split, order = federation_data(s)
-    users = partition_users(context, order)
-    model = neural.served_model(s, weights, split.train.matrix)
-    metrics: Metrics = {}
-    for part in ("valid", "test"):
-        sums = metric_sums(restrict(split.eval_set(part), users), model._score, (10, 20))
-        n = sums.pop("users")
-        metrics.update({f"{part}-{k}": v for k, v in sums.items()}, **{f"{part}-users": n})
-    return metrics
+    data = node_data(s, context)
+    model = neural.served_model(s, weights, data.train)
+    return _metric_sums(data, lambda es: metric_sums(es, model._score, (10, 20)))
 
 
 def make_client_app(bound: Mapping[str, Any] | None = None) -> ClientApp:
