@@ -41,6 +41,18 @@ def test_federate_writes_a_servable_run(tmp_path, data_dir):
         assert not set(history) & {x["item_id"] for x in anon.json()["items"]}
     assert np.isfinite(loaded.model.user_factors_).all()
 
+    # forgetting a user runs the federation again without them (not a centralised refit)
+    from advrec.privacy.forget import forget_user
+
+    gone = loaded.users.ids[0]
+    result = forget_user(run, gone)
+    again = load_run(run)
+    assert result.method == "re-running the federation (same settings and seeds)"
+    assert gone not in again.users and again.split.n_users == loaded.split.n_users - 1
+    assert type(again.model).__name__ == "IALS" and again.manifest["federated"]["clients"] == 3
+    assert again.manifest["federated"]["history"] != fed["history"]  # a new federation's rounds
+    assert not np.allclose(again.model.item_factors_, loaded.model.item_factors_)
+
 
 def test_federate_refuses_other_models_and_bad_settings(tmp_path):
     res = runner.invoke(app, ["federate", "BPRMF", "--out", str(tmp_path / "x")])

@@ -49,6 +49,7 @@ DEFAULTS: dict[str, Any] = {
     "data-dir": "",  # "" reads $ADVREC_DATA_DIR (or the cache) as `load_dataset` does
     "min-rating": 4.0,
     "split-seed": 2020,
+    "split-dir": "",  # a saved split (`Split.save`) to federate instead of splitting `dataset`
     "factors": 64,
     "alpha": 10.0,
     "reg": 10.0,
@@ -177,13 +178,24 @@ def fcf_settings(s: Mapping[str, Any], n_users: int) -> FCFSettings:
 
 def _federation(s: Mapping[str, Any]) -> tuple[Interactions, Split, np.ndarray]:
     """The interactions, their split and a seeded permutation of the users, loaded once per process."""
-    key = (s["dataset"], s["data-dir"], s["min-rating"], s["split-seed"])
+    key = (s["split-dir"],) if s["split-dir"] else (s["dataset"], s["data-dir"], s["min-rating"], s["split-seed"])
     if key not in _SPLITS:
-        X = load_dataset(s["dataset"], s["data-dir"] or None, min_rating=s["min-rating"])
-        split = ratio_split(X, random_state=s["split-seed"])
+        if s["split-dir"]:  # a saved split (a run's, e.g. without a forgotten user)
+            split = Split.load(s["split-dir"])
+            X = split.train
+        else:
+            X = load_dataset(s["dataset"], s["data-dir"] or None, min_rating=s["min-rating"])
+            split = ratio_split(X, random_state=s["split-seed"])
         order = np.random.default_rng(s["split-seed"]).permutation(split.n_users)
         _SPLITS[key] = (X, split, order)
     return _SPLITS[key]
+
+
+def forget_cache(split_dir: str) -> None:
+    """Drops this process's copies of the split saved at `split_dir` and of its nodes' rows."""
+    _SPLITS.pop((split_dir,), None)
+    for key in [k for k in _NODES if k[:1] == (split_dir,)]:
+        del _NODES[key]
 
 
 def federation_data(s: Mapping[str, Any]) -> tuple[Split, np.ndarray]:
@@ -252,7 +264,8 @@ def node_data(s: Mapping[str, Any], context: Context) -> NodeData:
     node = context.node_config
     path = str(node.get("data-file", ""))
     if not path:
-        key = (s["dataset"], s["data-dir"], s["min-rating"], s["split-seed"], partition_id(context), parts(context))
+        key = (s["split-dir"] or s["dataset"], s["data-dir"], s["min-rating"], s["split-seed"], partition_id(context),
+               parts(context))  # fmt: skip
         if key not in _NODES:
             split, order = federation_data(s)
             _NODES[key] = NodeData.of_split(split, partition_users(context, order)), {}

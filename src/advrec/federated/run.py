@@ -22,9 +22,10 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from advrec.data.splits import Split
 from advrec.errors import ConfigError
 from advrec.federated import neural
-from advrec.federated.app import federation_data, federation_interactions, settings_of, simulate
+from advrec.federated.app import federation_data, federation_interactions, forget_cache, settings_of, simulate
 from advrec.models import IALS, MultVAE
 
 # the names `advrec federate` takes (any case) and the federated model each trains
@@ -54,15 +55,11 @@ def communication(s: Mapping[str, Any], partitions: int, down: int, history: Map
             "bytes_total": partitions * ((down + up) * rounds + down * evaluations)}  # fmt: skip
 
 
-def federate(config: Mapping[str, Any], partitions: int, out: Path) -> tuple[Path, dict[str, float]]:
-    """Runs the federation of `config` (settings of `advrec.federated.app.DEFAULTS`) on `partitions` simulated
-    clients and writes the run directory `out`; returns it and the test metrics of the released factors."""
+def federation(s: Mapping[str, Any], partitions: int) -> tuple[IALS | MultVAE, dict[str, Any], float]:
+    """Runs the federation of the settings `s` on `partitions` simulated clients: the served model over the
+    released arrays, the manifest's "federated" entry, and the wall seconds."""
     from safetensors.numpy import load_file
 
-    from advrec.evaluation import evaluate
-    from advrec.runs import save_run
-
-    s = settings_of(config)
     if partitions < 1:
         raise ConfigError(f"clients must be at least 1, got {partitions}")
     if s["attack"]:
@@ -80,9 +77,6 @@ def federate(config: Mapping[str, Any], partitions: int, out: Path) -> tuple[Pat
     else:
         model = served_model(arrays["item_factors"], s, split.train.matrix)
     down = sum(a.nbytes for a in arrays.values())
-    t1 = time.perf_counter()
-    report = evaluate(model, split, ks=(10, 20))
-    X = federation_interactions(s)
     federated = {
         "clients": partitions, "rounds": s["rounds"], "strategy": s["strategy"], "defence": s["defence"] or None,
         "secure_aggregation": s["secagg"], "epsilon": history["epsilon"],
@@ -91,8 +85,34 @@ def federate(config: Mapping[str, Any], partitions: int, out: Path) -> tuple[Pat
         "model": s["model"], **communication(s, partitions, down, history),
         "history": {"train": history["train"], "evaluate": history["evaluate"]},
     }  # fmt: skip
+    return model, federated, wall
+
+
+def federate(config: Mapping[str, Any], partitions: int, out: Path) -> tuple[Path, dict[str, float]]:
+    """Runs the federation of `config` (settings of `advrec.federated.app.DEFAULTS`) on `partitions` simulated
+    clients and writes the run directory `out`; returns it and the test metrics of the released factors."""
+    from advrec.evaluation import evaluate
+    from advrec.runs import save_run
+
+    s = settings_of(config)
+    model, federated, wall = federation(s, partitions)
+    split, _ = federation_data(s)
+    t1 = time.perf_counter()
+    report = evaluate(model, split, ks=(10, 20))
+    X = federation_interactions(s)
     dataset = {"name": s["dataset"], "min_rating": s["min-rating"], "shape": list(X.shape), "nnz": X.nnz}
     path = save_run(out, model, X, split, dataset, metrics=report.summary,
                     timings={"fit": wall, "evaluate": time.perf_counter() - t1},
                     extra={"config": s, "federated": federated})  # fmt: skip
     return path, report.summary
+
+
+def refederate(manifest: Mapping[str, Any], split: Split) -> tuple[IALS | MultVAE, dict[str, Any]]:
+    """The federation of a run directory's manifest run again, with its settings and seeds, on `split` (the run's
+    split without a forgotten user): the new served model and "federated" entry."""
+    s = settings_of(manifest["config"])
+    with TemporaryDirectory(prefix="advrec-refederate-") as tmp:
+        split.save(Path(tmp) / "split")
+        model, federated, _ = federation({**s, "split-dir": str(Path(tmp) / "split")}, manifest["federated"]["clients"])
+    forget_cache(str(Path(tmp) / "split"))
+    return model, federated

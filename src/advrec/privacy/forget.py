@@ -127,8 +127,16 @@ def forget_user(
     u = run.users.index(raw_user)
     removed = sum(int(getattr(run.split, p).matrix[u].nnz) for p in PARTS if getattr(run.split, p) is not None)
     split = drop_user(run.split, u)
-    model, method = refit(run.model, split)
-    _save_without(run, model, split, _record(run.manifest, method, removed, events_removed), t0)
+    extra: dict[str, Any] = {}
+    model: Recommender
+    if "federated" in run.manifest:  # trained by a federation: run it again without the user, not centrally
+        from advrec.federated.run import refederate
+
+        model, extra["federated"] = refederate(run.manifest, split)
+        method = "re-running the federation (same settings and seeds)"
+    else:
+        model, method = refit(run.model, split)
+    _save_without(run, model, split, _record(run.manifest, method, removed, events_removed), t0, extra)
     return ForgetResult(run.path, method, removed, events_removed, time.perf_counter() - t0)
 
 
@@ -161,8 +169,11 @@ def _record(manifest: dict[str, Any], method: str, removed: int, events: int) ->
     return [*manifest.get("forgotten", []), entry]
 
 
-def _save_without(run: Run, model: Recommender, split: Split, forgotten: list[dict[str, Any]], t0: float) -> None:
-    """Writes the run again without the user (atomically: the old run stays whole until the swap)."""
+def _save_without(
+    run: Run, model: Recommender, split: Split, forgotten: list[dict[str, Any]], t0: float, more: dict[str, Any]
+) -> None:
+    """Writes the run again without the user (atomically: the old run stays whole until the swap), with the
+    manifest entries `more` (a federated run's new "federated")."""
     manifest = run.manifest
     data = split.train
     if run.titles is not None and (data.item_features is None or "title" not in data.item_features):
@@ -176,6 +187,7 @@ def _save_without(run: Run, model: Recommender, split: Split, forgotten: list[di
     }
     if "config" in manifest:
         extra["config"] = manifest["config"]
+    extra.update(more)
     if model.privacy_ is not None:
         from advrec.privacy.dp import privacy_manifest
 
