@@ -19,7 +19,14 @@ PYTEST_THREADS ?= 1
 
 .PHONY: venv demo test bench lint lock clean
 
-venv: $(STAMP)
+venv: $(STAMP) $(VENV)/advrec.toml
+
+# The data home of this install: the project's shared data when it is there, so that `advrec ...` typed in a
+# shell finds the datasets as `make` does (read by advrec.data.registry; $ADVREC_DATA_DIR still wins).
+$(VENV)/advrec.toml: $(STAMP)
+	@if [ -f "$(SHARED_DATA)/ml-100k/u.data" ]; then \
+	  printf '# written by make: where advrec finds its datasets\n[data]\nhome = "%s"\n' "$(SHARED_DATA)" > $@; \
+	else touch $@; fi
 
 # torch is pinned and installed first: an unpinned torch pulls a multi-GB CUDA build. Every version comes from
 # requirements.lock, so a fresh install today resolves what the last `make lock` resolved.
@@ -41,10 +48,10 @@ lock:
 	mv $(LOCK).tmp $(LOCK)
 	rm -rf .lock-venv
 
-demo: $(STAMP)
+demo: venv
 	$(BIN)/advrec demo
 
-test: $(STAMP)
+test: venv
 	OMP_NUM_THREADS=$(PYTEST_THREADS) MKL_NUM_THREADS=$(PYTEST_THREADS) \
 	  $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile -q
 

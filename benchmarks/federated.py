@@ -21,7 +21,7 @@ one).
 
 Usage: python benchmarks/federated.py [--rounds 150] [--partitions 10] [--server-lr 0.01] [--epsilons 0 8 1]
        [--clip 50] [--skip-centralised]
-       python benchmarks/federated.py --model multvae [--rounds 100] [--local-epochs 2] [--batch-size 100]
+       python benchmarks/federated.py --model multvae [--rounds 80] [--local-epochs 5] [--batch-size 100]
        python benchmarks/federated.py --secagg-cost 5 [--partitions 10]
 """
 
@@ -185,7 +185,7 @@ def main() -> None:
     ap.add_argument("--clip", type=float, default=50.0, help="per-user clipping bound under DP")
     ap.add_argument("--skip-centralised", action="store_true")
     ap.add_argument("--model", choices=["fcf", "multvae"], default="fcf")
-    ap.add_argument("--local-epochs", type=int, default=2, help="MultVAE: a node's epochs per round")
+    ap.add_argument("--local-epochs", type=int, default=5, help="MultVAE: a node's epochs per round")
     ap.add_argument("--batch-size", type=int, default=100, help="MultVAE: a node's batch of users")
     ap.add_argument("--secagg-cost", type=int, default=0, metavar="ROUNDS",
                     help="only time ROUNDS FedAvg rounds with and without SecAgg+")  # fmt: skip

@@ -92,8 +92,13 @@ def datasets(
 ) -> None:
     """Known datasets: where their files are, whether they are present, and their counts."""
     from advrec.data.datasets import LOADERS, OFFICIAL_SPLITS, load_dataset
-    from advrec.data.registry import list_datasets
+    from advrec.data.registry import data_home_source, list_datasets
 
+    try:
+        home, source = data_home_source(data_dir)
+    except AdvrecError as err:
+        _fail(err)
+    console.print(f"data home: {home} (from {source})")
     table = Table("dataset", "present", "users", "items", "interactions", "folder")
     for st in list_datasets(data_dir):
         n = ("", "", "")

@@ -152,7 +152,38 @@ def test_data_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     assert data_home(tmp_path / "arg") == tmp_path / "arg"
     monkeypatch.delenv("ADVREC_DATA_DIR")
     monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
+    monkeypatch.setattr("sys.prefix", str(tmp_path / "venv"))  # no environment's advrec.toml either
     assert data_home() == tmp_path / ".cache" / "advrec" / "datasets"
+
+
+def test_the_data_home_comes_from_a_configuration_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """`advrec ...` typed in a shell finds the datasets `make` found: the environment's advrec.toml (written by
+    make), a user's config.toml before it, $ADVREC_DATA_DIR before both; a broken file is named."""
+    from advrec.data.registry import data_home_source
+    from advrec.errors import DataError
+
+    monkeypatch.delenv("ADVREC_DATA_DIR", raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setattr("sys.prefix", str(tmp_path / "venv"))
+    (tmp_path / "venv").mkdir()
+    (tmp_path / "venv" / "advrec.toml").write_text('[data]\nhome = "../shared"\n')
+    assert data_home_source() == ((tmp_path / "shared").resolve(), str(tmp_path / "venv" / "advrec.toml"))
+    user = tmp_path / "config" / "advrec" / "config.toml"
+    user.parent.mkdir(parents=True)
+    user.write_text('[data]\nhome = "/srv/data"\n')
+    assert data_home() == Path("/srv/data")
+    monkeypatch.setenv("ADVREC_DATA_DIR", str(tmp_path / "env"))
+    assert data_home() == tmp_path / "env"
+    monkeypatch.delenv("ADVREC_DATA_DIR")
+    user.write_text("[data]\nhome = 3\n")
+    with pytest.raises(DataError, match=r"config\.toml: \[data\] home must be a folder path"):
+        data_home()
+    user.write_text("[data\n")
+    with pytest.raises(DataError, match="not a valid advrec configuration file"):
+        data_home()
+    user.write_text("")  # sets nothing: the environment's file is read
+    assert data_home() == (tmp_path / "shared").resolve()
 
 
 def test_unknown_dataset_lists_known_names() -> None:

@@ -1,6 +1,8 @@
 """Known datasets: their files, checksums, download URLs, and where they live on disk.
 
-The data home is `data_dir` when given, else the environment variable `ADVREC_DATA_DIR`, else
+The data home is `data_dir` when given, else the environment variable `ADVREC_DATA_DIR`, else `home` in the
+`[data]` table of a configuration file (`$XDG_CONFIG_HOME/advrec/config.toml`, then `advrec.toml` in the Python
+environment's prefix, which `make` writes when it finds the project's shared data), else
 `~/.cache/advrec/datasets`. A dataset lives in `<data home>/<folder>/` (e.g. `ml-1m/ratings.dat`).
 """
 
@@ -27,6 +29,7 @@ __all__ = [
     "DatasetInfo",
     "DatasetStatus",
     "data_home",
+    "data_home_source",
     "dataset_dir",
     "get_dataset",
     "list_datasets",
@@ -214,14 +217,50 @@ def get_dataset(name: str) -> DatasetInfo:
         raise UnknownDatasetError(f"unknown dataset {name!r}; known datasets: {', '.join(sorted(DATASETS))}") from None
 
 
+def config_files() -> list[Path]:
+    """The configuration files read, in order: the user's, then the Python environment's."""
+    user = Path(os.environ.get("XDG_CONFIG_HOME", "").strip() or Path.home() / ".config")
+    return [user / "advrec" / "config.toml", Path(sys.prefix) / "advrec.toml"]
+
+
+def configured_data_home() -> tuple[Path, Path] | None:
+    """(data home, file) from the first configuration file that sets `[data] home` (a relative path is taken
+    from the file's folder); None when none does. A file that is not TOML, or a `home` that is not a string, is
+    refused naming the file."""
+    import tomllib
+
+    for path in config_files():
+        if not path.is_file():
+            continue
+        try:
+            home = tomllib.loads(path.read_text()).get("data", {}).get("home")
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError, AttributeError) as err:
+            raise DataError(f"{path}: not a valid advrec configuration file ({err})") from None
+        if home is None:
+            continue
+        if not isinstance(home, str) or not home.strip():
+            raise DataError(f"{path}: [data] home must be a folder path (a string), got {home!r}")
+        return (path.parent / Path(home).expanduser()).resolve(), path
+    return None
+
+
 def data_home(data_dir: str | os.PathLike[str] | None = None) -> Path:
-    """`data_dir` when given, else `$ADVREC_DATA_DIR`, else `~/.cache/advrec/datasets` (not created)."""
+    """`data_dir` when given, else `$ADVREC_DATA_DIR`, else a configuration file's `[data] home`, else
+    `~/.cache/advrec/datasets` (not created)."""
+    return data_home_source(data_dir)[0]
+
+
+def data_home_source(data_dir: str | os.PathLike[str] | None = None) -> tuple[Path, str]:
+    """The data home and where it came from (what `advrec datasets` prints)."""
     if data_dir is not None:
-        return Path(data_dir).expanduser()
+        return Path(data_dir).expanduser(), "--data-dir"
     env = os.environ.get(ENV_VAR, "").strip()
     if env:
-        return Path(env).expanduser()
-    return Path.home() / ".cache" / "advrec" / "datasets"
+        return Path(env).expanduser(), f"${ENV_VAR}"
+    configured = configured_data_home()
+    if configured is not None:
+        return configured[0], str(configured[1])
+    return Path.home() / ".cache" / "advrec" / "datasets", "the default cache"
 
 
 def _missing(folder: Path, info: DatasetInfo) -> list[str]:
