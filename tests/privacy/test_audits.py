@@ -159,6 +159,19 @@ def test_gradient_reversal_and_adversarial_training(tiny_gendered):
         fit_adversarial(MultVAE(epochs=1), tiny_gendered, {"gender": g[:10]})
 
 
+def test_string_labels_are_coded_and_missing_ones_unknown():
+    from advrec.privacy.adversarial import encode_labels
+
+    got = encode_labels({"gender": np.array(["M", "F", None, "F"], dtype=object), "age": [25, -1, 56, 18],
+                         "score": np.array([1.0, np.nan, 0.0])})  # fmt: skip
+    assert got["gender"].tolist() == [1, 0, -1, 0] and got["age"].tolist() == [25, -1, 56, 18]
+    assert got["score"].tolist() == [1, -1, 0]
+    with pytest.raises(ConfigError, match="must be ≥ −1"):
+        encode_labels({"age": [3, -2]})
+    with pytest.raises(ConfigError, match="one value per user"):
+        encode_labels({"age": [[1, 2]]})
+
+
 @pytest.mark.statistical
 def test_conditioned_decoder_reads_the_group_and_survives_save(tiny_gendered, tmp_path, seed, claim):
     g, _ = user_attribute(tiny_gendered, "gender")

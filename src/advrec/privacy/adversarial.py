@@ -22,10 +22,11 @@ Two further tools, usable with or without the adversaries:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any, cast
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
@@ -155,14 +156,15 @@ class AttributeAdversary(TrainingPlugin):
 def fit_adversarial(
     model: MultVAE,
     X: Interactions | sp.spmatrix,
-    labels: dict[str, np.ndarray],
+    labels: Mapping[str, Any],
     lam: float = 1.0,
     n_heads: int = 3,
     valid: Any = None,
     condition: np.ndarray | None = None,
     **adversary_kw: Any,
 ) -> MultVAE:
-    """Trains `model` with attribute adversaries (see the module docstring) and returns it.
+    """Trains `model` with attribute adversaries (see the module docstring) and returns it. `labels`: attribute →
+    one label per training user (ints with −1 unknown, or strings: `encode_labels`).
 
     `condition`: (n_users,) group labels of every user (−1 unknown), typically the protected attribute
     itself, given to the decoder (MultVAE's `user_groups_`). The code then need not carry the attribute for the
@@ -173,6 +175,7 @@ def fit_adversarial(
     if not isinstance(model, MultVAE):
         raise ConfigError(f"adversarial attribute removal supports MultVAE, not {type(model).__name__}")
     n = X.n_users if isinstance(X, Interactions) else X.shape[0]
+    labels = encode_labels(labels)
     for name, y in labels.items():
         if len(y) != n:
             raise ConfigError(f"labels of {name!r} have {len(y)} entries for {n} training users")
@@ -184,6 +187,26 @@ def fit_adversarial(
     adversary = AttributeAdversary(labels, lam=lam, n_heads=n_heads, random_state=model.random_state, **adversary_kw)
     model.fit(X, valid=valid, plugins=[adversary])
     return model
+
+
+def encode_labels(labels: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """Each attribute's labels as int codes (−1 unknown): integer labels as they are; strings or categories
+    (e.g. ml-1m's gender "F"/"M") coded in sorted order, a missing value (None, NaN) as −1."""
+    out = {}
+    for name, values in labels.items():
+        y = np.asarray(values)
+        if y.ndim != 1:
+            raise ConfigError(f"labels of {name!r} must be one value per user, got shape {y.shape}")
+        if y.dtype.kind in "iub":
+            if y.size and y.min() < -1:
+                raise ConfigError(f"integer labels of {name!r} must be ≥ −1 (−1 = unknown), got {y.min()}")
+            out[name] = y.astype(np.int64)
+        elif y.dtype.kind == "f" and np.all(np.isnan(y) | (y == np.round(y))) and np.nanmin(y, initial=0) >= -1:
+            out[name] = np.where(np.isnan(y), -1, y).astype(np.int64)
+        else:
+            codes, _ = pd.factorize(pd.Series(values, dtype="object"), sort=True)  # missing values: −1
+            out[name] = codes.astype(np.int64)
+    return out
 
 
 def _one_hot(labels: dict[str, np.ndarray], rows: np.ndarray) -> np.ndarray:
@@ -200,14 +223,15 @@ def _one_hot(labels: dict[str, np.ndarray], rows: np.ndarray) -> np.ndarray:
 def erase_attribute(
     model: MultVAE,
     X: Interactions | sp.spmatrix,
-    labels: dict[str, np.ndarray],
+    labels: Mapping[str, Any],
     finetune_epochs: int = 10,
     valid: Any = None,
     lr: float | None = None,
 ) -> MultVAE:
     """Makes the fitted `model`'s latent mean linearly blind to the attributes, then fine-tunes its decoder.
 
-    `labels`: attribute → (n_users,) int labels over the rows of `X` (−1 unknown); the LEACE eraser is fitted on
+    `labels`: attribute → (n_users,) labels over the rows of `X` (ints with −1 unknown, or strings such as
+    ml-1m's "F"/"M": `encode_labels`); the LEACE eraser is fitted on
     the codes of the users whose every attribute is known and installed in the encoder (`latent_eraser_`, saved
     with the model). The encoder stays frozen (the eraser is exact only for the codes it was fitted on) and the
     decoder trains `finetune_epochs` more epochs on erased codes; with `valid`, the best epoch's decoder is kept.
@@ -221,6 +245,7 @@ def erase_attribute(
         raise ConfigError("this model's code is already erased; erase from the model trained without an eraser")
     R = X.matrix if isinstance(X, Interactions) else sp.csr_matrix(X)
     n = R.shape[0]
+    labels = encode_labels(labels)
     for name, y in labels.items():
         if len(y) != n:
             raise ConfigError(f"labels of {name!r} have {len(y)} entries for {n} training users")
