@@ -943,7 +943,8 @@ def attack(
         result = run_attack(run_dir, kind, size, raw, filler, intent, defend, seed, detector)
     except AdvrecError as err:
         _fail(err)
-    console.print(f"{kind} attack, {result['fake_users']} fake users, targets {result['target_ids']}")
+    targets_text = ", ".join(map(str, result["target_ids"]))
+    console.print(f"{kind} attack, {result['fake_users']} fake users, targets {targets_text}", markup=False)
     table = Table("model", "HR@10", "HR@50", "NDCG@10")
     for name, row in attack_table(result).iterrows():
         table.add_row(str(name), *(f"{v:.4f}" for v in row.tolist()))

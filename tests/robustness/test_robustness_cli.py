@@ -11,6 +11,13 @@ from advrec.cli import app
 runner = CliRunner()
 
 
+def test_a_negative_rank_shift_reads_as_a_fall() -> None:
+    from advrec.robustness.report import rank_shift_words
+
+    assert rank_shift_words({"rank_shift": -2.94}) == "the targets fell 2.9 ranks on average"
+    assert rank_shift_words({"rank_shift": 3.0}) == "the targets climbed 3.0 ranks on average"
+
+
 def _train(tmp_path, data_dir, model: str, *sets: str):  # type: ignore[no-untyped-def]
     run = tmp_path / model.lower()
     args = ["train", model, "--dataset", "ml-100k", "--out", str(run), "--data-dir", str(data_dir)]
@@ -28,7 +35,9 @@ def test_attack_command_writes_a_report(tmp_path, data_dir) -> None:  # type: ig
     result = json.loads((run / "attacks" / "bandwagon-0.05" / "attack.json").read_text())
     assert result["target_ids"] == [1000, 1200] and result["fake_users"] == 47
     assert result["undefended"]["rank_shift"] > 0
-    assert "HR@10" in res.output and (run / "attacks" / "bandwagon-0.05" / "report.md").exists()
+    assert "HR@10" in res.output and "targets 1000, 1200" in res.output
+    report = (run / "attacks" / "bandwagon-0.05" / "report.md").read_text()
+    assert "targets 1000, 1200." in report and "the targets climbed" in report and "np.int64" not in report
     res = runner.invoke(app, ["attack", str(run), "--kind", "sybil"])
     assert res.exit_code != 0 and "attack kind" in res.output
     res = runner.invoke(app, ["attack", str(run), "--targets", "no-such-item"])

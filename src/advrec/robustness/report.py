@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from advrec.errors import ConfigError
@@ -63,7 +64,7 @@ def run_attack(
     poisoned, fake = inject(train, attack, random_state=random_state)
     result: dict[str, Any] = {
         "model": type(run.model).__name__, "attack": attack.describe(),
-        "target_ids": [run.items.raw(i) for i in tidx], "fake_users": len(fake),
+        "target_ids": [_plain(run.items.raw(i)) for i in tidx], "fake_users": len(fake),
         "undefended": attack_effect(run.model, _refit(run.model, poisoned, run), run.split, tidx),
     }  # fmt: skip
     if defend:
@@ -79,6 +80,17 @@ def run_attack(
     atomic_write_text(path / "report.md", attack_markdown(result))
     result["path"] = str(path)
     return result
+
+
+def _plain(value: Any) -> Any:
+    """A raw id as a plain Python value (numpy scalars print as np.int64(…) and are not JSON)."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def rank_shift_words(effect: dict[str, Any]) -> str:
+    """ "the targets climbed 3.1 ranks on average" (or fell, for a negative shift)."""
+    shift = float(effect["rank_shift"])
+    return f"the targets {'climbed' if shift >= 0 else 'fell'} {abs(shift):.1f} ranks on average"
 
 
 def attack_table(result: dict[str, Any]) -> pd.DataFrame:
@@ -99,13 +111,13 @@ def attack_markdown(result: dict[str, Any]) -> str:
     lines = [
         f"# {a['kind']} attack ({a['intent']}) on {result['model']}",
         "",
-        f"{result['fake_users']} fake users ({a['size']:.1%} of the genuine users); targets {result['target_ids']}. "
+        f"{result['fake_users']} fake users ({a['size']:.1%} of the genuine users); targets "
+        f"{', '.join(map(str, result['target_ids']))}. "
         "Target hit ratios over genuine users who had not interacted with the target; NDCG@10 on the test part.",
         "",
         markdown_table(attack_table(result), index_name="model"),
         "",
-        f"Prediction shift {result['undefended']['prediction_shift']:.4f}; the targets climbed "
-        f"{result['undefended']['rank_shift']:.1f} ranks on average.",
+        f"Prediction shift {result['undefended']['prediction_shift']:.4f}; {rank_shift_words(result['undefended'])}.",
     ]
     if "detection" in result:
         d = result["detection"]
