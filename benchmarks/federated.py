@@ -201,11 +201,11 @@ def main() -> None:
     rows = json.loads(OUT_JSON.read_text()) if OUT_JSON.exists() else []
     if not args.skip_centralised:
         row = centralised(args.model)
-        rows = [r for r in rows if (r["training"], r["model"]) != ("centralised", row["model"])] + [row]
+        rows = [r for r in rows if (r["training"], r.get("model")) != ("centralised", row["model"])] + [row]
         save(rows)
         print(summarize(rows), flush=True)
     if args.model == "multvae":
-        rows = [r for r in rows if (r["training"], r["model"]) != ("federated", "MultVAE")]
+        rows = [r for r in rows if (r["training"], r.get("model")) != ("federated", "MultVAE")]
         rows.append(federated_multvae(args.rounds, args.partitions, args.local_epochs, args.batch_size))
         save(rows)
         print(summarize(rows))
@@ -213,7 +213,9 @@ def main() -> None:
     for eps in args.epsilons:
         row = federated(args.rounds, args.partitions, args.server_lr, eps, args.clip)
         target = eps or None
-        rows = [r for r in rows if (r["training"], r["model"], r.get("target_epsilon")) != ("federated", "FCF", target)]
+        rows = [
+            r for r in rows if (r["training"], r.get("model"), r.get("target_epsilon")) != ("federated", "FCF", target)
+        ]
         rows.append({**row, "target_epsilon": target})
         save(rows)
     print(summarize(rows))

@@ -28,7 +28,11 @@ def client(ease_run: Path, store_url: str) -> Iterator[TestClient]:
 
 def top_ids(response) -> list:  # type: ignore[no-untyped-def]
     assert response.status_code == 200, response.text
-    return [x["item_id"] for x in response.json()["items"]]
+    return top_ids_of(response.json())
+
+
+def top_ids_of(body: dict) -> list:
+    return [x["item_id"] for x in body["items"]]
 
 
 def test_known_user_gets_the_library_top_k(client: TestClient, ease_run: Path) -> None:
@@ -100,8 +104,11 @@ def test_adhoc_history_equals_library_fold_in(client: TestClient, ease_run: Path
     row = sp.csr_matrix((np.ones(3, np.float32), (np.zeros(3, int), idx)), shape=(1, len(run.items)))
     items, _ = run.model.recommend(row, np.array([0]), k=8)
     assert top_ids(r) == run.items.raw(items[0]).tolist()
-    empty = client.post("/v1/recommendations", json={"history": [], "k": 3})
-    assert empty.status_code == 200 and len(empty.json()["items"]) == 3
+    # no history: EASE has nothing to fold in, so the most popular items, said as such (not catalogue order)
+    empty = client.post("/v1/recommendations", json={"history": [], "k": 3}).json()
+    popular = client.get("/v1/items/popular", params={"k": 3}).json()
+    assert empty["strategy"] == "popularity" and top_ids_of(empty) == top_ids_of(popular)
+    assert min(x["score"] for x in empty["items"]) > 0
 
 
 def test_similar_items_and_explanations(client: TestClient, ease_run: Path) -> None:
@@ -213,6 +220,20 @@ def test_reload_swaps_the_model_atomically_and_keeps_it_on_failure(client: TestC
     metrics = client.get("/metrics").text  # the run is named by its directory's name, not its path
     assert f'advrec_model_info{{model="ItemKNN",run="itemknn",version="{r.json()["version"]}"}} 1.0' in metrics
     assert "advrec_model_reloads_total 2.0" in metrics
+    # a run of another dataset is refused: the stored events are of the served one
+    import json
+    import shutil
+
+    other = itemknn_run.parent / "other-dataset"
+    shutil.copytree(itemknn_run, other)
+    manifest = json.loads((other / "manifest.json").read_text())
+    manifest["dataset"]["name"] = "ml-1m"
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    refused = client.post("/v1/admin/reload", json={"run_dir": str(other)}, headers=AUTH)
+    assert (
+        refused.status_code == 409 and "trained on dataset 'ml-1m', but this service serves 'ml-100k'" in refused.text
+    )
+    assert client.get("/v1/model").json()["version"] == r.json()["version"]
 
 
 def test_operations_endpoints_and_metrics(client: TestClient) -> None:

@@ -221,13 +221,23 @@ class ServedModel:
     def scores(self, rows: Histories) -> tuple[np.ndarray, list[str]]:
         """Scores of all items for each row, and how each row was scored (strategy)."""
         n = rows.liked.shape[0]
-        if self.sequential:
-            assert rows.order is not None
-            s = self.model.score(self._timed(rows.order), np.arange(n))
-            return s, ["history" if u >= 0 else "fold-in" for u in rows.train_users]
-        if self.uses_history:
-            s = self.model.score(rows.liked, np.arange(n))
-            strategy = ["history" if u >= 0 else "fold-in" for u in rows.train_users]
+        if self.sequential or self.uses_history:
+            # a model that scores from the history has nothing to go on without one: popularity, and say so
+            s = np.empty((n, self.n_items), dtype=np.float32)
+            has = np.diff(rows.liked.indptr) > 0
+            if self.sequential:
+                assert rows.order is not None
+                has &= np.diff(rows.order.indptr) > 0
+            s[~has] = self.popularity
+            strategy = ["popularity" if not h else "history" if u >= 0 else "fold-in"
+                        for h, u in zip(has, rows.train_users, strict=True)]  # fmt: skip
+            if has.any():
+                some = np.flatnonzero(has)
+                if self.sequential:
+                    assert rows.order is not None
+                    s[some] = self.model.score(self._timed(rows.order[some]), np.arange(len(some)))
+                else:
+                    s[some] = self.model.score(rows.liked[some], np.arange(len(some)))
             return s, strategy
         s = np.empty((n, self.n_items), dtype=np.float32)
         known = (rows.train_users >= 0) & (rows.train_users < self.model.n_users_)

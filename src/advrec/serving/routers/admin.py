@@ -46,16 +46,30 @@ def load_or_422(state: ServingState, path: Path, name: str) -> ServedModel:
         raise HTTPException(422, f"cannot load run {name!r}: not a valid run directory") from None
 
 
+def dataset_of(m: ServedModel) -> str | None:
+    """The dataset a served run was trained on (its manifest's name)."""
+    dataset = m.run.manifest.get("dataset") or {}
+    return dataset.get("name") if isinstance(dataset, dict) else None
+
+
 @router.post("/v1/admin/reload", response_model=ModelStatus)
 def reload(state: State, body: ReloadRequest | None = None) -> ModelStatus:
     """Loads a run directory (default: the current one again) and switches to it in one step.
 
-    Requests already running finish on the model they started with; a failed load keeps the old model.
+    Requests already running finish on the model they started with; a failed load keeps the old model. A run of
+    another dataset than the one served is refused (409): the stored events are of the served one.
     """
     text = body.run_dir if body and body.run_dir else None
     path = run_dir_under_root(state, text) if text else state.model.path
     with state.reload_lock:
         new = load_or_422(state, path, Path(text).name if text else path.name)
+        old, now = dataset_of(state.model), dataset_of(new)
+        if old != now:  # the stored events name the old dataset's users and items
+            raise HTTPException(
+                409,
+                f"run {new.path.name!r} was trained on dataset {now!r}, but this service serves {old!r} and its "
+                "stored events are of that dataset: serve the other dataset with its own service",
+            )
         state.switch(new)
         state.metrics.model_reloads.inc()
     log.info("serving %s from run %s", new.version, log_text(new.path.name))
