@@ -126,3 +126,18 @@ def test_a_fit_starts_from_given_weights(split) -> None:  # type: ignore[no-unty
         torch.testing.assert_close(v, state[k], rtol=0, atol=1e-6)
     with pytest.raises(DataError, match="does not fit MultVAE's network"):
         MultVAE(hidden=8, latent=4, epochs=1, device="cpu").fit(split.train, init=state)
+
+
+def test_held_out_interactions_validate_as_the_split_does(split) -> None:  # type: ignore[no-untyped-def]
+    """`valid=` a sparse matrix of held-out interactions (ranked from the training matrix, its items excluded)
+    validates as the Split's validation part does; a matrix of another shape is refused."""
+    from advrec.errors import DataError
+
+    def fit(valid):  # type: ignore[no-untyped-def]
+        return MultVAE(hidden=16, latent=4, epochs=3, batch_size=16, device="cpu").fit(split.train, valid=valid)
+
+    by_split, by_matrix = fit(split), fit(split.valid.matrix)
+    assert by_matrix.best_valid_ == by_split.best_valid_ and by_matrix.best_epoch_ == by_split.best_epoch_
+    assert fit(split.valid).best_valid_ == by_split.best_valid_  # Interactions too
+    with pytest.raises(DataError, match="training shape"):
+        fit(split.valid.matrix[:5])

@@ -154,10 +154,12 @@ class Ensemble(Recommender):
             )
         return w / w.sum()
 
-    def fit(self, X: Interactions | sp.spmatrix, valid: EvalSet | Split | None = None) -> Ensemble:
+    def fit(
+        self, X: Interactions | sp.spmatrix, valid: EvalSet | Split | Interactions | sp.spmatrix | None = None
+    ) -> Ensemble:
         m = self._check_fit_input(X)
         given = self._check_members()
-        es = as_eval_set(valid)
+        es = as_eval_set(valid, m)
         for member in self.members:
             stale = member.is_fitted and member.n_items_ != m.shape[1]
             if self.refit or not member.is_fitted or stale:

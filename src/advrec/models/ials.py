@@ -437,13 +437,15 @@ class IALS(Recommender):
         return distributed.local_device(resolve_device(self.device)), DTYPES[self.dtype]
 
     # ------------------------------------------------------------------ fitting
-    def fit(self, X: Interactions | sp.spmatrix, valid: EvalSet | Split | None = None) -> IALS:
+    def fit(
+        self, X: Interactions | sp.spmatrix, valid: EvalSet | Split | Interactions | sp.spmatrix | None = None
+    ) -> IALS:
         """Alternates `iterations` user and item steps; with `valid`, early stopping on validation NDCG@10."""
         self._validate_params()
         m = self._weights(X, "training data")
         if m.shape[0] == 0 or m.shape[1] == 0 or m.nnz == 0:
             raise DataError(f"training data is empty (shape {m.shape}, {m.nnz} interactions)")
-        es = as_eval_set(valid)
+        es = as_eval_set(valid, m)
         self._set_shape(m)
         device, dtype = self._torch()
         distributed.init(device.type)

@@ -26,11 +26,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from advrec.data.interactions import Interactions
-from advrec.data.splits import EvalSet, Split
 from advrec.models.adversarial import AdversarialRecommender
 from advrec.models.bpr import BPRMF, MF
 from advrec.models.params import Interval, declare
-from advrec.models.torch_base import TorchRecommender, TrainingPlugin
+from advrec.models.torch_base import TorchRecommender, TrainingPlugin, Valid
 
 
 class BiasedMF(nn.Module):
@@ -129,7 +128,7 @@ class IRGAN(AdversarialRecommender):
     def fit(
         self,
         X: Interactions | sp.spmatrix,
-        valid: EvalSet | Split | None = None,
+        valid: Valid = None,
         init: TorchRecommender | Mapping[str, torch.Tensor] | None = None,
         plugins: Sequence[TrainingPlugin] = (),
         checkpoint: str | Path | None = None,

@@ -17,10 +17,10 @@ import torch
 
 from advrec.data.interactions import Interactions
 from advrec.data.sequences import order_positions, sequences
-from advrec.data.splits import EvalSet, Split
+from advrec.data.splits import EvalSet
 from advrec.errors import DataError
 from advrec.models.params import Interval, declare
-from advrec.models.torch_base import TorchRecommender
+from advrec.models.torch_base import TorchRecommender, Valid
 
 
 class SequentialRecommender(TorchRecommender, register=False):
@@ -53,7 +53,7 @@ class SequentialRecommender(TorchRecommender, register=False):
     def fit(
         self,
         X: Interactions | sp.spmatrix,
-        valid: EvalSet | Split | None = None,
+        valid: Valid = None,
         init: TorchRecommender | Mapping[str, torch.Tensor] | None = None,
         plugins: Any = (),
         checkpoint: Any = None,

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeAlias
 
 import numpy as np
 import scipy.sparse as sp
@@ -77,12 +77,32 @@ def intra_op_threads(n: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def as_eval_set(valid: EvalSet | Split | None) -> EvalSet | None:
+Valid: TypeAlias = EvalSet | Split | Interactions | sp.spmatrix | None  # what `fit(valid=...)` takes
+
+
+def as_eval_set(valid: Valid, train: sp.csr_matrix) -> EvalSet | None:
+    """The validation task of `valid`: a Split's validation part, an EvalSet as it is, or held-out interactions
+    (a users × items matrix, or `Interactions`, of the training shape) ranked from the training matrix `train`
+    with its items excluded."""
     if valid is None or isinstance(valid, EvalSet):
         return valid
     if isinstance(valid, Split):
         return valid.eval_set("valid")
-    raise DataError(f"valid must be a Split or an EvalSet, not {type(valid).__name__}")
+    if isinstance(valid, Interactions):
+        valid = valid.matrix
+    if not sp.issparse(valid):
+        raise DataError(
+            f"valid must be a Split, an EvalSet or a sparse users × items matrix of held-out interactions, not "
+            f"{type(valid).__name__}"
+        )
+    target = sp.csr_matrix(valid, dtype=np.float32)
+    if target.shape != train.shape:
+        raise DataError(
+            f"valid has shape {target.shape}; the held-out interactions need the training shape {train.shape}"
+        )
+    exclude = train.copy().astype(np.float32)
+    exclude.data[:] = 1.0
+    return EvalSet(train, target, exclude, np.flatnonzero(np.diff(target.indptr) > 0))
 
 
 def parse_metric(text: str) -> tuple[str, int]:
@@ -330,7 +350,7 @@ class TorchRecommender(Recommender):
     def fit(
         self,
         X: Interactions | sp.spmatrix,
-        valid: EvalSet | Split | None = None,
+        valid: Valid = None,
         init: TorchRecommender | Mapping[str, torch.Tensor] | None = None,
         plugins: Sequence[TrainingPlugin] = (),
         checkpoint: str | Path | None = None,
@@ -345,7 +365,7 @@ class TorchRecommender(Recommender):
         """
         m = self._check_fit_input(X)
         metric, k = parse_metric(self.valid_metric)
-        es = as_eval_set(valid)
+        es = as_eval_set(valid, m)
         self._set_shape(m)
         self.device_ = distributed.local_device(resolve_device(self.device))
         on_group = distributed.init(self.device_.type)

@@ -13,12 +13,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from advrec.data.interactions import Interactions
-from advrec.data.splits import EvalSet, Split
 from advrec.errors import DataError
 from advrec.models.base import Learned
 from advrec.models.params import Choice, Dimension, Float, Int, Interval, TupleOf, declare
 from advrec.models.sasrec import SASRec, SASRecNet
-from advrec.models.torch_base import TorchRecommender
+from advrec.models.torch_base import TorchRecommender, Valid
 from advrec.text.item_text import encode_items
 
 
@@ -141,7 +140,7 @@ class UniSRec(SASRec):
     def fit(
         self,
         X: Interactions | sp.spmatrix,
-        valid: EvalSet | Split | None = None,
+        valid: Valid = None,
         init: TorchRecommender | Mapping[str, torch.Tensor] | None = None,
         plugins: Any = (),
         checkpoint: Any = None,
