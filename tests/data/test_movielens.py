@@ -10,6 +10,7 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from advrec.data import Interactions, list_datasets, load_movielens, registry
@@ -282,3 +283,34 @@ def test_not_a_zip(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setitem(registry.DATASETS, "fake", info)
     with pytest.raises(DataError, match="not a zip archive"):
         dataset_dir("fake", tmp_path / "home", quiet=True)
+
+
+def test_a_file_of_your_own_is_a_dataset(tmp_path: Path) -> None:
+    """`load_dataset` (and so `advrec train --dataset`) takes a path to a CSV/TSV/Parquet file, its columns found
+    by their names; a file without a user column is refused naming its columns."""
+    from advrec.data.datasets import is_file_dataset, load_dataset
+    from advrec.errors import DataError
+
+    path = tmp_path / "events.csv"
+    path.write_text("UserID,item_id,Rating,ts\nu1,a,5,1\nu1,b,2,2\nu2,a,4,3\n")
+    X = load_dataset(str(path), min_rating=4)
+    assert (X.n_users, X.n_items, X.nnz) == (2, 2, 2) and X.timestamps is not None
+    df = pd.DataFrame({"customer_id": [1, 2, 2], "sku": ["x", "y", "x"]})
+    df.to_parquet(tmp_path / "buys.parquet")
+    assert load_dataset(str(tmp_path / "buys.parquet"), min_rating=3).nnz == 3  # no rating column: implicit
+    assert is_file_dataset("a/b.tsv.gz") and not is_file_dataset("ml-100k")
+    (tmp_path / "bad.csv").write_text("who,what\n1,2\n")
+    with pytest.raises(DataError, match=r"no user column among \['who', 'what'\]"):
+        load_dataset(str(tmp_path / "bad.csv"))
+
+
+@pytest.mark.integration
+def test_lastfm_listening_counts_load_with_artist_names(data_dir: Path) -> None:
+    from advrec.data.datasets import IMPLICIT_DATASETS, load_dataset
+
+    X = load_dataset("hetrec2011-lastfm-2k", data_dir=data_dir)
+    assert (X.n_users, X.n_items, X.nnz) == (1892, 17632, 92834)  # SOURCES.md's verified counts
+    assert X.matrix.data.min() == 1 and X.matrix.data.max() == 352698  # listening counts, as they are
+    assert "hetrec2011-lastfm-2k" in IMPLICIT_DATASETS  # min_rating does not drop small counts
+    titles = dict(zip(X.items.ids.tolist(), X.item_features["title"], strict=True))
+    assert titles[51] == "Duran Duran" and "" not in set(titles.values())

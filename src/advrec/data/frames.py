@@ -311,6 +311,23 @@ def sniff_sep(path: str | Path, encoding: str = "utf-8") -> str:
 
 
 # ---------------------------------------------------------------------- Parquet
+def header_columns(path: str | Path, encoding: str = "utf-8") -> list[str]:
+    """The column names of a CSV/TSV (its header line) or Parquet file (its schema)."""
+    path = Path(path)
+    if _plain_suffix(path) in _PARQUET:
+        import pyarrow.parquet as pq
+
+        try:
+            return [str(c) for c in pq.read_schema(path).names]
+        except FileNotFoundError:
+            raise DataError(f"{path}: no such file") from None
+        except Exception as e:  # pyarrow raises several unrelated classes for a bad file
+            raise DataError(f"{path}: not a readable Parquet file ({type(e).__name__}: {e})") from None
+    sep = sniff_sep(path, encoding)
+    first = next(ln for ln in read_head(path).split(b"\n") if ln.strip()).decode(encoding, errors="replace")
+    return [c.strip().strip('"') for c in first.rstrip("\r").split(sep)]
+
+
 def _read_parquet(path: Path, user: str, item: str, rating: str | None, time: str | None) -> pd.DataFrame:
     if not path.exists():
         raise DataError(f"{path}: no such file")

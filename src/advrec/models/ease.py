@@ -59,12 +59,24 @@ def ease_memory_need(n_items: int, dtype: str = "float64") -> int:
     return n_items * n_items * (itemsize + (4 if itemsize != 4 else 0))
 
 
+# OpenBLAS's threaded Cholesky (0.3.30, scipy's wheel) crashes the process on large matrices: measured here, a
+# 17,632-item Gram matrix (Last.fm) segfaults in potrf with 2 threads and not with 1; 12,000 items pass with 2
+# (OpenMathLib/OpenBLAS#2562 reports the same at 32,768 with 2 threads). Above this size it runs on one thread.
+SINGLE_THREAD_CHOLESKY_ABOVE = 12_000
+
+
 def invert_spd_in_place(a: np.ndarray, block: int = 512) -> np.ndarray:
     """Inverse of the symmetric positive definite C-contiguous `a`, written over `a` (Cholesky, no n×n copy)."""
+    from contextlib import nullcontext
+
+    from threadpoolctl import threadpool_limits
+
     potrf, potri = lapack.get_lapack_funcs(("potrf", "potri"), (a,))
-    c, info = potrf(a.T, lower=False, overwrite_a=True, clean=False)  # a.T: the same matrix, Fortran order
-    if info == 0:
-        c, info = potri(c, lower=False, overwrite_c=True)
+    large = a.shape[0] > SINGLE_THREAD_CHOLESKY_ABOVE
+    with threadpool_limits(1, user_api="blas") if large else nullcontext():
+        c, info = potrf(a.T, lower=False, overwrite_a=True, clean=False)  # a.T: the same matrix, Fortran order
+        if info == 0:
+            c, info = potri(c, lower=False, overwrite_c=True)
     if info != 0:
         raise DataError(f"the regularised Gram matrix is not positive definite (LAPACK info {info}); raise l2")
     if not np.shares_memory(c, a):
