@@ -131,3 +131,19 @@ def test_finetune_encoder_writes_a_model_folder_and_reuses_it(tmp_path, data_dir
     assert again.exit_code == 0 and again.output.split("model: ")[1].strip() == folder
     assert parse_assignments([f"encoder={folder}"], model="UniSRec") == {"encoder": folder}
     assert parse_assignments([f"model={folder}"], model="TextKNN") == {"model": folder}
+
+
+def test_the_protocol_help_names_every_protocol() -> None:
+    from typing import get_args
+
+    from advrec.cli import PROTOCOL_HELP
+    from advrec.experiment import Protocol
+
+    assert PROTOCOL_HELP.split(" (")[0].split(" | ") == list(get_args(Protocol))
+
+
+def test_a_failed_train_leaves_no_run_folder(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.chdir(tmp_path)
+    res = runner.invoke(app, ["train", "BPRMF", "--dataset", "no-such-dataset"])
+    assert res.exit_code != 0 and "no loader for dataset 'no-such-dataset'" in res.output
+    assert not list(tmp_path.glob("runs/*"))

@@ -31,6 +31,9 @@ console = Console(width=None if sys.stdout.isatty() else 120)
 
 DEMO_MODELS = ("Pop", "ItemKNN", "EASE", "BPRMF", "MultVAE", "TextKNN", "TextEASE")  # default parameters
 COLD_MODELS = ("GenreAffinity", "TextKNN", "TextEASE")
+# every protocol of advrec.experiment.Protocol (a test checks), without importing it before the arguments are read
+PROTOCOL_HELP = ("ratio | leave_one_out | leave_last_out | temporal | holdout_users | cold_items | official | "
+                 "official_full (official: the dataset's published split)")  # fmt: skip
 
 DataDir = Annotated[
     str | None, typer.Option("--data-dir", help="folder of datasets (else $ADVREC_DATA_DIR, else cache)")
@@ -239,10 +242,7 @@ def split(
     out: Annotated[Path, typer.Option(help="folder to write the split to")] = Path("splits/split"),
     protocol: Annotated[
         str,
-        typer.Option(
-            help="ratio | leave_one_out | leave_last_out | temporal | holdout_users | cold_items | official | "
-            "official_full"
-        ),
+        typer.Option(help=PROTOCOL_HELP),
     ] = "ratio",
     seed: int = 2020,
     min_rating: Annotated[float | None, typer.Option(help="keep ratings ≥ this, as implicit feedback")] = 3.0,
@@ -276,10 +276,7 @@ def train(
     config: Annotated[Path | None, typer.Option(help="experiment TOML file")] = None,
     protocol: Annotated[
         str | None,
-        typer.Option(
-            help="ratio | leave_one_out | leave_last_out | temporal | holdout_users | official | "
-            "official_full (gowalla)"
-        ),
+        typer.Option(help=PROTOCOL_HELP),
     ] = None,
     seed: int | None = None,
     min_rating: float | None = None,
@@ -386,12 +383,16 @@ def _train_here(cfg: Any, out: Path | None, plot: bool) -> None:
     main = distributed.is_main()
     if not main:
         enable_progress(False)
+    made: Path | None = None  # the run folder named here, removed again if the run fails before writing to it
     try:
         device = resolve_device(cfg.params.get("device", "auto"))
         with distributed.process_group(device.type):
             path = out or Path(from_main(lambda: str(new_run_dir("runs", cfg.model.lower()))))
+            made = None if out else path
             path, outcome = run_experiment(cfg, path)
     except AdvrecError as err:
+        if main and made is not None and made.is_dir() and not any(made.iterdir()):
+            made.rmdir()
         _fail(err, f" on rank {distributed.rank()}" if distributed.world_size() > 1 else "")
     if not main:
         return
@@ -487,7 +488,7 @@ def tune(
         list[str] | None, typer.Option("--set", help="fixed model parameter key=value, not searched (repeatable)")
     ] = None,
     config: Annotated[Path | None, typer.Option(help="experiment TOML file (data, protocol, fixed [params])")] = None,
-    protocol: Annotated[str | None, typer.Option(help="ratio | leave_one_out | leave_last_out | temporal | …")] = None,
+    protocol: Annotated[str | None, typer.Option(help=PROTOCOL_HELP)] = None,
     seed: int | None = None,
     min_rating: float | None = None,
     core: int | None = None,
