@@ -147,3 +147,13 @@ def test_a_failed_train_leaves_no_run_folder(tmp_path, monkeypatch) -> None:  # 
     res = runner.invoke(app, ["train", "BPRMF", "--dataset", "no-such-dataset"])
     assert res.exit_code != 0 and "no loader for dataset 'no-such-dataset'" in res.output
     assert not list(tmp_path.glob("runs/*"))
+
+
+def test_option_values_are_checked_before_any_run_is_read(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    missing = str(tmp_path / "no-run")  # not read: the option is refused first
+    res = runner.invoke(app, ["evaluate", missing, "--ks", "abc"])
+    assert res.exit_code != 0 and "--ks takes comma-separated positive integers such as 10,20, not 'abc'" in res.output
+    res = runner.invoke(app, ["evaluate", missing, "--on", "train"])
+    assert res.exit_code != 0 and "--on takes test or valid" in res.output
+    res = runner.invoke(app, ["robustness", missing, "--eps", "0.1,-1"])
+    assert res.exit_code != 0 and "--eps takes comma-separated positive numbers" in res.output

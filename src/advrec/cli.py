@@ -40,6 +40,17 @@ DataDir = Annotated[
 ]
 
 
+def number_list(text: str, option: str, kind: type[int] | type[float], what: str) -> list[Any]:
+    """Comma-separated positive numbers of `kind` from an option; `ConfigError` naming the option otherwise."""
+    try:
+        values = [kind(x) for x in text.split(",")]
+    except ValueError:
+        values = []
+    if not values or any(not v > 0 for v in values):
+        raise ConfigError(f"{option} takes comma-separated {what}, not {text!r}")
+    return values
+
+
 def _fail(err: Exception, where: str = "") -> NoReturn:
     console.print(f"[red]error{where}:[/red] {err}")
     raise typer.Exit(2)
@@ -551,14 +562,16 @@ def evaluate_cmd(
     on: Annotated[str, typer.Option(help="test or valid")] = "test",
 ) -> None:
     """Re-evaluates the model of a run directory on its split."""
-    from advrec.evaluation import evaluate
-    from advrec.runs import load_run
-
     try:
+        cut = number_list(ks, "--ks", int, "positive integers such as 10,20")
+        if on not in ("test", "valid"):
+            raise ConfigError(f"--on takes test or valid (the split's parts a model is evaluated on), not {on!r}")
+        from advrec.evaluation import evaluate
+        from advrec.runs import load_run
+
         run = load_run(run_dir)
-        cut = [int(k) for k in ks.split(",")]
         report = evaluate(run.model, run.split, ks=cut, on=on)
-    except (AdvrecError, ValueError) as err:
+    except AdvrecError as err:
         _fail(err)
     _print_summary({type(run.model).__name__: report.summary}, cut)
 
@@ -964,11 +977,12 @@ def robustness(
     seed: int = 0,
 ) -> None:
     """NDCG@10 of a run's embedding model under FGSM and PGD attacks on its embeddings; table and PNG curve."""
-    from advrec.robustness.report import run_robustness
-
     try:
-        df = run_robustness(run_dir, [float(e) for e in eps.split(",")], steps, seed)
-    except (AdvrecError, ValueError) as err:
+        norms = number_list(eps, "--eps", float, "positive numbers such as 0.1,0.5")
+        from advrec.robustness.report import run_robustness
+
+        df = run_robustness(run_dir, norms, steps, seed)
+    except AdvrecError as err:
         _fail(err)
     table = Table("attack", "eps", "NDCG@10", "Recall@10", "share of clean")
     for _, r in df.iterrows():
