@@ -737,7 +737,7 @@ def serve(
 # ---------------------------------------------------------------------- privacy: synthesize, audit, forget
 @app.command()
 def synthesize(
-    dataset: Annotated[str, typer.Option(help="dataset name")] = "ml-1m",
+    dataset: Annotated[str, typer.Option(help="dataset name or a file of interactions")] = "ml-100k",
     generator: Annotated[
         str, typer.Option(help="vae (DP-SGD VAE), ease (DP Gram matrix) or gan (user-based CFGAN; on a DP release)")
     ] = "vae",
@@ -759,15 +759,21 @@ def synthesize(
     """Writes a synthetic interaction dataset (Parquet + manifest with ε, δ) over the real item catalogue."""
     import math
 
-    from advrec.data.movielens import load_movielens
-    from advrec.experiment import parse_assignments
-    from advrec.privacy.synthesize import check_generator
-    from advrec.privacy.synthesize import synthesize as make_release
-
     try:
-        eps = math.inf if epsilon.strip().lower() in ("inf", "infinity", "none") else float(epsilon)
+        try:
+            eps = math.inf if epsilon.strip().lower() in ("inf", "infinity", "none") else float(epsilon)
+        except ValueError:
+            raise ConfigError(f"--epsilon takes a positive number or inf, not {epsilon!r}") from None
+        from advrec.data.datasets import IMPLICIT_DATASETS, load_dataset
+        from advrec.experiment import parse_assignments
+        from advrec.privacy.synthesize import check_generator
+        from advrec.privacy.synthesize import synthesize as make_release
+
         check_generator(generator)
-        X = load_movielens(dataset, data_dir=data_dir, min_rating=min_rating, core=core)
+        privacy = f"ε = {eps:g} (user level)" if math.isfinite(eps) else "ε = ∞: no DP (--epsilon E for a DP release)"
+        console.print(f"{generator} generator on {dataset}, {privacy}", markup=False)
+        rating = None if dataset in IMPLICIT_DATASETS else min_rating
+        X = load_dataset(dataset, data_dir=data_dir, min_rating=rating, core=core)
         params = parse_assignments(sets or [])
         if epochs is not None:
             params["epochs"] = epochs

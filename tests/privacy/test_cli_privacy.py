@@ -22,6 +22,7 @@ def test_synthesize_then_audit_the_release(tmp_path, data_dir):
     args = ["synthesize", "--dataset", "ml-100k", "--epsilon", "3", "--users", "200", "--holdout", "0.2"]
     res = runner.invoke(app, [*args, *SMALL, "--out", str(out), "--data-dir", str(data_dir)])
     assert res.exit_code == 0, res.output
+    assert "vae generator on ml-100k, ε = 3 (user level)" in res.output
     manifest = json.loads((out / "manifest.json").read_text())
     assert 0 < manifest["privacy"]["epsilon"] <= 3.05 and manifest["holdout"]["users"] == 189
     frame = pd.read_parquet(out / "interactions.parquet")
@@ -40,6 +41,8 @@ def test_synthesize_then_audit_the_release(tmp_path, data_dir):
     assert manifest["privacy"]["epsilon"] <= 8.0 + 1e-3 and "DP-EASE release" in manifest["generator"]["prior"]
     res = runner.invoke(app, [*gan, "--set", "hidden=3", "--out", str(tmp_path / "h")])
     assert res.exit_code == 2 and "no parameter 'hidden'" in res.output, res.output
+    res = runner.invoke(app, ["synthesize", "--epsilon", "lots", "--out", str(tmp_path / "e")])
+    assert res.exit_code != 0 and "--epsilon takes a positive number or inf, not 'lots'" in res.output
 
 
 def test_audit_and_forget_a_run(tmp_path, data_dir):
