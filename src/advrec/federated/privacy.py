@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from advrec.errors import ConfigError
+from advrec.privacy import opacus_notes_silenced
 
 
 def _check(user_rate: float, rounds: int, delta: float) -> None:
@@ -31,12 +32,13 @@ def noise_multiplier(epsilon: float, delta: float, user_rate: float, rounds: int
     _check(user_rate, rounds, delta)
     if not epsilon > 0:
         raise ConfigError(f"epsilon must be positive, got {epsilon}")
-    return float(
-        get_noise_multiplier(
-            target_epsilon=epsilon, target_delta=delta, sample_rate=user_rate, steps=rounds, accountant="rdp",
-            epsilon_tolerance=0.005,
-        )
-    )  # fmt: skip
+    with opacus_notes_silenced():
+        return float(
+            get_noise_multiplier(
+                target_epsilon=epsilon, target_delta=delta, sample_rate=user_rate, steps=rounds, accountant="rdp",
+                epsilon_tolerance=0.005,
+            )
+        )  # fmt: skip
 
 
 def epsilon_spent(sigma: float, delta: float, user_rate: float, rounds: int) -> float:
@@ -48,7 +50,8 @@ def epsilon_spent(sigma: float, delta: float, user_rate: float, rounds: int) -> 
         return float("inf")
     accountant = RDPAccountant()
     accountant.history = [(float(sigma), float(user_rate), int(rounds))]
-    return float(accountant.get_epsilon(delta))
+    with opacus_notes_silenced():
+        return float(accountant.get_epsilon(delta))
 
 
 def sampled_users(n_users: int, user_rate: float, seed: int, server_round: int, partition: int) -> np.ndarray:

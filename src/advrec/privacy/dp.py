@@ -48,6 +48,7 @@ from advrec.generative.profiles import ProfileGenerator
 from advrec.models import BPRMF, EASE, MultVAE, Recommender
 from advrec.models.records import PrivacyRecord
 from advrec.models.torch_base import Phase, TorchRecommender, TrainingPlugin, seed_of
+from advrec.privacy import opacus_notes_silenced
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +140,8 @@ class DPSGD(TrainingPlugin):
         self.epochs = epochs
         self.seed = seed
         self.delta = config.delta if config.delta is not None else default_delta(self.n_users)
-        self.engine = PrivacyEngine(accountant=config.accountant)
+        with opacus_notes_silenced():
+            self.engine = PrivacyEngine(accountant=config.accountant)
         self.hooks: Any = None
         self.dp_optimizer: Any = None
         self.loader: Any = None
@@ -173,8 +175,7 @@ class DPSGD(TrainingPlugin):
             noise_generator=noise_gen,
         )
         common["grad_sample_mode"] = self.config.clipping
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*[Ss]ecure RNG.*")
+        with opacus_notes_silenced(), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*full_backward_hook.*")
             if self.config.epsilon is not None:
                 out = self.engine.make_private_with_epsilon(
@@ -227,7 +228,10 @@ class DPSGD(TrainingPlugin):
                 yield chunk
 
     def epsilon(self) -> float:
-        return float(self.engine.get_epsilon(self.delta)) if len(self.engine.accountant) else 0.0
+        if not len(self.engine.accountant):
+            return 0.0
+        with opacus_notes_silenced():
+            return float(self.engine.get_epsilon(self.delta))
 
     def steps(self) -> int:
         history = getattr(self.engine.accountant, "history", [])
@@ -399,7 +403,8 @@ def rdp_epsilon(
 
     acc = create_accountant(accountant)
     acc.history = [(noise_multiplier, sample_rate, steps)]
-    return float(acc.get_epsilon(delta))
+    with opacus_notes_silenced():
+        return float(acc.get_epsilon(delta))
 
 
 # ---------------------------------------------------------------------- private generator

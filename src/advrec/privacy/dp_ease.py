@@ -31,6 +31,7 @@ from advrec.data.interactions import Interactions, as_csr
 from advrec.errors import ConfigError
 from advrec.models import EASE
 from advrec.models.torch_base import seed_of
+from advrec.privacy import opacus_notes_silenced
 
 GRAM_L2 = 5.0
 """EASE's l2 on the normalised Gram matrix (its entries are far smaller than raw co-occurrence counts): ml-1m
@@ -41,16 +42,17 @@ def gram_noise_multiplier(epsilon: float, delta: float, accountant: str = "rdp")
     """σ of a single Gaussian mechanism of L2 sensitivity 1 that is (ε, δ)-DP, from Opacus's accountant."""
     from opacus.accountants.utils import get_noise_multiplier
 
-    return float(
-        get_noise_multiplier(
-            target_epsilon=epsilon,
-            target_delta=delta,
-            sample_rate=1.0,
-            steps=1,
-            accountant=accountant,
-            epsilon_tolerance=0.001,
+    with opacus_notes_silenced():
+        return float(
+            get_noise_multiplier(
+                target_epsilon=epsilon,
+                target_delta=delta,
+                sample_rate=1.0,
+                steps=1,
+                accountant=accountant,
+                epsilon_tolerance=0.001,
+            )
         )
-    )
 
 
 def normalized_gram(X: Interactions | sp.spmatrix) -> np.ndarray:
