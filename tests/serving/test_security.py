@@ -29,7 +29,7 @@ PUBLIC_READS = [
     ("get", "/v1/items/50/similar?k=5", {}),
     ("get", "/v1/items/popular?k=5", {}),
 ]
-PROTECTED_OPS = ["/v1/model", "/metrics", "/docs", "/redoc", "/openapi.json"]
+PROTECTED_OPS = ["/v1/model", "/metrics", "/docs", "/docs/assets/swagger-ui-bundle.js", "/openapi.json"]
 
 
 @pytest.fixture
@@ -116,8 +116,14 @@ def test_public_reads_serve_only_anonymous_histories(public: TestClient, ease_ru
     popular = public.get("/v1/items/popular", params={"k": 3}).json()
     assert popular["strategy"] == "popularity" and popular["items"][0]["score"] == 1.0
     assert_same_refusal(public, ease_run, 401)
-    for path in ("/docs", "/redoc", "/openapi.json"):
+    for path in ("/docs", "/openapi.json", "/docs/assets/swagger-ui.css"):
         assert public.get(path).status_code == 200, path
+    # the docs page loads its script and style from this service, never from a CDN
+    page = public.get("/docs").text
+    assert "/docs/assets/swagger-ui-bundle.js" in page and "cdn" not in page.lower() and "http" not in page
+    assert public.get("/docs/assets/swagger-ui-bundle.js").headers["content-type"].startswith("text/javascript")
+    assert public.get("/docs/assets/..%2f__init__.py").status_code == 404
+    assert public.get("/docs/assets/index.html").status_code == 404
     assert public.get("/v1/model").status_code == 401 and public.get("/metrics").status_code == 401
     assert public.post("/v1/interactions", json={"events": [{"user_id": "x", "item_id": 1}]}).status_code == 401
     assert public.post("/v1/recommendations", json={"history": []}, headers=bearer(WRITE_KEY)).status_code == 200

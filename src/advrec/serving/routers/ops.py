@@ -1,12 +1,17 @@
-"""Operations: liveness and readiness (open), Prometheus metrics and the API docs (behind a key)."""
+"""Operations: liveness and readiness (open), Prometheus metrics and the API docs (behind a key).
+
+The docs page is Swagger UI from the installed `swagger-ui-bundle` package, served by this service: it loads
+nothing from a CDN, so it works offline and a browser fetches no third-party script with the API key's page.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
-from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from advrec.serving.auth import require
@@ -44,11 +49,26 @@ def openapi(request: Request) -> JSONResponse:
     return JSONResponse(request.app.openapi())
 
 
+# the files the docs page loads; only these are served (no path from the request reaches the file system)
+DOCS_ASSETS = {
+    "swagger-ui-bundle.js": "text/javascript",
+    "swagger-ui.css": "text/css",
+    "favicon-32x32.png": "image/png",
+}
+
+
 @router.get("/docs", include_in_schema=False, dependencies=[Docs])
 def swagger() -> HTMLResponse:
-    return get_swagger_ui_html(openapi_url="/openapi.json", title="advrec API")
+    return get_swagger_ui_html(
+        openapi_url="/openapi.json", title="advrec API", swagger_js_url="/docs/assets/swagger-ui-bundle.js",
+        swagger_css_url="/docs/assets/swagger-ui.css", swagger_favicon_url="/docs/assets/favicon-32x32.png",
+    )  # fmt: skip
 
 
-@router.get("/redoc", include_in_schema=False, dependencies=[Docs])
-def redoc() -> HTMLResponse:
-    return get_redoc_html(openapi_url="/openapi.json", title="advrec API")
+@router.get("/docs/assets/{name}", include_in_schema=False, dependencies=[Docs])
+def docs_asset(name: str) -> FileResponse:
+    from swagger_ui_bundle import swagger_ui_path
+
+    if name not in DOCS_ASSETS:
+        raise HTTPException(404, "no such file")
+    return FileResponse(Path(str(swagger_ui_path)) / name, media_type=DOCS_ASSETS[name])
