@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 LOCK := requirements.lock
-EXTRAS := dev,text,privacy,serve,ann,federated
+EXTRAS := dev,text,privacy,serve,ann,federated,track
 SHARED_DATA := $(abspath ../shared/data)
 ifneq ($(wildcard $(SHARED_DATA)/ml-100k/u.data),)
 export ADVREC_DATA_DIR ?= $(SHARED_DATA)

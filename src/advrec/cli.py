@@ -310,6 +310,12 @@ def train(
         str | None, typer.Option(help="HOST:PORT of node 0's rendezvous (one node: a free loopback port)")
     ] = None,
     max_restarts: Annotated[int, typer.Option(help="times the launcher restarts failed workers")] = 0,
+    tensorboard: Annotated[
+        Path | None, typer.Option(help="write TensorBoard event files to this folder (parameters, epochs, metrics)")
+    ] = None,
+    mlflow: Annotated[
+        str | None, typer.Option(help="log to MLflow at this URI (sqlite:///mlflow.db, a folder, or http(s)://…)")
+    ] = None,
 ) -> None:
     """Trains a model (optionally with user-level DP), evaluates it on the test part, and writes a run directory.
 
@@ -338,7 +344,7 @@ def train(
         raise typer.Exit(_launch(ctx, plan))
     if plan != LaunchPlan() and is_main():
         logging.getLogger(__name__).warning("already a worker of a torchrun job: the launcher options are ignored")
-    _train_here(cfg, out, plot)
+    _train_here(cfg, out, plot, {"tensorboard": tensorboard, "mlflow": mlflow})
 
 
 def _launch(ctx: typer.Context, plan: Any) -> int:
@@ -382,7 +388,19 @@ def _param_args(ctx: Any, drop: set[str]) -> list[str]:
     return [*positional, *options]
 
 
-def _train_here(cfg: Any, out: Path | None, plot: bool) -> None:
+def _trackers(wanted: dict[str, Any], run_name: str) -> list[Any]:
+    """The trackers asked for on the command line (`advrec.tracking`)."""
+    from advrec.tracking import MLflowTracker, TensorBoardTracker
+
+    out: list[Any] = []
+    if wanted.get("tensorboard") is not None:
+        out.append(TensorBoardTracker(wanted["tensorboard"]))
+    if wanted.get("mlflow"):
+        out.append(MLflowTracker(wanted["mlflow"], run_name=run_name))
+    return out
+
+
+def _train_here(cfg: Any, out: Path | None, plot: bool, tracking: dict[str, Any] | None = None) -> None:
     """Trains, evaluates and writes the run in this process: alone, or as one worker of a torchrun job."""
     from advrec import distributed
     from advrec.devices import resolve_device
@@ -400,7 +418,9 @@ def _train_here(cfg: Any, out: Path | None, plot: bool) -> None:
         with distributed.process_group(device.type):
             path = out or Path(from_main(lambda: str(new_run_dir("runs", cfg.model.lower()))))
             made = None if out else path
-            path, outcome = run_experiment(cfg, path)
+            trackers = _trackers(tracking or {}, path.name)
+            extra = {"tracking": {k: v for t in trackers for k, v in t.describe().items()}} if trackers else None
+            path, outcome = run_experiment(cfg, path, extra=extra, trackers=trackers)
     except AdvrecError as err:
         if main and made is not None and made.is_dir() and not any(made.iterdir()):
             made.rmdir()

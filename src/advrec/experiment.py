@@ -5,9 +5,10 @@ from __future__ import annotations
 import inspect
 import shutil
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -29,6 +30,9 @@ from advrec.evaluation.evaluate import Report, evaluate
 from advrec.models.base import Recommender, model_class
 from advrec.models.params import coerce, from_config, literal, validate_params
 from advrec.models.torch_base import TorchRecommender
+
+if TYPE_CHECKING:
+    from advrec.tracking import Tracker
 from advrec.runs import Timer, checkpoint_dir, save_run
 
 Protocol = Literal[
@@ -199,22 +203,31 @@ def fit_evaluate(
     ks: list[int] | tuple[int, ...] = (10, 20),
     privacy: dict[str, Any] | None = None,
     checkpoint: Path | None = None,
+    trackers: Sequence[Tracker] = (),
 ) -> Outcome:
     """Fits on train (early stopping on validation for models that use it), then evaluates on test. With
     `privacy` (DPConfig fields) the fit is `advrec.privacy.dp.fit_private`'s. `checkpoint`: a folder where a torch
-    model that can resume saves its state every epoch (and resumes from it)."""
+    model that can resume saves its state every epoch (and resumes from it). `trackers` (`advrec.tracking`) log
+    the parameters, a torch model's epochs, and the test metrics."""
     valid = split if split.valid is not None else None
+    for tracker in trackers:
+        tracker.log_params(model)
+    torch_model = isinstance(model, TorchRecommender)
     with Timer() as fit_t:
         if privacy:
             from advrec.privacy.dp import fit_private
 
-            fit_private(model, split.train, dp_config(privacy), valid=valid)  # type: ignore[arg-type]
-        elif checkpoint is not None and isinstance(model, TorchRecommender) and model.resumable:
-            model.fit(split.train, valid=valid, checkpoint=checkpoint)
+            fit_private(model, split.train, dp_config(privacy), valid=valid, watchers=trackers)  # type: ignore[arg-type]
+        elif checkpoint is not None and torch_model and model.resumable:  # type: ignore[attr-defined]
+            model.fit(split.train, valid=valid, checkpoint=checkpoint, plugins=trackers)  # type: ignore[call-arg]
+        elif torch_model:
+            model.fit(split.train, valid=valid, plugins=trackers)  # type: ignore[call-arg]
         else:
             model.fit(split.train, valid=valid)
     with Timer() as eval_t:
         report = evaluate(model, split, ks=ks)
+    for tracker in trackers:
+        tracker.finish(report.summary)
     return Outcome(model, report, fit_t.seconds, eval_t.seconds)
 
 
@@ -224,6 +237,7 @@ def run_experiment(
     X: Interactions | None = None,
     split: Split | None = None,
     extra: dict[str, Any] | None = None,
+    trackers: Sequence[Tracker] = (),
 ) -> tuple[Path, Outcome]:
     """Loads data, splits, trains, evaluates and writes the run directory `out` (`extra`: more manifest entries).
 
@@ -237,7 +251,7 @@ def run_experiment(
     if "random_state" in model.get_params() and "random_state" not in params:
         model.set_params(random_state=cfg.seed)
     checkpoint = checkpoint_dir(out) if distributed.launched() else None
-    outcome = fit_evaluate(model, split, cfg.ks, cfg.privacy, checkpoint)
+    outcome = fit_evaluate(model, split, cfg.ks, cfg.privacy, checkpoint, trackers)
     extra = {"config": cfg.model_dump(), **(extra or {})}
     if cfg.privacy:
         from advrec.privacy.dp import privacy_manifest

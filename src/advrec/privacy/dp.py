@@ -33,7 +33,7 @@ from __future__ import annotations
 import logging
 import math
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
 
@@ -265,6 +265,7 @@ def fit_private(
     X: Interactions | sp.spmatrix,
     config: DPConfig | None = None,
     valid: Any = None,
+    watchers: Sequence[TrainingPlugin] = (),
     **config_kw: Any,
 ) -> M:
     """Trains `model` (a MultVAE, a BPRMF or an EASE) under user-level DP and records the budget spent; returns it.
@@ -308,7 +309,7 @@ def fit_private(
 
             fit_billboard(model, X, valid=valid, plugins=[plugin])
         else:
-            model.fit(X, valid=valid, plugins=[plugin])
+            model.fit(X, valid=valid, plugins=[plugin, *watchers])
     record = model.privacy_
     assert record is not None  # set by the plug-in
     log.info("DP-SGD: ε=%.3f at δ=%.2e after %d steps", record.epsilon, record.delta, record.steps)
