@@ -428,6 +428,9 @@ def _train_here(cfg: Any, out: Path | None, plot: bool, tracking: dict[str, Any]
     if not main:
         return
     _print_summary({type(outcome.model).__name__: outcome.report.summary}, cfg.ks)
+    from advrec.reports import ranking_words
+
+    console.print(f"test part, {outcome.report.users}: {ranking_words(outcome.report)}")
     console.print(f"fit {outcome.fit_seconds:.1f}s, evaluate {outcome.eval_seconds:.1f}s → {path}")
     if plot:
         log = getattr(outcome.model, "training_log_", None)
@@ -594,6 +597,39 @@ def evaluate_cmd(
     except AdvrecError as err:
         _fail(err)
     _print_summary({type(run.model).__name__: report.summary}, cut)
+
+
+@app.command()
+def report(
+    run_dirs: Annotated[list[Path], typer.Argument(help="run directories")],
+    out: Annotated[Path | None, typer.Option(help="folder of the report (one run; default RUN_DIR/report)")] = None,
+) -> None:
+    """One HTML page (and markdown) per run: protocol, metrics with 95% intervals, training curves, metrics by
+    user activity, and the privacy budget, federation and robustness curves where the run has them."""
+    try:
+        if out is not None and len(run_dirs) > 1:
+            raise ConfigError("--out names the folder of one run's report; give one run, or none (RUN_DIR/report)")
+        from advrec.reports import run_report
+
+        for run_dir in run_dirs:
+            console.print(f"report → {run_report(run_dir, out)}")
+    except AdvrecError as err:
+        _fail(err)
+
+
+@app.command()
+def compare(
+    run_dirs: Annotated[list[Path], typer.Argument(help="two or more run directories (the first is the reference)")],
+    out: Annotated[Path, typer.Option(help="folder of the comparison")] = Path("comparison"),
+    metric: Annotated[str, typer.Option(help="the metric tested and drawn")] = "ndcg@10",
+) -> None:
+    """One table of the runs' metrics, paired tests against the first run on their shared test users, one chart."""
+    try:
+        from advrec.reports import compare_runs
+
+        console.print(f"comparison → {compare_runs(run_dirs, out, metric)}")
+    except AdvrecError as err:
+        _fail(err)
 
 
 @app.command()
