@@ -927,9 +927,10 @@ def demo(
 ) -> None:
     """The main job on ml-100k: trains the collaborative and text models, evaluates them on warm users and
     on cold items (items with no interactions), and writes a report with charts."""
-    from advrec.evaluation.report import bar_chart, markdown_table, results_frame
+    from advrec.evaluation.report import bar_chart, results_frame
     from advrec.experiment import ExperimentConfig, load_data, make_split, run_experiment
     from advrec.io import atomic_write_text
+    from advrec.reports import Page
 
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     root = out / f"demo-{stamp}"
@@ -963,38 +964,29 @@ def demo(
     df = results_frame(results, cols)
     for name, t in timing.items():
         df.loc[name, "fit_s"] = t["fit_s"]
-    bar_chart(df, ["ndcg@10", "recall@20"], root / "ndcg_recall.png", title=f"{dataset}: full ranking, test")
-    bar_chart(cold, ["ndcg@10", "recall@20"], root / "cold_items.png", title=f"{dataset}: cold items, test")
-    report = "\n".join(
-        [
-            f"# advrec demo on {dataset}",
-            "",
-            f"Data: {X.n_users:,} users, {X.n_items:,} items, {X.nnz:,} interactions (ratings ≥ 3 as implicit).",
-            f"Protocol: per-user random 8:1:1 split (seed {seed}); every item ranked; the user's training and "
-            "validation items excluded; torch models stop early on validation NDCG@10.",
-            "",
-            markdown_table(df),
-            "",
-            "![NDCG@10 and Recall@20](ndcg_recall.png)",
-            "",
-            "## Item cold start",
-            "",
-            f"20% of the items lose all their interactions (half validation, half test; seed {seed}); each user "
-            "who interacted with a test cold item ranks only the test cold items. Item text: title, year, genres, "
-            "encoded by all-MiniLM-L6-v2.",
-            "",
-            markdown_table(cold),
-            "",
-            "![Cold items](cold_items.png)",
-            "",
-            "Each model's run directory (manifest, model, split) is in the folder of its name.",
-            "",
-        ]
+    page = Page(f"advrec demo on {dataset}", root)
+    page.text(f"Data: {X.n_users:,} users, {X.n_items:,} items, {X.nnz:,} interactions (ratings ≥ 3 as implicit).")
+    page.text(f"Protocol: per-user random 8:1:1 split (seed {seed}); every item ranked; the user's training and "
+              "validation items excluded; torch models stop early on validation NDCG@10.")  # fmt: skip
+    page.heading("Full ranking, test")
+    page.table(df)
+    chart = bar_chart(df, ["ndcg@10", "recall@20"], root / "ndcg_recall.png", title=f"{dataset}: full ranking, test")
+    page.figure(chart, "NDCG@10 and Recall@20")
+    page.heading("Item cold start")
+    page.text(f"20% of the items lose all their interactions (half validation, half test; seed {seed}); each user "
+              "who interacted with a test cold item ranks only the test cold items. Item text: title, year, genres, "
+              "encoded by all-MiniLM-L6-v2.")  # fmt: skip
+    page.table(cold)
+    chart = bar_chart(cold, ["ndcg@10", "recall@20"], root / "cold_items.png", title=f"{dataset}: cold items, test")
+    page.figure(chart, "Cold items")
+    page.text(
+        "Each model's run directory (manifest, model, split) is in the folder of its name; `advrec report "
+        "RUN_DIR` writes one run's page, `advrec compare RUN_DIR ...` compares runs."
     )
-    atomic_write_text(root / "report.md", report)
+    report = page.write()
     payload = {"results": results, "timing": timing, "cold_items": cold.to_dict(orient="index")}
     atomic_write_text(root / "results.json", json.dumps(payload, indent=2))
-    console.print(f"report → {root / 'report.md'}")
+    console.print(f"report → {report} (markdown: {root / 'report.md'})")
 
 
 @app.command()
