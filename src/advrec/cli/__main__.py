@@ -1,0 +1,5 @@
+"""`python -m advrec.cli`."""
+
+from advrec.cli import app
+
+app()
