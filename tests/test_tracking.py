@@ -93,3 +93,14 @@ def test_cli_train_writes_tensorboard_and_mlflow_and_records_them(tmp_path, data
     assert [s for s, _ in scalars(tmp_path / "tb")["train/loss"]] == [1, 2]
     run = MlflowClient(uri).get_run(tracking["mlflow"]["run_id"])
     assert run.info.run_name == "run" and run.data.metrics["test/ndcg_at_10"] > 0
+
+
+def test_a_fit_that_fails_leaves_a_failed_mlflow_run(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from mlflow.tracking import MlflowClient
+
+    from advrec.errors import DataError
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with pytest.raises(DataError), MLflowTracker(uri) as ml:
+        MultVAE(epochs=1, device="cpu").fit(np.zeros((0, 3)), plugins=[ml])
+    assert MlflowClient(uri).get_run(ml.run_id).info.status == "FAILED"

@@ -69,7 +69,7 @@ class Tracker(TrainingPlugin):
     def _metrics(self, metrics: dict[str, float], step: int | None) -> None:
         raise NotImplementedError
 
-    def _close(self) -> None:
+    def _close(self, failed: bool) -> None:
         raise NotImplementedError
 
     def describe(self) -> dict[str, Any]:
@@ -94,21 +94,22 @@ class Tracker(TrainingPlugin):
             metrics[f"lr/{name}"] = float(optimizer.param_groups[0]["lr"])
         self._metrics(metrics, int(row["epoch"]))
 
-    def finish(self, metrics: Mapping[str, Any] | None = None) -> None:
-        """The final metrics (e.g. `Report.summary`, logged as "test/<metric>"), then the run is closed."""
+    def finish(self, metrics: Mapping[str, Any] | None = None, failed: bool = False) -> None:
+        """The final metrics (e.g. `Report.summary`, logged as "test/<metric>"), then the run is closed (as
+        failed with `failed`: an MLflow run's status says so)."""
         if self.finished:
             return
         self.finished = True
         if distributed.is_main():
             if metrics:
                 self._metrics({f"test/{k}": v for k, v in numbers(metrics, ("n_users",)).items()}, None)
-            self._close()
+            self._close(failed)
+
+    def __exit__(self, *exc: object) -> None:
+        self.finish(failed=exc[0] is not None)
 
     def __enter__(self) -> Tracker:
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.finish()
 
 
 class TensorBoardTracker(Tracker):
@@ -134,7 +135,7 @@ class TensorBoardTracker(Tracker):
             self.writer.add_scalar(key, value, 0 if step is None else step)
         self.writer.flush()
 
-    def _close(self) -> None:
+    def _close(self, failed: bool) -> None:
         assert self.writer is not None
         self.writer.close()
 
@@ -181,8 +182,8 @@ class MLflowTracker(Tracker):
         named = {mlflow_name(k): v for k, v in metrics.items()}
         self.client.log_batch(self.run_id, metrics=[Metric(k, v, now, step or 0) for k, v in named.items()])
 
-    def _close(self) -> None:
-        self.client.set_terminated(self.run_id)
+    def _close(self, failed: bool) -> None:
+        self.client.set_terminated(self.run_id, status="FAILED" if failed else "FINISHED")
 
     def describe(self) -> dict[str, Any]:
         return {"mlflow": {"uri": self.uri, "experiment": self.experiment, "run_id": self.run_id}}

@@ -155,6 +155,7 @@ def _train_here(cfg: Any, out: Path | None, plot: bool, tracking: dict[str, Any]
     if not main:
         enable_progress(False)
     made: Path | None = None  # the run folder named here, removed again if the run fails before writing to it
+    trackers: list[Any] = []
     try:
         device = resolve_device(cfg.params.get("device", "auto"))
         with distributed.process_group(device.type):
@@ -166,6 +167,8 @@ def _train_here(cfg: Any, out: Path | None, plot: bool, tracking: dict[str, Any]
     except AdvrecError as err:
         if main and made is not None and made.is_dir() and not any(made.iterdir()):
             made.rmdir()
+        for tracker in trackers:
+            tracker.finish(failed=True)
         fail(err, f" on rank {distributed.rank()}" if distributed.world_size() > 1 else "")
     if not main:
         return
