@@ -62,3 +62,7 @@ def test_known_user_and_adhoc_order(sasrec_run: Path, store_url: str) -> None:
         assert c.post("/v1/interactions", json={"events": events}).status_code == 200
         assert ids(c.get("/v1/users/newcomer/recommendations", params={"k": 10})) == ids(a)
         assert c.get("/v1/items/50/similar", params={"k": 3}).status_code == 200
+        # no history at all: the popular items, said so
+        empty = c.post("/v1/recommendations", json={"history": [], "k": 3})
+        popular = c.get("/v1/items/popular", params={"k": 3})
+        assert empty.json()["strategy"] == "popularity" and ids(empty) == ids(popular)

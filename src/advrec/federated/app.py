@@ -103,9 +103,8 @@ ATTACKS = ("", "popularity")
 Metrics = dict[str, int | float | list[int] | list[float]]  # what a Flower MetricRecord holds
 # per process (a simulation actor serves many rounds): the interactions, their split, the users' permutation
 _SPLITS: dict[tuple, tuple[Interactions, Split, np.ndarray]] = {}
-_NODES: dict[
-    tuple, tuple[NodeData, dict[str, int]]
-] = {}  # per process: each node's rows (a simulation's actor serves several nodes)
+# per process: each node's rows and its partition file's header (a simulation's actor serves several nodes)
+_NODES: dict[tuple, tuple[NodeData, dict[str, int]]] = {}
 
 
 def settings_of(config: Mapping[str, Any]) -> dict[str, Any]:

@@ -224,10 +224,11 @@ class ServedModel:
         if self.sequential or self.uses_history:
             # a model that scores from the history has nothing to go on without one: popularity, and say so
             s = np.empty((n, self.n_items), dtype=np.float32)
-            has = np.diff(rows.liked.indptr) > 0
-            if self.sequential:
+            if self.sequential:  # a sequential model reads the order of the whole history
                 assert rows.order is not None
-                has &= np.diff(rows.order.indptr) > 0
+                has = np.diff(rows.order.indptr) > 0
+            else:
+                has = np.diff(rows.liked.indptr) > 0
             s[~has] = self.popularity
             strategy = ["popularity" if not h else "history" if u >= 0 else "fold-in"
                         for h, u in zip(has, rows.train_users, strict=True)]  # fmt: skip
