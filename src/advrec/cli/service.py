@@ -60,7 +60,6 @@ def serve(
     answers, /v1/model, /metrics, /docs), write (events), admin (reload, forget; also /metrics).
     """
     import copy
-    import dataclasses
     import os
 
     import uvicorn
@@ -82,7 +81,7 @@ def serve(
             ann_ef_search=ann_ef_search,
         )
         if max_events_per_user is not None:
-            settings = dataclasses.replace(settings, max_events_per_user=max_events_per_user)
+            settings = settings.replace(max_events_per_user=max_events_per_user)
         probe = app_for(settings)
         probe.state.serving.store.close()
     except (AdvrecError, OSError) as err:

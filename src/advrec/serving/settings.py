@@ -1,12 +1,14 @@
-"""The server's settings as one object, and their round trip through the environment (one copy per worker)."""
+"""The server's settings as one object (pydantic-settings), and their round trip through the environment: `advrec
+serve` writes them as `ADVREC_SERVE_*` variables, and each uvicorn worker reads them back."""
 
 from __future__ import annotations
 
-import dataclasses
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from advrec.errors import ConfigError
 from advrec.serving.ann import DEFAULT_EF_SEARCH, DEFAULT_M
@@ -35,9 +37,14 @@ ENV_NAMES = {
 }
 
 
-@dataclass(frozen=True)
-class ServingSettings:
-    """Everything `create_app` needs besides the keys themselves.
+def _env(field: str) -> str:
+    return ENV_PREFIX + ENV_NAMES[field]
+
+
+class ServingSettings(BaseSettings):
+    """Everything `create_app` needs besides the keys themselves, read from `ADVREC_SERVE_*` variables
+    (`ENV_NAMES`; an unset or empty variable keeps the default) or given as keyword arguments; a bad value is
+    refused naming the setting.
 
     `public_reads` lets anonymous callers have ad-hoc recommendations, similar items, popular items and the API
     docs; a stored user's answers always need a key with the `read` scope. `runs_root` bounds the run directories
@@ -45,31 +52,44 @@ class ServingSettings:
     user that a read uses (the most recent ones), `max_entries` the users × k of one batch request.
     """
 
-    run_dir: Path
-    store_url: str | None = None
-    api_key_file: Path | None = None
-    public_reads: bool = False
-    runs_root: Path | None = None
-    max_batch: int = MAX_BATCH
-    max_body_bytes: int = DEFAULT_BODY_BYTES
-    max_events_per_user: int = MAX_EVENTS_PER_USER
-    max_entries: int = MAX_ENTRIES
-    ann: str = "none"
-    ann_m: int = DEFAULT_M
-    ann_ef_search: int = DEFAULT_EF_SEARCH
-    torch_threads: int = 1
+    model_config = SettingsConfigDict(frozen=True, env_ignore_empty=True, populate_by_name=True, extra="forbid")
 
-    def __post_init__(self) -> None:
-        if not 1 <= self.max_batch <= MAX_BATCH:
-            raise ConfigError(f"max_batch must lie in 1..{MAX_BATCH}, got {self.max_batch}")
-        for name in ("max_body_bytes", "max_events_per_user", "max_entries", "torch_threads"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+    run_dir: Path = Field(validation_alias=_env("run_dir"))
+    store_url: str | None = Field(None, validation_alias=_env("store_url"))
+    api_key_file: Path | None = Field(None, validation_alias=_env("api_key_file"))
+    public_reads: bool = Field(False, validation_alias=_env("public_reads"))
+    runs_root: Path | None = Field(None, validation_alias=_env("runs_root"))
+    max_batch: int = Field(MAX_BATCH, ge=1, le=MAX_BATCH, validation_alias=_env("max_batch"))
+    max_body_bytes: int = Field(DEFAULT_BODY_BYTES, ge=1, validation_alias=_env("max_body_bytes"))
+    max_events_per_user: int = Field(MAX_EVENTS_PER_USER, ge=1, validation_alias=_env("max_events_per_user"))
+    max_entries: int = Field(MAX_ENTRIES, ge=1, validation_alias=_env("max_entries"))
+    ann: str = Field("none", validation_alias=_env("ann"))
+    ann_m: int = Field(DEFAULT_M, validation_alias=_env("ann_m"))
+    ann_ef_search: int = Field(DEFAULT_EF_SEARCH, validation_alias=_env("ann_ef_search"))
+    torch_threads: int = Field(1, ge=1, validation_alias=_env("torch_threads"))
+
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as err:
+            first = err.errors()[0]
+            name = str(first["loc"][0]) if first["loc"] else "settings"
+            field = next((f for f, env in ENV_NAMES.items() if name in (f, ENV_PREFIX + env)), name)
+            if first["type"] == "missing" and field == "run_dir":
+                raise ConfigError(f"${ENV_PREFIX}RUN_DIR must name the run directory to serve") from None
+            if field not in ENV_NAMES:
+                raise ConfigError(f"unknown serving setting {field!r}; settings: {', '.join(ENV_NAMES)}") from None
+            raise ConfigError(f"serving setting {field} (${ENV_PREFIX}{ENV_NAMES.get(field, '?')}): {first['msg']}, "
+                              f"got {first.get('input')!r}") from None  # fmt: skip
 
     @property
     def resolved_runs_root(self) -> Path:
         """The folder under which reloads may pick run directories (symlinks resolved)."""
         return Path(os.path.realpath(self.runs_root or Path(self.run_dir).resolve().parent))
+
+    def replace(self, **changes: Any) -> ServingSettings:
+        """A copy with `changes` (validated as the original was)."""
+        return type(self)(**{**self.model_dump(), **changes})
 
     def to_env(self) -> dict[str, str]:
         """The settings as environment variables (`ADVREC_SERVE_*`); unset values are empty strings."""
@@ -86,27 +106,6 @@ class ServingSettings:
         return out
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> ServingSettings:
-        """Settings from `ADVREC_SERVE_*` variables; a variable that is unset or empty keeps the default."""
-        environ = os.environ if environ is None else environ
-        types = {f.name: f.type for f in dataclasses.fields(cls)}
-        values: dict[str, object] = {}
-        for name, env in ENV_NAMES.items():
-            text = environ.get(ENV_PREFIX + env, "")
-            if not text:
-                continue
-            kind = str(types[name])
-            try:
-                if kind == "bool":
-                    values[name] = text == "1"
-                elif kind == "int":
-                    values[name] = int(text)
-                elif "Path" in kind:
-                    values[name] = Path(text)
-                else:
-                    values[name] = text
-            except ValueError:
-                raise ConfigError(f"${ENV_PREFIX}{env} must be an integer, got {text!r}") from None
-        if "run_dir" not in values:
-            raise ConfigError(f"${ENV_PREFIX}RUN_DIR must name the run directory to serve")
-        return cls(**values)  # type: ignore[arg-type]
+    def from_env(cls) -> ServingSettings:
+        """Settings from the `ADVREC_SERVE_*` variables of this process (what `to_env` wrote for a worker)."""
+        return cls()
