@@ -42,6 +42,26 @@ def command_lines() -> list[str]:
     return out
 
 
+@pytest.fixture
+def short_fits(monkeypatch):  # type: ignore[no-untyped-def]
+    """Every torch fit at most `MAX_EPOCHS` epochs, every iALS fit at most as many iterations."""
+    from advrec.models.ials import IALS
+    from advrec.models.torch_base import TorchRecommender
+
+    fit, ials_fit = TorchRecommender.fit, IALS.fit
+
+    def short(self, *a, **kw):  # type: ignore[no-untyped-def]
+        self.epochs = min(self.epochs, MAX_EPOCHS)
+        return fit(self, *a, **kw)
+
+    def short_ials(self, *a, **kw):  # type: ignore[no-untyped-def]
+        self.iterations = min(self.iterations, MAX_EPOCHS)
+        return ials_fit(self, *a, **kw)
+
+    monkeypatch.setattr(TorchRecommender, "fit", short)
+    monkeypatch.setattr(IALS, "fit", short_ials)
+
+
 def test_every_readme_command_parses() -> None:
     import click
     import typer
@@ -63,10 +83,7 @@ def test_every_readme_command_parses() -> None:
 
 
 @pytest.mark.integration
-def test_readme_python_blocks_run(tmp_path, monkeypatch, data_dir) -> None:  # type: ignore[no-untyped-def]
-    from advrec.models.ials import IALS
-    from advrec.models.torch_base import TorchRecommender
-
+def test_readme_python_blocks_run(tmp_path, monkeypatch, data_dir, short_fits) -> None:  # type: ignore[no-untyped-def]
     code = "\n".join(blocks("python"))
     for old, new in SHORTER.items():
         assert old in code, f"the README no longer has {old!r}: update SHORTER"
@@ -77,18 +94,6 @@ def test_readme_python_blocks_run(tmp_path, monkeypatch, data_dir) -> None:  # t
     events = pd.DataFrame({"uid": rng.integers(0, 50, 500), "sku": rng.integers(0, 80, 500), "ts": np.arange(500)})
     events.to_csv("clicks.csv", index=False)
     events[["uid", "sku"]].to_parquet("events.parquet")
-    fit, ials_fit = TorchRecommender.fit, IALS.fit
-
-    def short(self, *a, **kw):  # type: ignore[no-untyped-def]
-        self.epochs = min(self.epochs, MAX_EPOCHS)
-        return fit(self, *a, **kw)
-
-    def short_ials(self, *a, **kw):  # type: ignore[no-untyped-def]
-        self.iterations = min(self.iterations, MAX_EPOCHS)
-        return ials_fit(self, *a, **kw)
-
-    monkeypatch.setattr(TorchRecommender, "fit", short)
-    monkeypatch.setattr(IALS, "fit", short_ials)
     namespace: dict = {}
     exec(compile(code, str(README), "exec"), namespace)  # the README's own examples
     assert 0 < namespace["report"].summary["ndcg@20"] < 1 and namespace["dp"].privacy_.epsilon <= 8.0 + 1e-6
@@ -121,28 +126,14 @@ SHORTER_COMMANDS = {
 
 
 @pytest.mark.integration
-def test_readme_commands_run(tmp_path, monkeypatch, data_dir) -> None:  # type: ignore[no-untyped-def]
+def test_readme_commands_run(tmp_path, monkeypatch, data_dir, short_fits) -> None:  # type: ignore[no-untyped-def]
     from typer.testing import CliRunner
 
     from advrec.cli import app
-    from advrec.models.ials import IALS
-    from advrec.models.torch_base import TorchRecommender
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("ADVREC_DATA_DIR", str(data_dir))
     Path("experiment.toml").write_text('dataset = "ml-100k"\nmodel = "EASE"\n\n[params]\nl2 = 200.0\n')
-    fit, ials_fit = TorchRecommender.fit, IALS.fit
-
-    def short(self, *a, **kw):  # type: ignore[no-untyped-def]
-        self.epochs = min(self.epochs, MAX_EPOCHS)
-        return fit(self, *a, **kw)
-
-    def short_ials(self, *a, **kw):  # type: ignore[no-untyped-def]
-        self.iterations = min(self.iterations, MAX_EPOCHS)
-        return ials_fit(self, *a, **kw)
-
-    monkeypatch.setattr(TorchRecommender, "fit", short)
-    monkeypatch.setattr(IALS, "fit", short_ials)
     ran = []
     lines = [line for line in command_lines() if not any(key in line for key in NOT_RUN)]
     # the serving block trains runs/ease, which the attack block before it reads: train the runs first
