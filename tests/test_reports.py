@@ -84,3 +84,15 @@ def test_a_comparison_pairs_the_shared_users_and_renders(runs, tmp_path) -> None
     assert rendered_images(tmp_path / "cmp" / "report.html", tmp_path) == [[True, 504]]
     res = runner.invoke(app, ["compare", str(runs["EASE"])])
     assert res.exit_code != 0 and "at least two run directories" in res.output
+
+
+def test_forget_drops_a_report_of_the_model_before(tmp_path, data_dir) -> None:  # type: ignore[no-untyped-def]
+    from advrec.privacy.forget import forget_user
+    from advrec.runs import load_run
+
+    cfg = ExperimentConfig(dataset="ml-100k", data_dir=str(data_dir), model="EASE", params={"l2": 200.0})
+    run, _ = run_experiment(cfg, tmp_path / "ease")
+    assert runner.invoke(app, ["report", str(run)]).exit_code == 0 and (run / "report" / "report.html").exists()
+    (run / "notes.txt").write_text("kept")  # what the run's owner put there is carried, as before
+    forget_user(run, load_run(run).users.ids[0])
+    assert not (run / "report").exists() and (run / "notes.txt").read_text() == "kept"

@@ -104,3 +104,10 @@ def test_a_fit_that_fails_leaves_a_failed_mlflow_run(tmp_path) -> None:  # type:
     with pytest.raises(DataError), MLflowTracker(uri) as ml:
         MultVAE(epochs=1, device="cpu").fit(np.zeros((0, 3)), plugins=[ml])
     assert MlflowClient(uri).get_run(ml.run_id).info.status == "FAILED"
+
+
+def test_the_manifest_gets_no_password_of_an_mlflow_uri(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    ml = MLflowTracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    ml.uri = "https://alice:secret@mlflow.example.org:5000/"
+    assert ml.describe()["mlflow"]["uri"] == "https://mlflow.example.org:5000/"
+    ml.finish()

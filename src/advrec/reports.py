@@ -25,7 +25,7 @@ from advrec.evaluation.evaluate import Report, evaluate
 from advrec.evaluation.metrics import paired_test
 from advrec.evaluation.report import pyplot, save_figure, training_curves
 from advrec.io import atomic_write_text
-from advrec.runs import Run, load_run
+from advrec.runs import REPORT_DIR, Run, load_run
 
 KS = (10, 20)
 SHOWN = ("ndcg@10", "recall@10", "precision@10", "hit@10", "mrr@10", "ndcg@20", "recall@20")
@@ -127,7 +127,7 @@ def bar_with_intervals(table: dict[str, pd.DataFrame], metric: str, path: Path, 
 def run_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     """The report of one run directory, in `out` (default `RUN_DIR/report`); returns the HTML file."""
     run = load_run(run_dir)
-    folder = Path(out) if out is not None else run.path / "report"
+    folder = Path(out) if out is not None else run.path / REPORT_DIR
     name = type(run.model).__name__
     page = Page(f"{name} on {run.manifest.get('dataset', {}).get('name', '?')} ({run.path.name})", folder)
     report = evaluate(run.model, run.split, ks=KS)

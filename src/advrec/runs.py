@@ -35,6 +35,7 @@ from advrec.io import atomic_write_parquet, atomic_write_text, to_jsonable
 from advrec.models.base import Recommender
 
 MANIFEST = "manifest.json"
+REPORT_DIR = "report"  # `advrec report`'s page of the run (derived from its model; not carried by forget)
 RENAME_EXCHANGE = 2  # renameat2 flag: swap the two paths
 AT_FDCWD = -100  # renameat2: paths relative to the working directory
 

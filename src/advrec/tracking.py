@@ -186,4 +186,10 @@ class MLflowTracker(Tracker):
         self.client.set_terminated(self.run_id, status="FAILED" if failed else "FINISHED")
 
     def describe(self) -> dict[str, Any]:
-        return {"mlflow": {"uri": self.uri, "experiment": self.experiment, "run_id": self.run_id}}
+        """Where the run is, for the run's manifest: the URI without a password it may carry."""
+        from urllib.parse import urlsplit, urlunsplit
+
+        parts, uri = urlsplit(self.uri), self.uri
+        if "@" in parts.netloc:  # user[:password]@host (rebuilt only then: urlunsplit drops sqlite:////'s slashes)
+            uri = urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1]))
+        return {"mlflow": {"uri": uri, "experiment": self.experiment, "run_id": self.run_id}}

@@ -98,6 +98,8 @@ DEFAULTS: dict[str, Any] = {
     "beta": 0.2,
 }
 MODELS = ("fcf", "multvae")
+# what a federation of each model releases: `<name>.safetensors` in its `out` folder
+RELEASED = {"fcf": "item_factors", "multvae": "network"}
 STRATEGIES = ("fedavg", "fedadam", "fedyogi")
 ATTACKS = ("", "popularity")
 Metrics = dict[str, int | float | list[int] | list[float]]  # what a Flower MetricRecord holds
@@ -308,7 +310,7 @@ def node_metrics(s: Mapping[str, Any], context: Context, Q: np.ndarray) -> Metri
     (a poisoning experiment), the targets' exposure among them ("target-er@10" over "target-users")."""
     data = node_data(s, context)
     settings = fcf_settings(s, sizes(s)[1])
-    metrics = _metric_sums(data, lambda es: client_metrics(es, Q, settings))
+    metrics = _part_sums(data, lambda es: client_metrics(es, Q, settings))
     if s["targets"]:
         split, _ = federation_data(s)
         targets = target_items(split.train.matrix, s["targets"], s["seed"])
@@ -317,7 +319,7 @@ def node_metrics(s: Mapping[str, Any], context: Context, Q: np.ndarray) -> Metri
     return metrics
 
 
-def _metric_sums(data: NodeData, sums_of: Callable[[EvalSet], dict]) -> Metrics:
+def _part_sums(data: NodeData, sums_of: Callable[[EvalSet], dict]) -> Metrics:
     metrics: Metrics = {}
     for part in ("valid", "test"):
         sums = sums_of(data.eval_set(part))
@@ -340,7 +342,7 @@ def multvae_metrics(s: Mapping[str, Any], context: Context, weights: Mapping[str
     """Sums of ranking metrics of this node's users (as `node_metrics`), each scored from their own history."""
     data = node_data(s, context)
     model = neural.served_model(s, weights, data.train)
-    return _metric_sums(data, lambda es: metric_sums(es, model._score, (10, 20)))
+    return _part_sums(data, lambda es: metric_sums(es, model._score, (10, 20)))
 
 
 def make_client_app(bound: Mapping[str, Any] | None = None) -> ClientApp:
@@ -438,7 +440,7 @@ def make_strategy(s: Mapping[str, Any], noise_std: float = 0.0) -> FedAvg:
         def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: Any, grid: Grid) -> Any:
             if server_round % every and server_round != last:
                 return []
-            return super().configure_evaluate(server_round, arrays, config, Among(grid, sampler.all(grid)))
+            return super().configure_evaluate(server_round, arrays, config, Among(grid, sampler.connected(grid)))
 
         def aggregate_train(self, server_round: int, replies: Any) -> tuple[ArrayRecord | None, MetricRecord | None]:
             replies = list(replies)
@@ -511,8 +513,7 @@ def make_server_app(bound: Mapping[str, Any] | None = None) -> ServerApp:
             "evaluate": {str(r): m for r, m in evaluated.items()},
         }
         if s["out"]:
-            name = "network" if s["model"] == "multvae" else "item_factors"
-            save_result(Path(s["out"]), name, snapshots[best], history)
+            save_result(Path(s["out"]), RELEASED[s["model"]], snapshots[best], history)
 
     return app
 

@@ -23,7 +23,7 @@ weight, so the weighted mean over clients (FedAvg) is Q + mean over all sampled 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
@@ -146,8 +146,3 @@ def metric_sums(es: EvalSet, score: Callable[[sp.csr_matrix, np.ndarray], np.nda
         for m in ("ndcg", "recall"):
             out[f"{m}@{k}"] = float(report.summary[f"{m}@{k}"]) * n  # sums: the server divides by all users
     return out
-
-
-def restrict(es: EvalSet, users: np.ndarray) -> EvalSet:
-    """The evaluation set of only `users` (those of one client)."""
-    return replace(es, users=np.intersect1d(es.users, users))

@@ -61,9 +61,6 @@ def local_update(
 def served_model(s: Mapping[str, Any], weights: Mapping[str, np.ndarray], train: sp.csr_matrix) -> MultVAE:
     """A fitted `MultVAE` holding the federation's released weights (a user's scores come from their history)."""
     model = model_of(s, 1, s["seed"])
-    model._set_shape(train)
-    model.device_ = torch.device("cpu")
-    model.network_ = model._build(model.n_users_, model.n_items_)
-    model.network_.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in weights.items()})
-    model.network_.eval()
-    return model
+    weights_state = {f"network.{k}": np.asarray(v) for k, v in weights.items()}
+    model._restore_state({"n_users_": int(train.shape[0]), "n_items_": int(train.shape[1]), **weights_state})
+    return model  # as a saved MultVAE is loaded: the network built, the weights in, in eval mode

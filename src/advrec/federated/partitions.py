@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -43,12 +44,18 @@ class NodeData:
 
     def eval_set(self, part: str) -> EvalSet:
         """The node's users' task on `part`, as `Split.eval_set` poses it: ranked from the training history,
-        training items excluded (and, for the test part, the validation items too)."""
-        target = self.valid if part == "valid" else self.test
-        exclude = self.train if part == "valid" else (self.train + self.valid).tocsr()
-        exclude = exclude.copy()
-        exclude.data[:] = 1.0
-        return EvalSet(self.train, target, exclude, np.flatnonzero(np.diff(target.indptr) > 0))
+        training items excluded (and, for the test part, the validation items too). Built once per node (a node
+        evaluates every few rounds)."""
+        return self._eval_sets[part]
+
+    @cached_property
+    def _eval_sets(self) -> dict[str, EvalSet]:
+        out = {}
+        for part, target in (("valid", self.valid), ("test", self.test)):
+            exclude = (self.train if part == "valid" else self.train + self.valid).astype(np.float32, copy=True)
+            exclude.data[:] = 1.0
+            out[part] = EvalSet(self.train, target, exclude.tocsr(), np.flatnonzero(np.diff(target.indptr) > 0))
+        return out
 
 
 def write_partition(path: Path, data: NodeData, header: Mapping[str, int]) -> Path:

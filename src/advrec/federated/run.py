@@ -1,13 +1,13 @@
 """A federated training run as a normal advrec run directory (`advrec federate`), servable by `advrec serve`.
 
-The federation (Flower's simulation engine, `simulate`) leaves the item factors of the released round (a MultVAE:
-its network's weights, held in a `MultVAE` that scores a user from their history); the run directory holds them
-in an `IALS` whose user vectors are each user's exact iALS step against those factors (what
-every client computes on its device, `advrec.federated.fcf.user_factors`): so `advrec serve`, `evaluate` and
-`recommend` treat it as any iALS run, and a history sent to the service is folded in the same way. The manifest's
-"federated" entry records the federation: clients, rounds, strategy, ε and δ, defence, bytes communicated, the
-chosen round and the history of rounds. The run directory holds the split, like every run: it is the operator's
-copy of a simulation, where all the data is on one machine anyway.
+The federation (Flower's simulation engine, `simulate`) leaves the arrays of the released round. Federated iALS:
+the run directory holds the item factors in an `IALS` whose user vectors are each user's exact iALS step against
+them (what every client computes on its device, `advrec.federated.fcf.user_factors`). Federated MultVAE: the
+network's weights in a `MultVAE`, which scores a user from their history. Either way `advrec serve`, `evaluate` and
+`recommend` treat it as any run of that model, and a history sent to the service is folded in the same way.
+The manifest's "federated" entry records the federation: clients, rounds, strategy, ε and δ, defence, bytes
+communicated, the chosen round and the history of rounds. The run directory holds the split, like every run: it is
+the operator's copy of a simulation, where all the data is on one machine anyway.
 """
 
 from __future__ import annotations
@@ -25,7 +25,14 @@ import scipy.sparse as sp
 from advrec.data.splits import Split
 from advrec.errors import ConfigError
 from advrec.federated import neural
-from advrec.federated.app import federation_data, federation_interactions, forget_cache, settings_of, simulate
+from advrec.federated.app import (
+    RELEASED,
+    federation_data,
+    federation_interactions,
+    forget_cache,
+    settings_of,
+    simulate,
+)
 from advrec.models import IALS, MultVAE
 
 # the names `advrec federate` takes (any case) and the federated model each trains
@@ -69,8 +76,7 @@ def federation(s: Mapping[str, Any], partitions: int) -> tuple[IALS | MultVAE, d
         t0 = time.perf_counter()
         simulate({**s, "out": tmp}, partitions=partitions)
         wall = time.perf_counter() - t0
-        name = "network" if s["model"] == "multvae" else "item_factors"
-        arrays = load_file(str(Path(tmp) / f"{name}.safetensors"))
+        arrays = load_file(str(Path(tmp) / f"{RELEASED[s['model']]}.safetensors"))
         history = json.loads((Path(tmp) / "history.json").read_text())
     if s["model"] == "multvae":
         model: IALS | MultVAE = neural.served_model(s, arrays, split.train.matrix)

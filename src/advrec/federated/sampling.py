@@ -54,9 +54,6 @@ class NodeSampler:
             time.sleep(1)
         return nodes
 
-    def all(self, grid: Grid) -> list[int]:
-        return self.connected(grid)
-
     def sample(self, grid: Grid, server_round: int) -> list[int]:
         """`fraction` of the connected nodes (at least one), chosen by partition id."""
         nodes = self.connected(grid)

@@ -100,7 +100,7 @@ def as_eval_set(valid: Valid, train: sp.csr_matrix) -> EvalSet | None:
         raise DataError(
             f"valid has shape {target.shape}; the held-out interactions need the training shape {train.shape}"
         )
-    exclude = train.copy().astype(np.float32)
+    exclude = train.astype(np.float32, copy=True)
     exclude.data[:] = 1.0
     return EvalSet(train, target, exclude, np.flatnonzero(np.diff(target.indptr) > 0))
 

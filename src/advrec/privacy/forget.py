@@ -32,7 +32,7 @@ from advrec.errors import UnknownIdError
 from advrec.io import atomic_write_text
 from advrec.models.base import Recommender
 from advrec.models.torch_base import TorchRecommender
-from advrec.runs import MANIFEST, Run, checkpoint_dir, load_run, save_run
+from advrec.runs import MANIFEST, REPORT_DIR, Run, checkpoint_dir, load_run, save_run
 
 if TYPE_CHECKING:
     from advrec.serving.store import EventStore
@@ -193,7 +193,9 @@ def _save_without(
 
         extra["privacy"] = privacy_manifest(model)
     timings = {**manifest.get("wall_seconds", {}), "forget": time.perf_counter() - t0}
-    save_run(run.path, model, data, split, dataset=manifest.get("dataset", {}), timings=timings, extra=extra)
+    # `advrec report`'s page describes the model before the forgetting (its metrics, by name): not carried over
+    save_run(run.path, model, data, split, dataset=manifest.get("dataset", {}), timings=timings, extra=extra,
+             carry=lambda entry: entry.name != REPORT_DIR)  # fmt: skip
     leftover = checkpoint_dir(run.path)  # a failed torchrun job's checkpoint: weights trained on the user too
     if leftover.exists():
         shutil.rmtree(leftover)
