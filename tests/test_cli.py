@@ -157,3 +157,12 @@ def test_option_values_are_checked_before_any_run_is_read(tmp_path) -> None:  # 
     assert res.exit_code != 0 and "--on takes test or valid" in res.output
     res = runner.invoke(app, ["robustness", missing, "--eps", "0.1,-1"])
     assert res.exit_code != 0 and "--eps takes comma-separated positive numbers" in res.output
+
+
+def test_an_error_is_printed_as_it_is_not_as_markup(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.delenv("ADVREC_DATA_DIR", raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    (tmp_path / "advrec").mkdir()
+    (tmp_path / "advrec" / "config.toml").write_text("[data]\nhome = 3\n")
+    res = runner.invoke(app, ["datasets", "--no-counts"])
+    assert res.exit_code == 2 and "config.toml: [data] home must be a folder path" in res.output

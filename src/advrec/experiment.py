@@ -212,16 +212,14 @@ def fit_evaluate(
     valid = split if split.valid is not None else None
     for tracker in trackers:
         tracker.log_params(model)
-    torch_model = isinstance(model, TorchRecommender)
     with Timer() as fit_t:
         if privacy:
             from advrec.privacy.dp import fit_private
 
             fit_private(model, split.train, dp_config(privacy), valid=valid, watchers=trackers)  # type: ignore[arg-type]
-        elif checkpoint is not None and torch_model and model.resumable:  # type: ignore[attr-defined]
-            model.fit(split.train, valid=valid, checkpoint=checkpoint, plugins=trackers)  # type: ignore[call-arg]
-        elif torch_model:
-            model.fit(split.train, valid=valid, plugins=trackers)  # type: ignore[call-arg]
+        elif isinstance(model, TorchRecommender):
+            resume = checkpoint if model.resumable else None
+            model.fit(split.train, valid=valid, checkpoint=resume, plugins=trackers)
         else:
             model.fit(split.train, valid=valid)
     with Timer() as eval_t:

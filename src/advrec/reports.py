@@ -23,7 +23,7 @@ import pandas as pd
 from advrec.errors import ConfigError
 from advrec.evaluation.evaluate import Report, evaluate
 from advrec.evaluation.metrics import paired_test
-from advrec.evaluation.report import pyplot, save_figure, training_curves
+from advrec.evaluation.report import bar_chart, pyplot, save_figure, training_curves
 from advrec.io import atomic_write_text
 from advrec.runs import REPORT_DIR, Run, load_run
 
@@ -143,12 +143,9 @@ def run_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     page.heading("By user activity")
     activity = by_activity(run, report)
     page.table(activity)
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(4.5, 3))
-    ax.bar(activity.index, activity["mean"], color="#55a868")
-    ax.set(xlabel="users by training history length (Q1 least active)", ylabel="ndcg@10")
-    fig.tight_layout()
-    page.figure(save_figure(fig, folder / "activity.png"), "NDCG@10 by user activity")
+    chart = bar_chart(activity.rename(columns={"mean": "ndcg@10"}), ["ndcg@10"], folder / "activity.png",
+                      title="by training history length (Q1: least active users)")  # fmt: skip
+    page.figure(chart, "NDCG@10 by user activity")
     _extras(run, page, folder)
     return page.write()
 

@@ -19,6 +19,7 @@ from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from advrec.errors import AdvrecError, ConfigError
@@ -59,7 +60,8 @@ def number_list(text: str, option: str, kind: type[int] | type[float], what: str
 
 
 def fail(err: Exception, where: str = "") -> NoReturn:
-    console.print(f"[red]error{where}:[/red] {err}")
+    """One line on the console (the message as it is: "[data]" or a list is not read as markup), exit status 2."""
+    console.print(f"[red]error{escape(where)}:[/red] {escape(str(err))}", soft_wrap=True)  # one line, unbroken
     raise typer.Exit(2)
 
 

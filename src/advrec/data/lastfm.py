@@ -31,8 +31,8 @@ def load_lastfm(
                               keep_default_na=False, quoting=3, encoding="utf-8")  # fmt: skip
     except (ValueError, UnicodeDecodeError) as err:
         raise DataError(f"{folder / 'artists.dat'}: cannot read the artists' names ({err})") from None
-    names = dict(zip(artists["id"], artists["name"], strict=True))
-    X.item_features = pd.DataFrame({"title": [names.get(str(i), "") for i in X.items.ids]})
+    names = artists.set_index("id")["name"]
+    X.item_features = pd.DataFrame({"title": names.reindex(X.items.ids.astype(str)).fillna("").to_numpy()})
     X.name = NAME
     X.meta = {"dataset": NAME, "min_rating": None, "core": core}
     return X
