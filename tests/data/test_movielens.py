@@ -289,7 +289,7 @@ def test_a_file_of_your_own_is_a_dataset(tmp_path: Path) -> None:
     """`load_dataset` (and so `advrec train --dataset`) takes a path to a CSV/TSV/Parquet file, its columns found
     by their names; a file without a user column is refused naming its columns."""
     from advrec.data.datasets import is_file_dataset, load_dataset
-    from advrec.errors import DataError
+    from advrec.errors import ConfigError, DataError
 
     path = tmp_path / "events.csv"
     path.write_text("UserID,item_id,Rating,ts\nu1,a,5,1\nu1,b,2,2\nu2,a,4,3\n")
@@ -299,6 +299,8 @@ def test_a_file_of_your_own_is_a_dataset(tmp_path: Path) -> None:
     df.to_parquet(tmp_path / "buys.parquet")
     assert load_dataset(str(tmp_path / "buys.parquet"), min_rating=3).nnz == 3  # no rating column: implicit
     assert is_file_dataset("a/b.tsv.gz") and not is_file_dataset("ml-100k")
+    with pytest.raises(ConfigError, match="has no option 'verify'"):
+        load_dataset(str(path), verify=True)
     (tmp_path / "bad.csv").write_text("who,what\n1,2\n")
     with pytest.raises(DataError, match=r"no user column among \['who', 'what'\]"):
         load_dataset(str(tmp_path / "bad.csv"))

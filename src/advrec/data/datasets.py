@@ -67,13 +67,14 @@ def _check_options(name: str, fn: Callable[..., Any], kw: dict[str, Any], what: 
 
 def load_dataset(name: str, data_dir: str | os.PathLike[str] | None = None, **kw: Any) -> Interactions:
     """A known dataset as `Interactions`: MovieLens names go to `load_movielens`, "gowalla" to `load_gowalla`,
-    "amazon-scientific-unisrec" to `load_amazon_scientific`, "amazon-office-2014-5core" to `load_amazon_office`.
+    "amazon-scientific-unisrec" to `load_amazon_scientific`, "amazon-office-2014-5core" to `load_amazon_office`,
+    "hetrec2011-lastfm-2k" to `load_lastfm`, and a path to a CSV/TSV/Parquet file to `load_file`.
 
     `kw` are the loader's options (e.g. `min_rating`, `core`); an option the loader does not take raises
     `ConfigError` naming it, unless its value is None.
     """
     if name not in LOADERS and is_file_dataset(str(name)):
-        return load_file(name, kw.get("min_rating"), kw.get("core"))
+        return load_file(name, **_check_options(name, load_file, kw, "load_dataset"))
     if name not in LOADERS:
         raise UnknownDatasetError(
             f"no loader for dataset {name!r}; loadable datasets: {', '.join(sorted(LOADERS))}, or a path to your "
